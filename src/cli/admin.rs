@@ -1,0 +1,125 @@
+//! `csirt db migrate` and `csirt config check`: what a sysadmin runs when installing.
+
+use super::output::Output;
+use super::{Cli, load_config};
+use crate::config::{Config, Transport};
+use crate::store::{Role, Store};
+use std::process::ExitCode;
+
+pub(super) async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (_, config) = load_config(cli)?;
+    let store = Store::open(&config.store.url, Role::Migrate).await?;
+    let before = store.schema_version().await?;
+    let after = store.migrate().await?;
+    let message = if before.applied == after.applied {
+        format!(
+            "{}: schema already at version {}",
+            store.url(),
+            after.applied
+        )
+    } else {
+        format!(
+            "{}: schema migrated from version {} to {}",
+            store.url(),
+            before.applied,
+            after.applied
+        )
+    };
+    Output::stdout(config.timezone).line(&message)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (path, config) = load_config(cli)?;
+    config.check_secret_permissions(&path)?;
+    let contacts = config.contacts.keys().cloned().collect();
+    let playbooks = match crate::playbook::load(&config.playbooks, Some(&contacts)) {
+        Ok(set) => set,
+        Err(errors) => return Ok(super::playbooks::report(&errors)),
+    };
+    let mut out = Output::stdout(config.timezone);
+    for line in describe(&path, &config, playbooks.len()) {
+        out.line(&line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the daemon would do with this config, line by line.
+fn describe(path: &std::path::Path, config: &Config, playbooks: usize) -> Vec<String> {
+    let mut lines = vec![
+        format!("{}: OK", path.display()),
+        format!("node: {}", config.node_name()),
+        format!("timezone: {}", config.timezone),
+        format!("store: {}", config.store.url),
+        format!(
+            "playbooks: {} ({playbooks} loaded)",
+            config.playbooks.display()
+        ),
+    ];
+    if config.logs.is_empty() {
+        lines.push("logs: none configured".into());
+    }
+    for source in &config.logs {
+        for pattern in &source.paths {
+            let pattern = pattern.get_ref();
+            let matched: Vec<String> = glob::glob(pattern)
+                .map(|paths| {
+                    paths
+                        .filter_map(Result::ok)
+                        .map(|p| p.display().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let start = match source.start_at {
+                crate::config::StartAt::End => "from the end",
+                crate::config::StartAt::Beginning => "from the beginning",
+            };
+            if matched.is_empty() {
+                lines.push(format!(
+                    "logs: {pattern}: no file yet (files that appear are read from the beginning)"
+                ));
+            } else {
+                lines.push(format!(
+                    "logs: {pattern}: {} file(s), existing ones read {start}",
+                    matched.len()
+                ));
+                lines.extend(matched.iter().take(20).map(|m| format!("  {m}")));
+                if matched.len() > 20 {
+                    lines.push(format!("  … and {} more", matched.len() - 20));
+                }
+            }
+        }
+    }
+    match config.intake.as_ref().and_then(|i| i.maildir.as_ref()) {
+        Some(maildir) => lines.push(format!("intake: Maildir {}", maildir.display())),
+        None => lines.push("intake: no Maildir (csirt intake on stdin still works)".into()),
+    }
+    let to: Vec<String> = config
+        .notify
+        .to
+        .get_ref()
+        .iter()
+        .map(|t| t.get_ref().clone())
+        .collect();
+    let transport = match config.notify.transport.get_ref() {
+        Transport::File => format!(
+            "file under {}",
+            config
+                .notify
+                .dir
+                .as_ref()
+                .map_or_else(|| "?".into(), |d| d.display().to_string())
+        ),
+        Transport::Sendmail => "sendmail".into(),
+        Transport::Smtp => config
+            .smtp
+            .as_ref()
+            .map_or_else(|| "smtp".into(), |s| format!("smtp {}:{}", s.host, s.port)),
+    };
+    lines.push(format!(
+        "notify: {} → {} via {transport}",
+        config.notify.from.get_ref(),
+        to.join(", ")
+    ));
+    lines
+}

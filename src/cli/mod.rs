@@ -1,0 +1,356 @@
+//! The command line: what responders and sysadmins type. Parsing (clap), dispatch, exit codes.
+//!
+//! Exit codes are a contract: 0 ok, 1 operational failure, 2 usage error (clap's own), and the
+//! sysexits of `csirt intake`. All output goes through `output`; errors are printed once, by
+//! `main`, prefixed `csirt:`.
+
+mod admin;
+mod incidents;
+pub mod output;
+mod playbooks;
+mod status;
+
+use crate::config::{Config, ConfigError, DEFAULT_PATH, StoreUrl};
+use crate::duration::Span;
+use crate::model::{Resolution, Severity, Status};
+use crate::store::{Role, Store};
+use crate::toml_file::TomlError;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 operational error (store unreachable, incident not found, refused \
+change), 2 usage error. `csirt intake` exits 65 when it quarantines a message and 75 when the \
+store is unavailable (the MTA retries).";
+
+/// 北上市CSIRT security-incident tracker: watches logs and intake mail, opens incidents against
+/// the playbooks, escalates and notifies.
+#[derive(Parser, Debug)]
+#[command(name = "csirt", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file [default: /etc/csirt/csirt.toml]
+    #[arg(long, global = true, env = "CSIRT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Store URL (sqlite://PATH or postgres://…); overrides [store] url
+    #[arg(
+        long,
+        global = true,
+        env = "CSIRT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT; SIGHUP reloads
+    Daemon,
+    /// Query and change incidents
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
+    /// List, check and try out playbooks
+    #[command(subcommand)]
+    Playbooks(PlaybooksCommand),
+    /// Manage the store
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Check the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show the store, the daemons' heartbeats, backlogs and recent errors
+    Status {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentsCommand {
+    /// List incidents, newest first (default: those not closed)
+    List {
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        #[arg(long, value_enum)]
+        severity: Option<SeverityArg>,
+        /// Only this playbook's incidents
+        #[arg(long, value_name = "ID")]
+        playbook: Option<String>,
+        /// Only incidents seen within this span (30m, 24h, 7d)
+        #[arg(long, value_name = "SPAN")]
+        since: Option<Span>,
+        /// At most this many
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an incident with its fields, steps, evidence and timeline
+    Show {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an open incident (stops escalation)
+    Ack {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+    },
+    /// Assign an incident to a responder
+    Assign {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+        #[arg(value_parser = parse_text)]
+        user: String,
+    },
+    /// Add a note to an incident's timeline
+    Note {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+        #[arg(value_parser = parse_text)]
+        text: String,
+    },
+    /// Close an incident with a resolution
+    Close {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+        #[arg(long, value_enum)]
+        resolution: ResolutionArg,
+        /// A closing note for the timeline
+        #[arg(long, value_parser = parse_text)]
+        note: Option<String>,
+    },
+    /// Reopen a closed incident
+    Reopen {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlaybooksCommand {
+    /// List the loaded playbooks
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate playbooks (the configured directory, or PATH); prints file:line: message
+    Check { path: Option<PathBuf> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Apply the schema migrations the store lacks
+    Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration and playbooks and say what the daemon would watch
+    Check,
+}
+
+/// `--status`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum StatusArg {
+    Open,
+    Acknowledged,
+    Closed,
+    All,
+}
+
+/// `--severity`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SeverityArg {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Critical => Severity::Critical,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::Low => Severity::Low,
+        }
+    }
+}
+
+impl From<StatusArg> for crate::store::StatusFilter {
+    fn from(s: StatusArg) -> Self {
+        use crate::store::StatusFilter::{All, Only};
+        match s {
+            StatusArg::Open => Only(Status::Open),
+            StatusArg::Acknowledged => Only(Status::Acknowledged),
+            StatusArg::Closed => Only(Status::Closed),
+            StatusArg::All => All,
+        }
+    }
+}
+
+/// `--resolution`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ResolutionArg {
+    Resolved,
+    FalsePositive,
+    Duplicate,
+}
+
+impl From<ResolutionArg> for Resolution {
+    fn from(r: ResolutionArg) -> Self {
+        match r {
+            ResolutionArg::Resolved => Resolution::Resolved,
+            ResolutionArg::FalsePositive => Resolution::FalsePositive,
+            ResolutionArg::Duplicate => Resolution::Duplicate,
+        }
+    }
+}
+
+/// An incident id as printed (`42`) or as mail subjects write it (`#42`).
+fn parse_id(s: &str) -> Result<i64, String> {
+    s.strip_prefix('#')
+        .unwrap_or(s)
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("`{s}` is not an incident id (a positive number such as 42)"))
+}
+
+/// Free text for the timeline: not empty, and no terminal control characters (newlines and tabs
+/// are fine in a note).
+fn parse_text(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("contains control characters".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Runs a parsed command line and maps the outcome to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("csirt: {}", output::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `head` closing our stdout is a normal end, not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Daemon => {
+            let (path, config) = load_config(&cli)?;
+            crate::logging::init(config.log_level.as_deref(), "info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::daemon::run(
+                path,
+                config,
+                crate::daemon::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            crate::logging::init(None, "warn");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                match command {
+                    Command::Incidents(c) => incidents::run(&cli, c).await,
+                    Command::Playbooks(c) => playbooks::run(&cli, c).await,
+                    Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
+                    Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
+                    Command::Status { json } => status::run(&cli, *json).await,
+                    Command::Daemon => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}
+
+/// The configuration the command line points at, with `--database` applied.
+///
+/// Without `--config` or `CSIRT_CONFIG`, a missing `/etc/csirt/csirt.toml` is fine when
+/// `--database` says where the store is: a responder on a workstation needs no config file.
+pub fn load_config(cli: &Cli) -> anyhow::Result<(PathBuf, Config)> {
+    let explicit = cli.config.is_some();
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let database = cli
+        .database
+        .as_deref()
+        .map(StoreUrl::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    match (Config::load(&path), database) {
+        (Ok(mut config), database) => {
+            if let Some(url) = database {
+                config.store.url = url;
+            }
+            Ok((path, config))
+        }
+        (Err(ConfigError::Toml(TomlError::Read { source, .. })), Some(url))
+            if !explicit && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok((path, Config::for_database(url)))
+        }
+        (Err(e), _) if !explicit => {
+            Err(e).context("no usable configuration (pass --config PATH, set CSIRT_CONFIG, or give --database URL)")
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// Opens the store for a CLI command and checks that its schema is the one we speak.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::open(&config.store.url, Role::Cli).await?;
+    store.ensure_schema_current().await?;
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_and_texts() {
+        assert_eq!(parse_id("#42"), Ok(42));
+        assert!(parse_id("0").is_err() && parse_id("-3").is_err() && parse_id("4x").is_err());
+        assert!(parse_text("ok\nsecond line").is_ok());
+        assert!(parse_text("\u{1b}[2J").is_err());
+        assert!(parse_text("  ").is_err());
+    }
+}

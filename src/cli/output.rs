@@ -1,0 +1,459 @@
+//! The only writer to stdout: tables, detail views and JSON.
+//!
+//! Everything printed for a terminal passes `sanitize`: stored text comes from log lines and mail,
+//! and an escape sequence in an attacker's user name must not repaint a responder's terminal.
+//! Tables measure display width (Japanese is double-width) and fit the terminal. JSON is printed
+//! as serde_json writes it, which escapes control characters itself.
+
+use crate::model::{Event, Incident, TimelineEntry};
+use crate::playbook::Playbook;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::io::{self, IsTerminal, Write};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+/// Formats an error and its causes on one line, each cause once. (anyhow's `{:#}` repeats a
+/// cause whose Display already includes its source, as sqlx's errors do.)
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    // Multi-line errors (a playbook set's list) keep their lines; each line is made safe.
+    out.lines()
+        .map(|l| sanitize(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
+/// the invisible format characters that reorder or hide text (bidi overrides, zero-width).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Makes text safe for a terminal: unsafe characters become visible escapes (`\x1b`, `\u{202e}`),
+/// so the evidence stays readable and nothing is executed.
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if is_unsafe(c) && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Display width of sanitized text.
+fn width(s: &str) -> usize {
+    UnicodeWidthStr::width(s)
+}
+
+/// Cuts `s` to at most `max` columns, marking the cut with `…`.
+fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    if width(s) <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    Cow::Owned(out)
+}
+
+/// A time in the configured zone, to the minute (tables).
+pub fn short_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A time in the configured zone with seconds and zone name (detail views).
+pub fn long_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// "3分前", "2時間前": how long ago, for heartbeats.
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}秒前"),
+        s if s < 3_600 => format!("{}分前", s / 60),
+        s if s < 86_400 => format!("{}時間前", s / 3_600),
+        s => format!("{}日前", s / 86_400),
+    }
+}
+
+/// "残り2日3時間" or "3時間超過": how far a deadline is.
+pub fn remaining(due: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (due - now).num_seconds();
+    let span = |s: i64| match s {
+        s if s < 3_600 => format!("{}分", s / 60),
+        s if s < 86_400 => format!("{}時間", s / 3_600),
+        s => format!("{}日{}時間", s / 86_400, (s % 86_400) / 3_600),
+    };
+    if secs >= 0 {
+        format!("残り{}", span(secs))
+    } else {
+        format!("{}超過", span(-secs))
+    }
+}
+
+/// A text table whose `flex` column shrinks so that the whole fits `max_width`.
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    flex: usize,
+}
+
+impl Table {
+    /// A table with these headers; column `flex` (usually the title) absorbs a narrow terminal.
+    pub fn new(headers: Vec<&'static str>, flex: usize) -> Self {
+        Table {
+            headers,
+            rows: Vec::new(),
+            flex,
+        }
+    }
+
+    /// Adds a row; cells are sanitized here, so callers pass stored text as it is.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| sanitize(&c).into_owned())
+                .collect(),
+        );
+    }
+
+    /// Renders with two spaces between columns, no trailing spaces.
+    pub fn render(&self, max_width: Option<usize>) -> String {
+        let columns = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(width(cell));
+            }
+        }
+        if let Some(max) = max_width {
+            let fixed: usize = widths
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.flex)
+                .map(|(_, w)| w)
+                .sum();
+            let gaps = 2 * columns.saturating_sub(1);
+            let room = max
+                .saturating_sub(fixed + gaps)
+                .max(width(self.headers[self.flex]).max(10));
+            widths[self.flex] = widths[self.flex].min(room);
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                let cell = truncate(cell, widths[i]);
+                line.push_str(&cell);
+                if i + 1 < columns {
+                    line.push_str(&" ".repeat(widths[i] - width(&cell) + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Where command output goes: stdout, buffered, with the display zone.
+pub struct Output {
+    out: io::BufWriter<io::StdoutLock<'static>>,
+    pub tz: Tz,
+    /// Terminal width when stdout is a terminal; no truncation for pipes and files.
+    width: Option<usize>,
+}
+
+impl Output {
+    /// Output to stdout, showing times in `tz`.
+    pub fn stdout(tz: Tz) -> Self {
+        let stdout = io::stdout();
+        let width = stdout
+            .is_terminal()
+            .then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+            .flatten();
+        Output {
+            out: io::BufWriter::new(stdout.lock()),
+            tz,
+            width,
+        }
+    }
+
+    /// Prints `value` as pretty JSON.
+    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut self.out, value)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+
+    /// Prints a line of text, sanitized.
+    pub fn line(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.out, "{}", sanitize(text))?;
+        self.out.flush()
+    }
+
+    /// Prints a table fitted to the terminal.
+    pub fn table(&mut self, table: &Table) -> io::Result<()> {
+        self.out.write_all(table.render(self.width).as_bytes())?;
+        self.out.flush()
+    }
+
+    /// The incident list as a table.
+    pub fn incidents(&mut self, incidents: &[Incident]) -> io::Result<()> {
+        if incidents.is_empty() {
+            return self.line("該当するインシデントはありません (no incidents match)");
+        }
+        let mut table = Table::new(
+            vec![
+                "ID",
+                "重要度",
+                "状態",
+                "最終検知",
+                "件数",
+                "担当",
+                "プレイブック",
+                "件名",
+            ],
+            7,
+        );
+        for i in incidents {
+            table.row(vec![
+                format!("#{}", i.id),
+                i.severity.label_ja().to_string(),
+                i.status.label_ja().to_string(),
+                short_time(i.last_seen, self.tz),
+                i.event_count.to_string(),
+                i.assignee.clone().unwrap_or_else(|| "-".into()),
+                i.playbook.clone(),
+                i.title.clone(),
+            ]);
+        }
+        self.table(&table)
+    }
+
+    /// One incident in full: what it is, what to do, the evidence, who did what.
+    pub fn incident(
+        &mut self,
+        i: &Incident,
+        playbook: Option<&Playbook>,
+        events: &[Event],
+        timeline: &[TimelineEntry],
+        now: DateTime<Utc>,
+    ) -> io::Result<()> {
+        let tz = self.tz;
+        let mut lines: Vec<String> = Vec::new();
+        lines.push(format!("#{} {}", i.id, i.title));
+        let status = match i.resolution {
+            Some(r) => format!("{} ({})", i.status.label_ja(), r.label_ja()),
+            None => i.status.label_ja().to_string(),
+        };
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "重要度",
+                format!("{} ({})", i.severity.label_ja(), i.severity),
+            ),
+            ("状態", format!("{status} [{}]", i.status)),
+            ("分類", i.category.clone()),
+            ("プレイブック", i.playbook.clone()),
+            ("担当", i.assignee.clone().unwrap_or_else(|| "-".into())),
+            ("件数", i.event_count.to_string()),
+            ("初回検知", long_time(i.first_seen, tz)),
+            ("最終検知", long_time(i.last_seen, tz)),
+            ("起票", long_time(i.opened_at, tz)),
+            (
+                "受付",
+                i.acknowledged_at
+                    .map_or_else(|| "-".into(), |t| long_time(t, tz)),
+            ),
+            (
+                "クローズ",
+                i.closed_at.map_or_else(|| "-".into(), |t| long_time(t, tz)),
+            ),
+            ("エスカレーション段階", i.escalation_level.to_string()),
+            ("重複判定キー", i.dedupe_key.clone()),
+        ];
+        let label_width = rows.iter().map(|(l, _)| width(l)).max().unwrap_or(0);
+        for (label, value) in rows {
+            lines.push(format!(
+                "  {label}{}  {}",
+                " ".repeat(label_width - width(label)),
+                sanitize(&value)
+            ));
+        }
+        if !i.fields.is_empty() {
+            lines.push(String::new());
+            lines.push("項目 (fields):".into());
+            for (k, v) in &i.fields {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                lines.push(format!("  {}: {}", sanitize(k), sanitize(&v)));
+            }
+        }
+        match playbook {
+            Some(p) => {
+                lines.push(String::new());
+                lines.push("初動対応 (steps):".into());
+                for (n, step) in p.steps.iter().enumerate() {
+                    lines.push(format!("  {}. {}", n + 1, sanitize(step)));
+                }
+                if !p.deadlines.is_empty() {
+                    lines.push(String::new());
+                    lines.push("期限 (deadlines):".into());
+                    for d in &p.deadlines {
+                        let due = i.opened_at + d.within.to_chrono();
+                        let state = if i.closed_at.is_some() {
+                            String::new()
+                        } else {
+                            format!("  ({})", remaining(due, now))
+                        };
+                        lines.push(format!(
+                            "  {}: {}{state}",
+                            sanitize(&d.name),
+                            long_time(due, tz)
+                        ));
+                    }
+                }
+            }
+            None => {
+                lines.push(String::new());
+                lines.push(format!(
+                    "(プレイブック `{}` が見つからないため手順を表示できません)",
+                    sanitize(&i.playbook)
+                ));
+            }
+        }
+        lines.push(String::new());
+        lines.push(format!(
+            "証跡 (evidence, {} 件中 {} 件を保存):",
+            i.event_count,
+            events.len()
+        ));
+        for e in events {
+            lines.push(format!(
+                "  {}  {}:{}  [{}]",
+                long_time(e.observed_at, tz),
+                sanitize(&e.source),
+                sanitize(&e.locator),
+                sanitize(&e.rule)
+            ));
+            lines.push(format!("    {}", sanitize(&e.text)));
+        }
+        lines.push(String::new());
+        lines.push("経過 (timeline):".into());
+        for t in timeline {
+            let detail = if t.detail.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", sanitize(&t.detail))
+            };
+            lines.push(format!(
+                "  {}  {}  {}{detail}",
+                long_time(t.at, tz),
+                sanitize(&t.actor),
+                t.action
+            ));
+        }
+        for line in lines {
+            writeln!(self.out, "{line}")?;
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_neutralised() {
+        let hostile = "root\u{1b}]0;pwned\u{7}\u{1b}[2J user\u{202e}gnp.exe\u{9b}31m";
+        let safe = sanitize(hostile);
+        assert!(!safe.chars().any(is_unsafe), "{safe}");
+        assert_eq!(
+            safe,
+            "root\\x1b]0;pwned\\x07\\x1b[2J user\\u{202e}gnp.exe\\x9b31m"
+        );
+        assert!(matches!(sanitize("北上市 ssh"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn tables_line_up_with_double_width_text() {
+        let mut t = Table::new(vec!["件名", "ID"], 0);
+        t.row(vec!["SSH総当たり攻撃".into(), "#1".into()]);
+        t.row(vec!["abc".into(), "#10".into()]);
+        let rendered = t.render(None);
+        // The second column starts at the same display column on every line.
+        let starts: Vec<usize> = rendered
+            .lines()
+            .map(|l| {
+                let last = l.rsplit(' ').next().unwrap_or("");
+                width(l) - width(last)
+            })
+            .collect();
+        assert_eq!(starts, vec![starts[0]; 3], "{rendered}");
+        assert_eq!(starts[0], width("SSH総当たり攻撃") + 2, "{rendered}");
+    }
+
+    #[test]
+    fn narrow_terminal_truncates_the_flex_column_by_width() {
+        let mut t = Table::new(vec!["ID", "件名"], 1);
+        t.row(vec![
+            "#1".into(),
+            "北上市役所のウェブサイトが改ざんされた疑い".into(),
+        ]);
+        let rendered = t.render(Some(20));
+        for line in rendered.lines() {
+            assert!(width(line) <= 20, "{line:?} is {} wide", width(line));
+        }
+        assert!(rendered.contains('…'));
+    }
+
+    #[test]
+    fn deadlines_read_naturally() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(
+            remaining(now + chrono::TimeDelta::hours(51), now),
+            "残り2日3時間"
+        );
+        assert_eq!(
+            remaining(now - chrono::TimeDelta::minutes(90), now),
+            "1時間超過"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! `csirt status`: is the store there, is its schema right, are the daemons alive, what is
+//! waiting. Exits 1 when something needs a sysadmin, so it can serve as a monitoring check.
+
+use super::output::{Output, ago, error_chain, long_time};
+use super::{Cli, load_config};
+use crate::daemon::HEARTBEAT_STALE_AFTER;
+use crate::model::now;
+use crate::store::{DaemonError, Heartbeat, Overview, Role, SchemaVersion, Store};
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Serialize)]
+struct StatusJson {
+    store: StoreJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<SchemaVersion>,
+    daemons: Vec<DaemonJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overview: Option<Overview>,
+    recent_errors: Vec<DaemonError>,
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct StoreJson {
+    url: String,
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DaemonJson {
+    #[serde(flatten)]
+    heartbeat: Heartbeat,
+    age_seconds: i64,
+    stale: bool,
+}
+
+pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, config) = load_config(cli)?;
+    let url = config.store.url.to_string();
+    let mut out = Output::stdout(config.timezone);
+    let store = match Store::open(&config.store.url, Role::Cli).await {
+        Ok(store) => store,
+        Err(e) => {
+            let error = error_chain(&e.into());
+            if json {
+                out.json(&StatusJson {
+                    store: StoreJson {
+                        url,
+                        reachable: false,
+                        error: Some(error),
+                    },
+                    schema: None,
+                    daemons: Vec::new(),
+                    overview: None,
+                    recent_errors: Vec::new(),
+                    ok: false,
+                })?;
+            } else {
+                out.line(&format!("ストア (store): {url}  接続できません: {error}"))?;
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let schema = store.schema_version().await?;
+    let current = schema.applied == schema.expected;
+    // Counts need the tables; on a store that was never migrated there is nothing to count.
+    let (overview, errors) = if current {
+        (Some(store.overview().await?), store.recent_errors(5).await?)
+    } else {
+        (None, Vec::new())
+    };
+    let heartbeats = if schema.applied > 0 {
+        store.heartbeats().await?
+    } else {
+        Vec::new()
+    };
+    let now = now();
+    let daemons: Vec<DaemonJson> = heartbeats
+        .into_iter()
+        .map(|h| {
+            let age = (now - h.beat_at).num_seconds();
+            DaemonJson {
+                stale: age > HEARTBEAT_STALE_AFTER.as_secs() as i64,
+                age_seconds: age,
+                heartbeat: h,
+            }
+        })
+        .collect();
+    let ok = current && daemons.iter().all(|d| !d.stale);
+    if json {
+        out.json(&StatusJson {
+            store: StoreJson {
+                url,
+                reachable: true,
+                error: None,
+            },
+            schema: Some(schema),
+            daemons,
+            overview,
+            recent_errors: errors,
+            ok,
+        })?;
+    } else {
+        let tz = out.tz;
+        out.line(&format!(
+            "ストア (store):  {url} ({}) 接続OK",
+            store.backend_name()
+        ))?;
+        let schema_note = match schema.applied.cmp(&schema.expected) {
+            std::cmp::Ordering::Equal => "最新",
+            std::cmp::Ordering::Less => "古い: csirt db migrate を実行してください",
+            std::cmp::Ordering::Greater => "このcsirtより新しい: csirt を更新してください",
+        };
+        out.line(&format!(
+            "スキーマ (schema): {} / {} ({schema_note})",
+            schema.applied, schema.expected
+        ))?;
+        if daemons.is_empty() {
+            out.line("デーモン (daemon): 記録なし (no heartbeat yet)")?;
+        }
+        for d in &daemons {
+            let h = &d.heartbeat;
+            let state = if d.stale {
+                "応答なし (STALE)"
+            } else {
+                "稼働中"
+            };
+            out.line(&format!(
+                "デーモン (daemon): {} {state}  pid {}  v{}  起動 {}  最終ハートビート {}",
+                h.node,
+                h.pid,
+                h.version,
+                long_time(h.started_at, tz),
+                ago(h.beat_at, now)
+            ))?;
+            if !h.summary.is_empty() {
+                out.line(&format!("  {}", h.summary))?;
+            }
+        }
+        if let Some(o) = &overview {
+            let counts: Vec<String> = o
+                .open_by_severity
+                .iter()
+                .map(|(s, n)| format!("{} {n}", s.label_ja()))
+                .collect();
+            out.line(&format!("未クローズ (open): {}", counts.join(" / ")))?;
+            out.line(&format!(
+                "送信待ち (outbox): {}  送信失敗 (failed): {}  隔離メール (quarantined): {}",
+                o.outbox_pending, o.outbox_failed, o.quarantined_mails
+            ))?;
+        }
+        for e in &errors {
+            out.line(&format!(
+                "エラー: {} {} [{}] {}",
+                long_time(e.at, tz),
+                e.node,
+                e.component,
+                e.message
+            ))?;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,539 @@
+//! The daemon's and CLI's configuration: typed, strict, checked before anything starts.
+//!
+//! Relative paths are taken from the working directory, as a shell user expects; the packaged
+//! config uses absolute paths. Secrets (SMTP and IMAP passwords) are redacted from `Debug`, and
+//! a config that holds one inline is refused when other users can read it.
+
+use crate::duration::Span;
+use crate::toml_file::{self, TomlError};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the packaged configuration lives.
+pub const DEFAULT_PATH: &str = "/etc/csirt/csirt.toml";
+
+/// A validated configuration.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Time zone for display, schedules and RFC 3164 timestamps.
+    #[serde(default = "default_timezone", deserialize_with = "de_timezone")]
+    pub timezone: Tz,
+    /// This daemon's name among several on one store; default the host name.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The playbook directory.
+    #[serde(default = "default_playbooks")]
+    pub playbooks: PathBuf,
+    /// Log level for the daemon (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` wins.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub logs: Vec<LogSource>,
+    #[serde(default)]
+    pub intake: Option<Intake>,
+    pub notify: Notify,
+    #[serde(default)]
+    pub smtp: Option<Smtp>,
+    /// Named lists of addresses that `[notify] to` and escalations refer to.
+    #[serde(default)]
+    pub contacts: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+/// `[store]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: StoreUrl,
+}
+
+/// A `sqlite://` or `postgres://` URL; `Debug` and `Display` hide any password in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// Checks the scheme; the store opens it later.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("sqlite" | "postgres" | "postgresql") => Ok(StoreUrl(url.to_string())),
+            Some(other) => Err(format!(
+                "unsupported store URL scheme `{other}`: use sqlite://PATH or postgres://USER@HOST/DB"
+            )),
+            None => Err(format!(
+                "store URL `{}` has no scheme: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(url)
+            )),
+        }
+    }
+
+    /// The URL including any password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StoreUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `user:secret@host` becomes `user:***@host`; anything else is returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Where to start reading a file that exists when the daemon first sees it.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    #[default]
+    End,
+    Beginning,
+}
+
+/// How a log source's bytes are decoded.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "shift_jis")]
+    ShiftJis,
+}
+
+/// `[[logs]]`: files and globs to watch.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    pub paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub start_at: StartAt,
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// `[intake]`: the mailbox staff forward suspicious mail to.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Intake {
+    pub maildir: Option<PathBuf>,
+}
+
+/// How notification mail leaves.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Smtp,
+    Sendmail,
+    #[default]
+    File,
+}
+
+/// `[notify]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Addresses or `[contacts]` names that hear of every new incident.
+    pub to: Spanned<Vec<Spanned<String>>>,
+    pub from: Spanned<String>,
+    #[serde(default = "default_transport")]
+    pub transport: Spanned<Transport>,
+    /// Where `transport = "file"` writes messages.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// At most one update mail per open incident per interval.
+    #[serde(default = "default_update_interval")]
+    pub update_interval: Span,
+}
+
+/// TLS on the SMTP connection.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// `[smtp]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Inline password: allowed, but the config file must then not be readable by others.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Smtp")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+fn default_timezone() -> Tz {
+    chrono_tz::Asia::Tokyo
+}
+
+fn default_playbooks() -> PathBuf {
+    PathBuf::from("/etc/csirt/playbooks")
+}
+
+fn default_transport() -> Spanned<Transport> {
+    Spanned::new(0..0, Transport::File)
+}
+
+fn default_update_interval() -> Span {
+    Span::from_secs(15 * 60)
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse::<Tz>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unknown time zone `{name}` (use an IANA name such as Asia/Tokyo)"
+        ))
+    })
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Toml(#[from] TomlError),
+    #[error(
+        "{}: holds an SMTP password inline but is readable by other users (mode {mode:o}): \
+         run `chmod o-rwx {}` or move the password to password_file",
+        path.display(), path.display()
+    )]
+    SecretExposed { path: PathBuf, mode: u32 },
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = toml_file::read(path)?;
+        Ok(Self::from_text(path, &text)?)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, TomlError> {
+        let config: Config = toml_file::parse(path, text)?;
+        config.validate(path, text)?;
+        Ok(config)
+    }
+
+    /// The config that the CLI uses when only `--database` is given: defaults for everything.
+    pub fn for_database(url: StoreUrl) -> Config {
+        Config {
+            timezone: default_timezone(),
+            node: None,
+            playbooks: default_playbooks(),
+            log_level: None,
+            store: StoreConfig { url },
+            logs: Vec::new(),
+            intake: None,
+            notify: Notify {
+                to: Spanned::new(0..0, Vec::new()),
+                from: Spanned::new(0..0, String::new()),
+                transport: Spanned::new(0..0, Transport::File),
+                dir: None,
+                update_interval: default_update_interval(),
+            },
+            smtp: None,
+            contacts: BTreeMap::new(),
+        }
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), TomlError> {
+        let invalid = |span, msg: String| TomlError::invalid(path, text, span, msg);
+        for (name, addresses) in &self.contacts {
+            for address in addresses {
+                check_address(address.get_ref())
+                    .map_err(|m| invalid(address.span(), format!("[contacts] {name}: {m}")))?;
+            }
+        }
+        check_address(self.notify.from.get_ref())
+            .map_err(|m| invalid(self.notify.from.span(), format!("[notify] from: {m}")))?;
+        if self.notify.to.get_ref().is_empty() {
+            return Err(invalid(
+                self.notify.to.span(),
+                "[notify] to is empty: nobody would hear of an incident".into(),
+            ));
+        }
+        for to in self.notify.to.get_ref() {
+            if !to.get_ref().contains('@') && !self.contacts.contains_key(to.get_ref()) {
+                return Err(invalid(
+                    to.span(),
+                    format!(
+                        "[notify] to: `{}` is neither an address nor a name in [contacts]",
+                        to.get_ref()
+                    ),
+                ));
+            }
+            if to.get_ref().contains('@') {
+                check_address(to.get_ref())
+                    .map_err(|m| invalid(to.span(), format!("[notify] to: {m}")))?;
+            }
+        }
+        // An omitted transport has no span of its own: point at the [notify] section instead.
+        let transport_span = match self.notify.transport.span() {
+            s if s.is_empty() => self.notify.from.span(),
+            s => s,
+        };
+        match self.notify.transport.get_ref() {
+            Transport::File if self.notify.dir.is_none() => Err(invalid(
+                transport_span.clone(),
+                "[notify] transport = \"file\" needs dir = \"/path/to/maildir\"".into(),
+            )),
+            Transport::Smtp if self.smtp.is_none() => Err(invalid(
+                transport_span,
+                "[notify] transport = \"smtp\" needs an [smtp] section with host".into(),
+            )),
+            _ => Ok(()),
+        }?;
+        if let Some(smtp) = &self.smtp
+            && smtp.password.is_some()
+            && smtp.password_file.is_some()
+        {
+            return Err(TomlError::Invalid {
+                location: toml_file::Location {
+                    path: path.to_path_buf(),
+                    line: 0,
+                },
+                message: "[smtp] has both password and password_file: keep one".into(),
+            });
+        }
+        for source in &self.logs {
+            for pattern in &source.paths {
+                glob::Pattern::new(pattern.get_ref()).map_err(|e| {
+                    invalid(
+                        pattern.span(),
+                        format!("[[logs]] paths: `{}`: {e}", pattern.get_ref()),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a config file that holds a secret inline and is readable by other users.
+    pub fn check_secret_permissions(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let inline_secret = self.smtp.as_ref().is_some_and(|s| s.password.is_some());
+        if !inline_secret {
+            return Ok(());
+        }
+        let mode = std::fs::metadata(path)
+            .map_err(|source| TomlError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o007 != 0 {
+            return Err(ConfigError::SecretExposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+        Ok(())
+    }
+
+    /// This daemon's node name: the configured one or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
+
+    /// The addresses a `[contacts]` name or a literal address stands for.
+    pub fn resolve_recipients(&self, name_or_address: &str) -> Vec<String> {
+        match self.contacts.get(name_or_address) {
+            Some(list) => list.iter().map(|a| a.get_ref().clone()).collect(),
+            None => vec![name_or_address.to_string()],
+        }
+    }
+}
+
+/// A plausibility check for an address: lettre parses it properly when sending. This refuses
+/// what would otherwise surface only at 3 a.m.: empty, no `@`, spaces, control characters.
+fn check_address(address: &str) -> Result<(), String> {
+    let ok = match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{address}` is not a mail address"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[store]
+url = "sqlite://./var/csirt.db"
+
+[notify]
+to = ["csirt"]
+from = "csirt@example.jp"
+transport = "file"
+dir = "./var/mail"
+
+[contacts]
+csirt = ["duty@example.jp"]
+"#;
+
+    fn load(text: &str) -> Result<Config, TomlError> {
+        Config::from_text(Path::new("csirt.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() -> Result<(), TomlError> {
+        let c = load(MINIMAL)?;
+        assert_eq!(c.timezone, chrono_tz::Asia::Tokyo);
+        assert_eq!(c.notify.update_interval.as_secs(), 900);
+        assert_eq!(
+            c.resolve_recipients("csirt"),
+            vec!["duty@example.jp".to_string()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        let cases = [
+            (
+                MINIMAL.replace("[contacts]", "bogus = 1\n[contacts]"),
+                11,
+                "bogus",
+            ),
+            (
+                MINIMAL.replace("sqlite://", "mysql://"),
+                3,
+                "unsupported store URL scheme `mysql`",
+            ),
+            (
+                format!("timezone = \"Mars/Olympus\"\n{MINIMAL}"),
+                1,
+                "Mars/Olympus",
+            ),
+            (
+                MINIMAL.replace("[\"csirt\"]", "[\"nobody\"]"),
+                6,
+                "neither an address nor a name",
+            ),
+            (MINIMAL.replace("dir = \"./var/mail\"", ""), 8, "needs dir"),
+            (
+                MINIMAL.replace("duty@example.jp", "duty at example"),
+                12,
+                "not a mail address",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            let err = load(&text).expect_err(needle);
+            let msg = err.to_string();
+            assert_eq!(err.location().line, line, "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_debug_output() -> Result<(), TomlError> {
+        let text = format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"hunter2\"\n").replace(
+            "sqlite://./var/csirt.db",
+            "postgres://csirt:s3cret@db/csirt",
+        );
+        let c = load(&text)?;
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+        assert_eq!(c.store.url.to_string(), "postgres://csirt:***@db/csirt");
+        Ok(())
+    }
+
+    #[test]
+    fn inline_secret_in_world_readable_file_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("csirt.toml");
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"x\"\n"),
+        )?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        let c = Config::load(&path)?;
+        assert!(matches!(
+            c.check_secret_permissions(&path),
+            Err(ConfigError::SecretExposed { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+        c.check_secret_permissions(&path)?;
+        Ok(())
+    }
+}

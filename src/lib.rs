@@ -1,0 +1,18 @@
+//! csirt: the security-incident tracker of the 北上市CSIRT.
+//!
+//! Where things are, in the order data flows:
+//! - `config`, `playbook`: what to watch and what counts as an incident (strict TOML, file:line errors)
+//! - `model`: incidents, their lifecycle and timeline
+//! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there
+//! - `daemon`: the supervisor that runs sources, notifier and escalator
+//! - `cli`: what responders type; `cli::output` is the only stdout writer
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod duration;
+pub mod logging;
+pub mod model;
+pub mod playbook;
+pub mod store;
+pub mod toml_file;

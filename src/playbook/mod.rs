@@ -1,0 +1,591 @@
+//! Playbooks: the city's incident types as TOML files, loaded and validated as a whole set.
+//!
+//! A playbook that is wrong in any way is refused with `file:line: message` before anything runs;
+//! `load_dir` reports every error of every file, not only the first, so that one
+//! `csirt playbooks check` run shows everything to fix. Loading never touches the store.
+
+use crate::duration::Span;
+use crate::model::Severity;
+use crate::toml_file::{self, Location, TomlError};
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Compiled size cap for an analyst-written pattern: generous for real rules, small enough that
+/// a pasted 10,000-alternative blocklist is refused at load rather than eating memory.
+const REGEX_SIZE_LIMIT: usize = 2 << 20;
+
+/// Fields every mail hit carries, available to mail rules' titles and dedupe keys.
+pub const MAIL_FIELDS: [&str; 3] = ["subject", "from", "message_id"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybookFile {
+    id: Spanned<String>,
+    title: Spanned<String>,
+    category: String,
+    severity: Severity,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    dedupe: Vec<Spanned<String>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RuleFile>>,
+    #[serde(default, rename = "step")]
+    steps: Vec<Spanned<StepFile>>,
+    #[serde(default, rename = "escalation")]
+    escalations: Vec<Spanned<EscalationFile>>,
+    #[serde(default, rename = "deadline")]
+    deadlines: Vec<DeadlineFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    name: Option<String>,
+    source: RuleSource,
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+    pattern: Spanned<String>,
+    #[serde(default)]
+    threshold: Option<Threshold>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalationFile {
+    after: Span,
+    to: Vec<Spanned<String>>,
+    #[serde(default)]
+    repeat: Option<Span>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadlineFile {
+    name: String,
+    within: Span,
+    #[serde(default)]
+    remind_before: Option<Span>,
+}
+
+/// What a rule reads.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSource {
+    Log,
+    Mail,
+}
+
+/// Open an incident only at `count` hits within `window`, per dedupe key.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    pub count: u32,
+    pub window: Span,
+}
+
+/// One compiled rule of a playbook.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's `name`, or `rule-N` (1-based) when it has none.
+    pub name: String,
+    pub source: RuleSource,
+    /// File-name globs this rule reads; empty means every log file.
+    pub files: Vec<glob::Pattern>,
+    pub regex: Regex,
+    pub threshold: Option<Threshold>,
+    /// Where the rule is, for messages.
+    pub location: Location,
+}
+
+/// An escalation level: notify `to` after `after` while the incident stays unacknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    pub after: Span,
+    pub to: Vec<String>,
+    pub repeat: Option<Span>,
+}
+
+/// A deadline that runs from the incident's opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    pub name: String,
+    pub within: Span,
+    pub remind_before: Option<Span>,
+}
+
+/// A validated playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub id: String,
+    pub title: String,
+    pub category: String,
+    pub severity: Severity,
+    pub description: Option<String>,
+    pub dedupe: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub steps: Vec<String>,
+    pub escalations: Vec<Escalation>,
+    pub deadlines: Vec<Deadline>,
+    pub path: PathBuf,
+}
+
+/// Every playbook of a directory, ids unique.
+#[derive(Debug, Clone, Default)]
+pub struct PlaybookSet {
+    playbooks: Vec<Playbook>,
+}
+
+impl PlaybookSet {
+    /// The playbooks in file-name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Playbook> {
+        self.playbooks.iter()
+    }
+
+    /// The playbook with this id.
+    pub fn get(&self, id: &str) -> Option<&Playbook> {
+        self.playbooks.iter().find(|p| p.id == id)
+    }
+
+    /// How many playbooks there are.
+    pub fn len(&self) -> usize {
+        self.playbooks.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.playbooks.is_empty()
+    }
+}
+
+/// All the errors of a playbook set, each `file:line: message`, in file order.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct PlaybookErrors(pub Vec<TomlError>);
+
+/// Loads `path`, a directory of `*.toml` playbooks or a single file. When `contacts` is given,
+/// escalation targets must name one of them.
+pub fn load(
+    path: &Path,
+    contacts: Option<&BTreeSet<String>>,
+) -> Result<PlaybookSet, PlaybookErrors> {
+    let files = playbook_files(path).map_err(|e| PlaybookErrors(vec![e]))?;
+    let mut errors = Vec::new();
+    let mut playbooks: Vec<Playbook> = Vec::new();
+    let mut seen: BTreeMap<String, Location> = BTreeMap::new();
+    for file in files {
+        let text = match toml_file::read(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        match parse(&file, &text, contacts) {
+            Ok((playbook, id_location)) => match seen.get(&playbook.id) {
+                Some(first) => errors.push(TomlError::Invalid {
+                    location: id_location,
+                    message: format!(
+                        "duplicate playbook id `{}` (first defined at {first})",
+                        playbook.id
+                    ),
+                }),
+                None => {
+                    seen.insert(playbook.id.clone(), id_location);
+                    playbooks.push(playbook);
+                }
+            },
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(PlaybookSet { playbooks })
+    } else {
+        Err(PlaybookErrors(errors))
+    }
+}
+
+/// The `*.toml` files of a directory in name order, or the file itself.
+fn playbook_files(path: &Path) -> Result<Vec<PathBuf>, TomlError> {
+    let read_err = |source| TomlError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_err)? {
+        let p = entry.map_err(read_err)?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Editors leave `.foo.toml.swp` and `#foo.toml#`; only plain `*.toml` files are playbooks.
+        if name.ends_with(".toml") && !name.starts_with('.') && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses and validates one playbook file; returns every error found in it.
+fn parse(
+    path: &Path,
+    text: &str,
+    contacts: Option<&BTreeSet<String>>,
+) -> Result<(Playbook, Location), Vec<TomlError>> {
+    let file: PlaybookFile = toml_file::parse(path, text).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut invalid = |span: std::ops::Range<usize>, message: String| {
+        errors.push(TomlError::invalid(path, text, span, message));
+    };
+
+    let id = file.id.get_ref();
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        invalid(
+            file.id.span(),
+            format!("id `{id}` must be lower-case letters, digits and `-`"),
+        );
+    }
+    if file.rules.is_empty() {
+        invalid(
+            file.id.span(),
+            format!("playbook `{id}` has no [[rule]]: it would never fire"),
+        );
+    }
+    if file.steps.is_empty() {
+        invalid(
+            file.id.span(),
+            format!("playbook `{id}` has no [[step]]: a responder needs the first-response steps"),
+        );
+    }
+
+    let mut rules = Vec::new();
+    for (index, spanned) in file.rules.iter().enumerate() {
+        let rule = spanned.get_ref();
+        let name = rule
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("rule-{}", index + 1));
+        let regex = match RegexBuilder::new(rule.pattern.get_ref())
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(regex) => regex,
+            Err(e) => {
+                let why = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                invalid(
+                    rule.pattern.span(),
+                    format!("rule `{name}`: pattern does not compile: {why}"),
+                );
+                continue;
+            }
+        };
+        let mut files = Vec::new();
+        for glob in &rule.files {
+            match glob::Pattern::new(glob.get_ref()) {
+                Ok(p) => files.push(p),
+                Err(e) => invalid(
+                    glob.span(),
+                    format!("rule `{name}`: files `{}`: {e}", glob.get_ref()),
+                ),
+            }
+        }
+        if rule.source == RuleSource::Mail && !rule.files.is_empty() {
+            invalid(
+                spanned.span(),
+                format!("rule `{name}`: `files` applies to log rules only"),
+            );
+        }
+        if let Some(t) = rule.threshold
+            && t.count == 0
+        {
+            invalid(
+                spanned.span(),
+                format!("rule `{name}`: threshold count must be at least 1"),
+            );
+        }
+        let available = rule_fields(&regex, rule.source);
+        for field in &file.dedupe {
+            if !available.contains(field.get_ref().as_str()) {
+                invalid(
+                    field.span(),
+                    format!(
+                        "dedupe field `{}` is not captured by rule `{name}` (add (?P<{}>...) to its pattern)",
+                        field.get_ref(),
+                        field.get_ref()
+                    ),
+                );
+            }
+        }
+        for placeholder in placeholders(file.title.get_ref()) {
+            if !available.contains(placeholder) {
+                invalid(
+                    file.title.span(),
+                    format!("title uses {{{placeholder}}}, which rule `{name}` does not capture"),
+                );
+            }
+        }
+        rules.push(Rule {
+            name,
+            source: rule.source,
+            files,
+            regex,
+            threshold: rule.threshold,
+            location: Location::of_span(path, text, spanned.span()),
+        });
+    }
+
+    let mut steps = Vec::new();
+    for step in &file.steps {
+        let text = step.get_ref().text.trim();
+        if text.is_empty() {
+            invalid(step.span(), "[[step]] text is empty".into());
+        }
+        steps.push(text.to_string());
+    }
+
+    let mut escalations: Vec<Escalation> = Vec::new();
+    for level in &file.escalations {
+        let e = level.get_ref();
+        if e.to.is_empty() {
+            invalid(level.span(), "[[escalation]] to is empty".into());
+        }
+        if let Some(previous) = escalations.last()
+            && e.after <= previous.after
+        {
+            invalid(
+                level.span(),
+                format!(
+                    "[[escalation]] after = \"{}\" must be later than the level before it ({})",
+                    e.after, previous.after
+                ),
+            );
+        }
+        if let Some(contacts) = contacts {
+            for to in &e.to {
+                if !contacts.contains(to.get_ref()) {
+                    invalid(
+                        to.span(),
+                        format!(
+                            "[[escalation]] to `{}` is not a name in the config's [contacts]",
+                            to.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        escalations.push(Escalation {
+            after: e.after,
+            to: e.to.iter().map(|t| t.get_ref().clone()).collect(),
+            repeat: e.repeat,
+        });
+    }
+
+    let deadlines = file
+        .deadlines
+        .iter()
+        .map(|d| Deadline {
+            name: d.name.clone(),
+            within: d.within,
+            remind_before: d.remind_before,
+        })
+        .collect();
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let id_location = Location::of_span(path, text, file.id.span());
+    Ok((
+        Playbook {
+            id: file.id.into_inner(),
+            title: file.title.into_inner(),
+            category: file.category,
+            severity: file.severity,
+            description: file.description,
+            dedupe: file.dedupe.into_iter().map(Spanned::into_inner).collect(),
+            rules,
+            steps,
+            escalations,
+            deadlines,
+            path: path.to_path_buf(),
+        },
+        id_location,
+    ))
+}
+
+/// The fields a rule's hits carry: its named captures, plus the mail fields for mail rules.
+fn rule_fields(regex: &Regex, source: RuleSource) -> BTreeSet<&str> {
+    let mut fields: BTreeSet<&str> = regex.capture_names().flatten().collect();
+    if source == RuleSource::Mail {
+        fields.extend(MAIL_FIELDS);
+    }
+    fields
+}
+
+/// The `{name}` placeholders of a title template.
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template.split('{').skip(1).filter_map(|rest| {
+        let (name, _) = rest.split_once('}')?;
+        let is_ident =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        is_ident.then_some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "ssh-bruteforce"
+title = "SSH総当たり攻撃 ({ip})"
+category = "不正アクセス"
+severity = "high"
+dedupe = ["ip"]
+
+[[rule]]
+source = "log"
+files = ["auth.log*"]
+pattern = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'
+[rule.threshold]
+count = 5
+window = "10m"
+
+[[step]]
+text = "送信元IPアドレスを遮断する"
+
+[[escalation]]
+after = "30m"
+to = ["lead"]
+"#;
+
+    fn check(text: &str) -> Result<Playbook, Vec<String>> {
+        let contacts: BTreeSet<String> = ["lead".to_string()].into();
+        parse(Path::new("pb.toml"), text, Some(&contacts))
+            .map(|(p, _)| p)
+            .map_err(|errs| errs.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn good_playbook_loads() -> Result<(), Vec<String>> {
+        let p = check(GOOD)?;
+        assert_eq!(p.id, "ssh-bruteforce");
+        assert_eq!(p.rules[0].name, "rule-1");
+        assert_eq!(p.rules[0].threshold.map(|t| t.count), Some(5));
+        assert_eq!(p.escalations[0].after.as_secs(), 1800);
+        Ok(())
+    }
+
+    #[test]
+    fn each_mistake_is_reported_at_its_line() {
+        let cases = [
+            (
+                GOOD.replace("severity = \"high\"", "severity = \"urgent\""),
+                "pb.toml:5: ",
+                "urgent",
+            ),
+            (
+                GOOD.replace("id = \"ssh-bruteforce\"", "id = \"SSH brute\""),
+                "pb.toml:2: ",
+                "lower-case",
+            ),
+            (
+                GOOD.replace("(?P<ip>", "(?P<addr>"),
+                "pb.toml:6: ",
+                "dedupe field `ip`",
+            ),
+            (
+                GOOD.replace("(?:invalid", "(?:invalid(("),
+                "pb.toml:11: ",
+                "does not compile",
+            ),
+            (
+                GOOD.replace("window = \"10m\"", "window = \"10 minutes\""),
+                "pb.toml:14: ",
+                "invalid duration",
+            ),
+            (
+                GOOD.replace("to = [\"lead\"]", "to = [\"ciso\"]"),
+                "pb.toml:21: ",
+                "`ciso`",
+            ),
+            (
+                GOOD.replace("[[step]]", "colour = \"red\"\n[[step]]"),
+                "pb.toml:16: ",
+                "colour",
+            ),
+            (
+                GOOD.replace("count = 5", "count = 0"),
+                "pb.toml:8: ",
+                "at least 1",
+            ),
+        ];
+        for (text, prefix, needle) in cases {
+            let errors = check(&text).expect_err(needle);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(prefix) && e.contains(needle)),
+                "wanted {prefix}…{needle}, got {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_pattern_size_is_refused() {
+        let huge = format!(
+            "(?:{})",
+            (0..20_000)
+                .map(|i| format!("word{i}"))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        let text = GOOD.replace(
+            r"'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'",
+            &format!("'{huge}(?P<ip>x)'"),
+        );
+        let errors = check(&text).expect_err("size limit");
+        assert!(errors[0].contains("does not compile"), "{errors:?}");
+    }
+
+    #[test]
+    fn duplicate_ids_across_files_are_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("a.toml"), GOOD)?;
+        std::fs::write(dir.path().join("b.toml"), GOOD)?;
+        std::fs::write(dir.path().join(".b.toml.swp"), "junk")?;
+        let err = load(dir.path(), None).expect_err("duplicate");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("b.toml:2: duplicate playbook id `ssh-bruteforce`"),
+            "{msg}"
+        );
+        assert!(msg.contains("a.toml:2"), "{msg}");
+        Ok(())
+    }
+
+    #[test]
+    fn placeholders_are_found() {
+        let names: Vec<_> = placeholders("{ip} から {user} へ {not a field} {}").collect();
+        assert_eq!(names, ["ip", "user"]);
+    }
+}
