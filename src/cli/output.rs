@@ -38,8 +38,12 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 /// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
 /// the invisible format characters that reorder or hide text (bidi overrides, zero-width).
 fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    c.is_control() || is_invisible_format(c)
+}
+
+/// Bidi overrides and zero-width characters: they reorder or hide text on screen.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Makes text safe for a terminal: unsafe characters become visible escapes (`\x1b`, `\u{202e}`),
@@ -216,9 +220,18 @@ impl Output {
         }
     }
 
-    /// Prints `value` as pretty JSON.
+    /// Prints `value` as pretty JSON. serde_json escapes control characters; the invisible
+    /// format characters (bidi overrides, zero-width) are valid unescaped in JSON, so they are
+    /// escaped here too: `--json | jq -r` output lands on terminals as well.
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut self.out, value)?;
+        let text = serde_json::to_string_pretty(value)?;
+        for c in text.chars() {
+            if is_invisible_format(c) {
+                write!(self.out, "\\u{:04x}", c as u32)?;
+            } else {
+                write!(self.out, "{c}")?;
+            }
+        }
         writeln!(self.out)?;
         self.out.flush()
     }
@@ -279,7 +292,7 @@ impl Output {
     ) -> io::Result<()> {
         let tz = self.tz;
         let mut lines: Vec<String> = Vec::new();
-        lines.push(format!("#{} {}", i.id, i.title));
+        lines.push(format!("#{} {}", i.id, sanitize(&i.title)));
         let status = match i.resolution {
             Some(r) => format!("{} ({})", i.status.label_ja(), r.label_ja()),
             None => i.status.label_ja().to_string(),

@@ -466,7 +466,9 @@ impl Store {
             // A no-op UPDATE rather than a SELECT: it checks existence and status, and on
             // PostgreSQL it locks the row until the timeline entry is written.
             Action::Note(_) => {
-                format!("UPDATE incidents SET id = id WHERE id = $1 AND status IN ({allowed})")
+                format!(
+                    "UPDATE incidents SET last_seen = last_seen WHERE id = $1 AND status IN ({allowed})"
+                )
             }
             Action::Close { .. } => format!(
                 "UPDATE incidents SET status = 'closed', closed_at = $2, resolution = $3 WHERE id = $1 AND status IN ({allowed})"
@@ -484,23 +486,30 @@ impl Store {
                 Action::Close { resolution, .. } => query.bind(at).bind(resolution.as_str()),
                 Action::Note(_) | Action::Reopen => query,
             };
+            if matches!(action, Action::Reopen) {
+                // Checked first: on PostgreSQL a unique violation aborts the transaction, and the
+                // responder needs the other incident's number to act on.
+                let other: Option<i64> = sqlx::query_scalar(
+                    "SELECT o.id FROM incidents o JOIN incidents c ON o.playbook = c.playbook \
+                     AND o.dedupe_key = c.dedupe_key WHERE c.id = $1 AND o.id <> c.id AND o.status <> 'closed'",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(other) = other {
+                    return Err(StoreError::Conflict(format!(
+                        "cannot reopen incident #{id}: incident #{other} of the same playbook and key is open; \
+                         add a note there instead"
+                    )));
+                }
+            }
             let updated = match query.execute(&mut *tx).await {
                 Ok(done) => done.rows_affected(),
+                // The daemon opened a new incident with this key between our check and the update.
                 Err(e) if is_unique_violation(&e) => {
-                    let other: Option<i64> = sqlx::query_scalar(
-                        "SELECT o.id FROM incidents o JOIN incidents c ON o.playbook = c.playbook \
-                         AND o.dedupe_key = c.dedupe_key WHERE c.id = $1 AND o.status <> 'closed'",
-                    )
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    return Err(StoreError::Conflict(match other {
-                        Some(other) => format!(
-                            "cannot reopen incident #{id}: incident #{other} of the same playbook and key is open; \
-                             add a note there instead"
-                        ),
-                        None => format!("cannot reopen incident #{id}: an incident with the same key is open"),
-                    }));
+                    return Err(StoreError::Conflict(format!(
+                        "cannot reopen incident #{id}: an incident of the same playbook and key was just opened"
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -1,0 +1,579 @@
+//! The responder CLI, through the real binary, on both backends.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use csirt::model::Severity;
+
+on_both_backends!(
+    lifecycle_is_recorded_with_the_real_os_user,
+    list_json_carries_the_contract_fields,
+    list_filters_and_orders_newest_first,
+    missing_incident_names_its_id,
+    refused_transitions_explain_themselves,
+    reopen_refuses_when_the_same_key_is_open_again,
+    hostile_text_never_reaches_the_terminal,
+    show_gives_steps_deadlines_events_and_timeline,
+    status_reports_schema_and_stale_heartbeat,
+    unmigrated_store_is_reported_not_used,
+);
+
+fn lifecycle_is_recorded_with_the_real_os_user(backend: Backend) {
+    let env = Env::new(backend);
+    let id = env.open(
+        "ssh-bruteforce",
+        "203.0.113.5",
+        "SSH総当たり攻撃 (203.0.113.5)",
+        Severity::High,
+    );
+    let id_arg = id.to_string();
+    let steps: [&[&str]; 5] = [
+        &["incidents", "ack", &id_arg],
+        &["incidents", "assign", &id_arg, "sato"],
+        &["incidents", "note", &id_arg, "送信元を遮断した"],
+        &[
+            "incidents",
+            "close",
+            &id_arg,
+            "--resolution",
+            "resolved",
+            "--note",
+            "遮断済み",
+        ],
+        &["incidents", "reopen", &id_arg],
+    ];
+    for args in steps {
+        // $USER and $LOGNAME lie; the timeline must record who really ran the command.
+        let out = env
+            .command(args)
+            .env("USER", "mallory")
+            .env("LOGNAME", "mallory")
+            .output()
+            .expect("run");
+        assert_exit(&out, 0);
+        assert!(stdout(&out).contains(&format!("#{id}")), "{}", stdout(&out));
+    }
+    let show = json(&env.csirt(&["incidents", "show", &id_arg, "--json"]));
+    let actions: Vec<&str> = show["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|t| t["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "opened",
+            "acknowledged",
+            "assigned",
+            "note",
+            "closed",
+            "reopened"
+        ]
+    );
+    let me = csirt::model::Actor::current_user();
+    for entry in &show["timeline"].as_array().expect("timeline")[1..] {
+        assert_eq!(entry["actor"], me.as_str(), "{entry}");
+    }
+    assert_eq!(show["timeline"][0]["actor"], "daemon");
+    assert_eq!(show["timeline"][4]["detail"], "resolved: 遮断済み");
+    assert_eq!(show["status"], "open");
+    assert_eq!(show["assignee"], "sato");
+    assert!(
+        show["closed_at"].is_null() && show["resolution"].is_null(),
+        "{show}"
+    );
+}
+
+fn list_json_carries_the_contract_fields(backend: Backend) {
+    let env = Env::new(backend);
+    env.open(
+        "ssh-bruteforce",
+        "198.51.100.7",
+        "SSH総当たり攻撃 (198.51.100.7)",
+        Severity::High,
+    );
+    let list = json(&env.csirt(&["incidents", "list", "--json"]));
+    let item = &list.as_array().expect("a JSON array")[0];
+    for key in [
+        "id",
+        "title",
+        "playbook",
+        "category",
+        "severity",
+        "status",
+        "dedupe_key",
+        "fields",
+        "event_count",
+        "first_seen",
+        "last_seen",
+        "opened_at",
+        "acknowledged_at",
+        "closed_at",
+        "assignee",
+        "escalation_level",
+    ] {
+        assert!(item.get(key).is_some(), "missing {key} in {item}");
+    }
+    assert_eq!(item["fields"]["ip"], "198.51.100.7");
+    let opened = item["opened_at"].as_str().expect("opened_at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(opened).is_ok(),
+        "not RFC 3339: {opened}"
+    );
+}
+
+fn list_filters_and_orders_newest_first(backend: Backend) {
+    let env = Env::new(backend);
+    let a = env.open("ssh-bruteforce", "192.0.2.1", "A", Severity::High);
+    let b = env.open("phishing-report", "件名", "B", Severity::Medium);
+    let c = env.open("ssh-bruteforce", "192.0.2.3", "C", Severity::Critical);
+    let ids = |args: &[&str]| -> Vec<i64> {
+        let mut full = vec!["incidents", "list", "--json"];
+        full.extend_from_slice(args);
+        let out = env.csirt(&full);
+        assert_exit(&out, 0);
+        json(&out)
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .collect()
+    };
+    assert_eq!(ids(&[]), [c, b, a]);
+    assert_eq!(ids(&["--severity", "critical"]), [c]);
+    assert_eq!(ids(&["--playbook", "phishing-report"]), [b]);
+    assert_eq!(ids(&["--limit", "2"]), [c, b]);
+    assert_eq!(ids(&["--since", "1h"]), [c, b, a]);
+    assert_exit(
+        &env.csirt(&[
+            "incidents",
+            "close",
+            &b.to_string(),
+            "--resolution",
+            "false-positive",
+        ]),
+        0,
+    );
+    assert_eq!(ids(&[]), [c, a], "closed incidents leave the default view");
+    assert_eq!(ids(&["--status", "closed"]), [b]);
+    assert_eq!(ids(&["--status", "all"]), [c, b, a]);
+    assert_exit(
+        &env.csirt(&["incidents", "list", "--since", "yesterday"]),
+        2,
+    );
+    assert_exit(
+        &env.csirt(&["incidents", "list", "--severity", "urgent"]),
+        2,
+    );
+}
+
+fn missing_incident_names_its_id(backend: Backend) {
+    let env = Env::new(backend);
+    for args in [
+        &["incidents", "show", "4242"][..],
+        &["incidents", "ack", "#4242"],
+        &["incidents", "note", "4242", "x"],
+    ] {
+        let out = env.csirt(args);
+        assert_exit(&out, 1);
+        assert_eq!(stderr(&out).trim(), "csirt: incident #4242 not found");
+    }
+    let out = env.csirt(&["incidents", "close", "4242"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--resolution"), "{}", stderr(&out));
+}
+
+fn refused_transitions_explain_themselves(backend: Backend) {
+    let env = Env::new(backend);
+    let id = env
+        .open("ssh-bruteforce", "192.0.2.9", "x", Severity::Low)
+        .to_string();
+    assert_exit(&env.csirt(&["incidents", "ack", &id]), 0);
+    let again = env.csirt(&["incidents", "ack", &id]);
+    assert_exit(&again, 1);
+    assert!(
+        stderr(&again).contains("it is acknowledged already"),
+        "{}",
+        stderr(&again)
+    );
+    assert_exit(
+        &env.csirt(&["incidents", "close", &id, "--resolution", "duplicate"]),
+        0,
+    );
+    let assign = env.csirt(&["incidents", "assign", &id, "suzuki"]);
+    assert_exit(&assign, 1);
+    assert!(
+        stderr(&assign).contains(&format!("csirt incidents reopen {id}")),
+        "{}",
+        stderr(&assign)
+    );
+    // A refused change writes nothing: the timeline has open, ack, close only.
+    let show = json(&env.csirt(&["incidents", "show", &id, "--json"]));
+    assert_eq!(show["timeline"].as_array().map(Vec::len), Some(3), "{show}");
+    assert!(show["assignee"].is_null());
+}
+
+fn reopen_refuses_when_the_same_key_is_open_again(backend: Backend) {
+    let env = Env::new(backend);
+    let first = env.open("ssh-bruteforce", "203.0.113.77", "x", Severity::High);
+    assert_exit(
+        &env.csirt(&[
+            "incidents",
+            "close",
+            &first.to_string(),
+            "--resolution",
+            "resolved",
+        ]),
+        0,
+    );
+    let second = env.open("ssh-bruteforce", "203.0.113.77", "x", Severity::High);
+    let out = env.csirt(&["incidents", "reopen", &first.to_string()]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "incident #{second} of the same playbook and key is open"
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn hostile_text_never_reaches_the_terminal(backend: Backend) {
+    let env = Env::new(backend);
+    let hostile = "SSH総当たり \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}fdp.exe\r\nforged line";
+    let id = env
+        .open("ssh-bruteforce", hostile, hostile, Severity::High)
+        .to_string();
+    for args in [
+        &["incidents", "list"][..],
+        &["incidents", "show", &id],
+        &["incidents", "list", "--json"],
+        &["incidents", "show", &id, "--json"],
+    ] {
+        let out = env.csirt(args);
+        assert_exit(&out, 0);
+        let text = stdout(&out);
+        assert!(
+            !text
+                .chars()
+                .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{202e}' || c == '\r'),
+            "{args:?} printed a raw control character: {text:?}"
+        );
+    }
+    let shown = stdout(&env.csirt(&["incidents", "show", &id]));
+    assert!(
+        shown.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}fdp.exe\\r\\nforged line"),
+        "{shown}"
+    );
+    let detail = json(&env.csirt(&["incidents", "show", &id, "--json"]));
+    assert_eq!(
+        detail["title"], hostile,
+        "JSON keeps the exact text, escaped"
+    );
+}
+
+fn show_gives_steps_deadlines_events_and_timeline(backend: Backend) {
+    let env = Env::new(backend);
+    std::fs::write(
+        env.playbooks().join("leak.toml"),
+        r#"id = "leak"
+title = "情報漏えい ({ip})"
+category = "情報漏えい"
+severity = "critical"
+dedupe = ["ip"]
+[[rule]]
+source = "log"
+pattern = 'leak from (?P<ip>\S+)'
+[[step]]
+text = "漏えいした情報の範囲を確認する"
+[[deadline]]
+name = "個人情報保護委員会への速報"
+within = "3d"
+"#,
+    )
+    .expect("write playbook");
+    let id = env
+        .open(
+            "leak",
+            "192.0.2.50",
+            "情報漏えい (192.0.2.50)",
+            Severity::Critical,
+        )
+        .to_string();
+    let out = env.csirt(&["incidents", "show", &id]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    for needle in [
+        "#",
+        "緊急",
+        "漏えいした情報の範囲を確認する",
+        "個人情報保護委員会への速報",
+        "残り2日",
+        "Failed password for root",
+        "opened",
+        "JST",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let detail = json(&env.csirt(&["incidents", "show", &id, "--json"]));
+    assert_eq!(detail["steps"][0], "漏えいした情報の範囲を確認する");
+    assert_eq!(detail["events"].as_array().map(Vec::len), Some(1));
+    let due =
+        chrono::DateTime::parse_from_rfc3339(detail["deadlines"][0]["due"].as_str().expect("due"))
+            .expect("rfc3339");
+    let opened =
+        chrono::DateTime::parse_from_rfc3339(detail["opened_at"].as_str().expect("opened"))
+            .expect("rfc3339");
+    assert_eq!((due - opened).num_hours(), 72);
+}
+
+fn status_reports_schema_and_stale_heartbeat(backend: Backend) {
+    let env = Env::new(backend);
+    let out = env.csirt(&["status", "--json"]);
+    assert_exit(&out, 0);
+    let status = json(&out);
+    assert_eq!(status["store"]["reachable"], true);
+    assert_eq!(status["schema"]["applied"], status["schema"]["expected"]);
+    block_on(async {
+        let store = env.store().await;
+        let long_ago = csirt::model::now() - chrono::TimeDelta::minutes(10);
+        let beat = csirt::store::Heartbeat {
+            node: "kitakami-log01".into(),
+            pid: 4242,
+            version: "0.1.0".into(),
+            started_at: long_ago,
+            beat_at: long_ago,
+            summary: "playbooks 2".into(),
+        };
+        store.beat(&beat).await.expect("beat");
+        store.close().await;
+    });
+    let out = env.csirt(&["status"]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains("kitakami-log01 応答なし (STALE)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+fn unmigrated_store_is_reported_not_used(backend: Backend) {
+    let env = Env::unmigrated(backend);
+    if backend == Backend::Sqlite {
+        let out = env.csirt(&["incidents", "list"]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("there is no SQLite store at"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !env.dir.path().join("var/csirt.db").exists(),
+            "a read command must not create the store"
+        );
+    } else {
+        let out = env.csirt(&["incidents", "list"]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("run `csirt db migrate`"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = env.csirt(&["db", "migrate"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("migrated from version 0 to 1"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&env.csirt(&["db", "migrate"])).contains("already at version 1"));
+}
+
+#[test]
+fn sqlite_store_is_created_group_shared_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Backend::Sqlite);
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let var = env.dir.path().join("var");
+    assert_eq!(mode(&var), 0o770);
+    assert_eq!(mode(&var.join("csirt.db")), 0o660);
+}
+
+#[test]
+fn bad_config_gets_one_line_with_file_and_line() {
+    let env = Env::new(Backend::Sqlite);
+    let good = std::fs::read_to_string(&env.config).expect("config");
+    let cases = [
+        (
+            good.replace("[contacts]", "colour = \"red\"\n[contacts]"),
+            ":15: unknown field `colour`",
+        ),
+        (
+            good.replace("sqlite://", "mysql://"),
+            ":4: unsupported store URL scheme `mysql`",
+        ),
+        (format!("{good}\n[store\n"), ":20: "),
+    ];
+    for (text, needle) in cases {
+        env.write_config(&text);
+        let out = env.csirt(&["incidents", "list"]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(&format!("{}{needle}", env.config.display())),
+            "{err}"
+        );
+    }
+    // A config path that is a directory cannot be read; the message says which path.
+    let out = env
+        .command(&["status"])
+        .arg("--config")
+        .arg(env.dir.path())
+        .output()
+        .expect("run");
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!("{}: cannot read", env.dir.path().display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn database_flag_and_environment_override_the_config() {
+    let env = Env::new(Backend::Sqlite);
+    let other = Env::new(Backend::Sqlite);
+    let id = other.open(
+        "ssh-bruteforce",
+        "192.0.2.200",
+        "other store",
+        Severity::Low,
+    );
+    let via_flag = env.csirt(&["--database", &other.url, "incidents", "list", "--json"]);
+    assert_eq!(json(&via_flag)[0]["id"], id);
+    let via_env = env
+        .command(&["incidents", "list", "--json"])
+        .env("CSIRT_DATABASE_URL", &other.url)
+        .output()
+        .expect("run");
+    assert_eq!(json(&via_env)[0]["id"], id);
+    let mut by_env_config = std::process::Command::new(env!("CARGO_BIN_EXE_csirt"));
+    by_env_config
+        .args(["incidents", "list", "--json"])
+        .env("CSIRT_CONFIG", &other.config)
+        .env_remove("CSIRT_DATABASE_URL");
+    assert_eq!(json(&by_env_config.output().expect("run"))[0]["id"], id);
+    let bad = env.csirt(&[
+        "--database",
+        "mysql://root@localhost/csirt",
+        "incidents",
+        "list",
+    ]);
+    assert_exit(&bad, 1);
+    assert!(stderr(&bad).contains("unsupported store URL scheme `mysql`"));
+}
+
+#[test]
+fn unreachable_postgres_fails_fast_with_the_url_but_not_the_password() {
+    let env = Env::new(Backend::Sqlite);
+    let out = env.csirt(&[
+        "--database",
+        "postgres://csirt:hunter2@127.0.0.1:1/csirt",
+        "incidents",
+        "list",
+    ]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot open the store at postgres://csirt:***@127.0.0.1:1/csirt"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn playbook_check_lists_every_error_as_file_line() {
+    let env = Env::new(Backend::Sqlite);
+    let ok = env.csirt(&["playbooks", "check"]);
+    assert_exit(&ok, 0);
+    let pb = env.playbooks();
+    std::fs::copy(pb.join("ssh-bruteforce.toml"), pb.join("zz-copy.toml")).expect("copy");
+    std::fs::write(
+        pb.join("broken.toml"),
+        "id = \"broken\"\ntitle = \"x\"\ncategory = \"x\"\nseverity = \"urgent\"\n",
+    )
+    .expect("write");
+    let out = env.csirt(&["playbooks", "check"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:4: unknown variant `urgent`",
+            pb.join("broken.toml").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:2: duplicate playbook id `ssh-bruteforce`",
+            pb.join("zz-copy.toml").display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("2 playbook error(s)"), "{err}");
+    let single = env.csirt(&[
+        "playbooks",
+        "check",
+        &pb.join("phishing-report.toml").display().to_string(),
+    ]);
+    assert_exit(&single, 0);
+}
+
+#[test]
+fn closed_stdout_is_a_normal_end() {
+    let env = Env::new(Backend::Sqlite);
+    for n in 0..30 {
+        env.open(
+            "ssh-bruteforce",
+            &format!("192.0.2.{n}"),
+            "SSH総当たり攻撃",
+            Severity::High,
+        );
+    }
+    let mut child = env
+        .command(&["incidents", "list", "--limit", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[test]
+fn config_check_says_what_it_would_watch() {
+    let env = Env::new(Backend::Sqlite);
+    let logs = env.dir.path().join("log");
+    std::fs::create_dir(&logs).expect("log dir");
+    std::fs::write(logs.join("auth.log"), "").expect("log file");
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 file(s), existing ones read from the end"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&logs.join("auth.log").display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("playbooks:") && text.contains("(2 loaded)"),
+        "{text}"
+    );
+}

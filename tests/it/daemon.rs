@@ -1,0 +1,102 @@
+//! The daemon as a real child process: starts, beats, survives a bad reload, stops on SIGTERM.
+
+use crate::helpers::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).expect("send signal");
+}
+
+/// Polls `csirt status --json` until `check` holds or the deadline passes.
+fn wait_for(
+    env: &Env,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = env.csirt(&["status", "--json"]);
+        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && check(&status)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {}",
+            stdout(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn daemon_beats_refuses_a_bad_reload_and_stops_cleanly() {
+    let env = Env::unmigrated(Backend::Sqlite);
+    let mut daemon = env
+        .command(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    let status = wait_for(&env, "the first heartbeat", |s| {
+        s["daemons"].as_array().is_some_and(|d| !d.is_empty())
+    });
+    assert_eq!(
+        status["schema"]["applied"], status["schema"]["expected"],
+        "the daemon migrates at start"
+    );
+    assert_eq!(status["daemons"][0]["pid"], daemon.id());
+
+    // A broken playbook on reload: refused, recorded, and the daemon keeps running.
+    std::fs::write(
+        env.playbooks().join("broken.toml"),
+        "id = \"broken\"\nseverity = 3\n",
+    )
+    .expect("write");
+    signal(&daemon, Signal::SIGHUP);
+    let status = wait_for(&env, "the reload error", |s| {
+        s["recent_errors"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let message = status["recent_errors"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.contains("broken.toml:2:"), "{message}");
+    assert!(
+        daemon.try_wait().expect("try_wait").is_none(),
+        "the daemon must survive a bad reload"
+    );
+
+    let stopping = Instant::now();
+    signal(&daemon, Signal::SIGTERM);
+    let out = loop {
+        if let Some(status) = daemon.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "SIGTERM must stop the daemon within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(out.success(), "exit status {out:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().expect("stderr"), &mut log)
+        .expect("read log");
+    assert!(
+        log.contains("reload refused, the previous configuration keeps running"),
+        "{log}"
+    );
+}
+
+#[test]
+fn daemon_refuses_to_start_on_broken_playbooks() {
+    let env = Env::new(Backend::Sqlite);
+    std::fs::write(env.playbooks().join("broken.toml"), "id = \"Broken Id\"\n").expect("write");
+    let out = env.csirt(&["daemon"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("broken.toml:1:"), "{}", stderr(&out));
+}

@@ -1,0 +1,296 @@
+//! Test environments: a temporary directory with a config, playbooks and a fresh store (a SQLite
+//! file, or a PostgreSQL database created for the test and dropped after it), and a runner for
+//! the real `csirt` binary.
+
+use csirt::config::StoreUrl;
+use csirt::model::{Actor, Fields, NewIncident, Severity};
+use csirt::store::{NewEvent, Role, Store};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod name { fn sqlite(); fn postgres() }` for a test body `fn name(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                if $crate::helpers::postgres_url().is_some() {
+                    super::$name($crate::helpers::Backend::Postgres)
+                }
+            }
+        }
+    )+};
+}
+
+/// The PostgreSQL server URL for tests (no database part), when set. CI sets it; on CI a missing
+/// URL is a failure, not a silent skip, so the PostgreSQL half of the suite cannot vanish.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("CSIRT_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
+        _ if std::env::var_os("CI").is_some() => panic!("CI is set but CSIRT_TEST_PG_URL is not"),
+        _ => None,
+    }
+}
+
+/// A runtime for the async store API from synchronous tests.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test")
+        .block_on(f)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A PostgreSQL database that lives as long as the test.
+struct PgDatabase {
+    server: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create(server: &str) -> PgDatabase {
+        let name = format!(
+            "csirt_it_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            chrono::Utc::now().timestamp_subsec_nanos()
+        );
+        admin(server, &format!("CREATE DATABASE {name}"));
+        PgDatabase {
+            server: server.to_string(),
+            name,
+        }
+    }
+}
+
+/// Runs one statement on the server's `postgres` database, on a thread of its own so that it
+/// works from inside and outside a runtime alike.
+fn admin(server: &str, sql: &str) {
+    let (server, sql) = (server.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+            sqlx::query(&sql).execute(&mut conn).await?;
+            conn.close().await
+        })
+    })
+    .join()
+    .expect("admin thread")
+    .expect("PostgreSQL admin statement");
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        admin(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// One test's world: a directory, a config, playbooks and a store.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub url: String,
+    _pg: Option<PgDatabase>,
+}
+
+impl Env {
+    /// A migrated store on `backend` with the repository's playbooks.
+    pub fn new(backend: Backend) -> Env {
+        let env = Env::unmigrated(backend);
+        let out = env.csirt(&["db", "migrate"]);
+        assert!(out.status.success(), "db migrate: {}", stderr(&out));
+        env
+    }
+
+    /// Like `new`, without running the migrations.
+    pub fn unmigrated(backend: Backend) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, pg) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/var/csirt.db", dir.path().display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let server = postgres_url().expect("PostgreSQL tests need CSIRT_TEST_PG_URL");
+                let db = PgDatabase::create(&server);
+                (format!("{server}/{}", db.name), Some(db))
+            }
+        };
+        let playbooks = dir.path().join("playbooks");
+        std::fs::create_dir(&playbooks).expect("playbook dir");
+        for entry in std::fs::read_dir(repo().join("playbooks")).expect("repository playbooks") {
+            let path = entry.expect("playbook entry").path();
+            std::fs::copy(&path, playbooks.join(path.file_name().expect("file name")))
+                .expect("copy playbook");
+        }
+        let config = dir.path().join("csirt.toml");
+        std::fs::write(&config, config_text(&url, &playbooks, dir.path())).expect("write config");
+        Env {
+            dir,
+            config,
+            url,
+            _pg: pg,
+        }
+    }
+
+    /// Runs `csirt --config <ours> ARGS` with a clean environment for the variables it reads.
+    pub fn csirt(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run csirt")
+    }
+
+    /// The command `csirt` would run, for tests that need to adjust it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_csirt"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("CSIRT_CONFIG")
+            .env_remove("CSIRT_DATABASE_URL")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// The store, opened as the CLI opens it.
+    pub async fn store(&self) -> Store {
+        let url = StoreUrl::parse(&self.url).expect("test URL");
+        Store::open(&url, Role::Cli).await.expect("open test store")
+    }
+
+    /// Opens an incident of `playbook` keyed `key`, with one evidence line; returns its id.
+    pub fn open(&self, playbook: &str, key: &str, title: &str, severity: Severity) -> i64 {
+        block_on(async {
+            let store = self.store().await;
+            let id = store
+                .open_incident(
+                    &incident(playbook, key, title, severity),
+                    &[event(key)],
+                    &Actor::daemon(),
+                )
+                .await
+                .expect("open incident");
+            store.close().await;
+            id
+        })
+    }
+
+    /// Rewrites the config, for tests of bad configs.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// The playbook directory of this environment.
+    pub fn playbooks(&self) -> PathBuf {
+        self.dir.path().join("playbooks")
+    }
+}
+
+/// The config every test starts from.
+pub fn config_text(url: &str, playbooks: &Path, dir: &Path) -> String {
+    format!(
+        r#"playbooks = "{}"
+
+[store]
+url = "{url}"
+
+[[logs]]
+paths = ["{}/log/*.log"]
+
+[notify]
+to = ["duty"]
+from = "csirt@example.jp"
+transport = "file"
+dir = "{}/mail"
+
+[contacts]
+duty = ["duty@example.jp"]
+lead = ["lead@example.jp"]
+ciso = ["ciso@example.jp"]
+"#,
+        playbooks.display(),
+        dir.display(),
+        dir.display()
+    )
+}
+
+/// A new incident as the engine would open it.
+pub fn incident(playbook: &str, key: &str, title: &str, severity: Severity) -> NewIncident {
+    let mut fields = Fields::new();
+    fields.insert("ip".into(), key.into());
+    let now = csirt::model::now();
+    NewIncident {
+        playbook: playbook.into(),
+        category: "不正アクセス".into(),
+        title: title.into(),
+        severity,
+        dedupe_key: key.into(),
+        fields,
+        first_seen: now,
+        last_seen: now,
+        event_count: 1,
+    }
+}
+
+/// One matched log line.
+pub fn event(ip: &str) -> NewEvent {
+    let mut fields = Fields::new();
+    fields.insert("ip".into(), ip.into());
+    NewEvent {
+        kind: "log",
+        rule: "failed-password".into(),
+        source: "/var/log/auth.log".into(),
+        locator: "42".into(),
+        observed_at: csirt::model::now(),
+        text: format!("sshd[123]: Failed password for root from {ip} port 22 ssh2"),
+        fields,
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A process's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Parses a process's stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(out)))
+}
+
+/// Asserts an exit code, showing both streams when it differs.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `csirt` binary against a real store (a SQLite file, and the
+//! PostgreSQL at CSIRT_TEST_PG_URL when set), real files and real child processes.
+
+mod helpers;
+
+mod cli;
+mod daemon;
+mod store;
