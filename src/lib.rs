@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod engine;
 pub mod logging;
 pub mod model;
 pub mod playbook;

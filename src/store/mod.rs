@@ -138,6 +138,8 @@ macro_rules! write {
     };
 }
 
+mod ingest;
+
 const INCIDENT_COLUMNS: &str = "id, title, playbook, category, severity, status, resolution, dedupe_key, fields, \
      event_count, first_seen, last_seen, opened_at, acknowledged_at, closed_at, assignee, escalation_level";
 

@@ -5,4 +5,5 @@ mod helpers;
 
 mod cli;
 mod daemon;
+mod ingest;
 mod store;

@@ -1,0 +1,307 @@
+//! Log and mail ingest: the transaction that commits hits, their correlation into incidents,
+//! and the source checkpoints together (the exactly-once point), plus the checkpoint queries.
+
+use super::{Backend, Store, StoreError};
+use crate::engine::{Batch, Checkpoint, EVIDENCE_KEEP, IngestOutcome};
+use crate::model::now;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// Serialises writers of one dedupe key across daemons. SQLite needs nothing: BEGIN IMMEDIATE
+/// already makes each transaction the only writer.
+trait KeyLock {
+    fn lock_key<'c>(
+        &'c mut self,
+        playbook: &'c str,
+        key: &'c str,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+}
+
+impl KeyLock for sqlx::SqliteConnection {
+    fn lock_key<'c>(
+        &'c mut self,
+        _: &'c str,
+        _: &'c str,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl KeyLock for sqlx::PgConnection {
+    fn lock_key<'c>(
+        &'c mut self,
+        playbook: &'c str,
+        key: &'c str,
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c {
+        async move {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+                .bind(playbook)
+                .bind(key)
+                .execute(self)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// Stores one event of `$hit` (pending when `$incident` is None).
+macro_rules! insert_event {
+    ($tx:expr, $incident:expr, $hit:expr, $received_at:expr) => {
+        sqlx::query(
+            "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, \
+             observed_at, received_at, text, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind($incident)
+        .bind(&$hit.playbook)
+        .bind(&$hit.rule)
+        .bind(&$hit.dedupe_key)
+        .bind($hit.kind)
+        .bind(&$hit.source)
+        .bind(&$hit.locator)
+        .bind($hit.observed_at)
+        .bind($received_at)
+        .bind(&$hit.text)
+        .bind(Json(&$hit.fields))
+        .execute($tx)
+        .await
+    };
+}
+
+/// Keeps the first and last `EVIDENCE_KEEP` events of incident `$id` and deletes those between:
+/// evidence stays bounded however long an attack goes on; `event_count` keeps the exact number.
+macro_rules! trim_evidence {
+    ($tx:expr, $id:expr) => {
+        sqlx::query(
+            "DELETE FROM events WHERE incident_id = $1 \
+             AND id > (SELECT id FROM events WHERE incident_id = $1 ORDER BY id LIMIT 1 OFFSET $2) \
+             AND id < (SELECT id FROM events WHERE incident_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind($id)
+        .bind(EVIDENCE_KEEP - 1)
+        .execute($tx)
+        .await
+    };
+}
+
+impl Store {
+    /// Commits a batch of hits and the checkpoints that cover them in one transaction: the
+    /// exactly-once point of log ingest. Each hit joins the open incident of its playbook and
+    /// dedupe key, or is stored as pending until its rule's threshold is reached within the window
+    /// (counted from the stored events, so a restart loses no partial count), or opens one.
+    #[tracing::instrument(skip_all, fields(hits = batch.hits.len(), checkpoints = batch.checkpoints.len()))]
+    pub async fn ingest(&self, batch: &Batch) -> Result<IngestOutcome, StoreError> {
+        let received_at = now();
+        // Two daemons seeing the same attacker lock its key; taking the locks in one order keeps
+        // them from deadlocking each other.
+        let mut keys: Vec<(&str, &str)> = batch
+            .hits
+            .iter()
+            .map(|h| (h.playbook.as_str(), h.dedupe_key.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        write!(self, tx => {
+            let mut outcome = IngestOutcome::default();
+            for (playbook, key) in &keys {
+                KeyLock::lock_key(&mut *tx, playbook, key).await?;
+            }
+            for hit in &batch.hits {
+                sqlx::query(
+                    "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) VALUES ($1, $2, 1, $3, $3) \
+                     ON CONFLICT (playbook, dedupe_key) DO UPDATE SET hits = hit_counts.hits + 1, \
+                     first_seen = CASE WHEN excluded.first_seen < hit_counts.first_seen THEN excluded.first_seen ELSE hit_counts.first_seen END, \
+                     last_seen = CASE WHEN excluded.last_seen > hit_counts.last_seen THEN excluded.last_seen ELSE hit_counts.last_seen END",
+                )
+                .bind(&hit.playbook)
+                .bind(&hit.dedupe_key)
+                .bind(hit.observed_at)
+                .execute(&mut *tx)
+                .await?;
+                let open: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status <> 'closed'",
+                )
+                .bind(&hit.playbook)
+                .bind(&hit.dedupe_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = open {
+                    sqlx::query(
+                        "UPDATE incidents SET event_count = event_count + 1, \
+                         last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END, \
+                         first_seen = CASE WHEN $2 < first_seen THEN $2 ELSE first_seen END WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(hit.observed_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    insert_event!(&mut *tx, Some(id), hit, received_at)?;
+                    trim_evidence!(&mut *tx, id)?;
+                    if !outcome.joined.contains(&id) && !outcome.opened.contains(&id) {
+                        outcome.joined.push(id);
+                    }
+                    continue;
+                }
+                let (count, first_seen) = match hit.threshold {
+                    Some(t) if t.count > 1 => {
+                        let start = hit.observed_at - t.window.to_chrono();
+                        // Pending events older than the window can never count again: drop them,
+                        // which bounds the window state per key to the threshold's count.
+                        sqlx::query(
+                            "DELETE FROM events WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL AND observed_at < $3",
+                        )
+                        .bind(&hit.playbook)
+                        .bind(&hit.dedupe_key)
+                        .bind(start)
+                        .execute(&mut *tx)
+                        .await?;
+                        insert_event!(&mut *tx, None::<i64>, hit, received_at)?;
+                        let (count, first): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                            "SELECT COUNT(*), MIN(observed_at) FROM events \
+                             WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL",
+                        )
+                        .bind(&hit.playbook)
+                        .bind(&hit.dedupe_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if count < i64::from(t.count) {
+                            outcome.pending += 1;
+                            continue;
+                        }
+                        (count, first.unwrap_or(hit.observed_at))
+                    }
+                    _ => (1, hit.observed_at),
+                };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
+                     event_count, first_seen, last_seen, opened_at) \
+                     VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10) RETURNING id",
+                )
+                .bind(&hit.playbook)
+                .bind(&hit.category)
+                .bind(&hit.title)
+                .bind(hit.severity.as_str())
+                .bind(&hit.dedupe_key)
+                .bind(Json(&hit.fields))
+                .bind(count)
+                .bind(first_seen)
+                .bind(hit.observed_at)
+                .bind(received_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                if count > 1 {
+                    sqlx::query("UPDATE events SET incident_id = $1 WHERE playbook = $2 AND dedupe_key = $3 AND incident_id IS NULL")
+                        .bind(id)
+                        .bind(&hit.playbook)
+                        .bind(&hit.dedupe_key)
+                        .execute(&mut *tx)
+                        .await?;
+                    trim_evidence!(&mut *tx, id)?;
+                } else {
+                    insert_event!(&mut *tx, Some(id), hit, received_at)?;
+                }
+                sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, 'daemon', 'opened', $3)")
+                    .bind(id)
+                    .bind(received_at)
+                    .bind(format!("{} ({} hits, rule {})", hit.title, count, hit.rule))
+                    .execute(&mut *tx)
+                    .await?;
+                outcome.opened.push(id);
+            }
+            for c in &batch.checkpoints {
+                sqlx::query(
+                    "INSERT INTO log_checkpoints (node, dev, inode, fingerprint, path, \"offset\", line_no, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, dev, inode) DO UPDATE SET \
+                     fingerprint = excluded.fingerprint, path = excluded.path, \"offset\" = excluded.\"offset\", \
+                     line_no = excluded.line_no, updated_at = excluded.updated_at",
+                )
+                .bind(&batch.node)
+                .bind(c.dev as i64)
+                .bind(c.inode as i64)
+                .bind(&c.fingerprint)
+                .bind(&c.path)
+                .bind(c.offset as i64)
+                .bind(c.line_no as i64)
+                .bind(received_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    /// The log checkpoints of `node`.
+    pub async fn log_checkpoints(&self, node: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<(i64, i64, String, String, i64, i64)> = read!(self, pool => sqlx::query_as(
+            "SELECT dev, inode, fingerprint, path, \"offset\", line_no FROM log_checkpoints WHERE node = $1 ORDER BY path",
+        )
+        .bind(node)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(dev, inode, fingerprint, path, offset, line_no)| Checkpoint {
+                    dev: dev as u64,
+                    inode: inode as u64,
+                    fingerprint,
+                    path,
+                    offset: offset as u64,
+                    line_no: line_no as u64,
+                },
+            )
+            .collect())
+    }
+
+    /// Forgets checkpoints of files that are gone (rotated away and deleted or compressed).
+    pub async fn forget_log_checkpoints(
+        &self,
+        node: &str,
+        identities: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
+        write!(self, tx => {
+            for (dev, inode) in identities {
+                sqlx::query("DELETE FROM log_checkpoints WHERE node = $1 AND dev = $2 AND inode = $3")
+                    .bind(node)
+                    .bind(*dev as i64)
+                    .bind(*inode as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The `[[logs]]` patterns `node` has already started on.
+    pub async fn log_patterns(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            read!(self, pool => sqlx::query_scalar("SELECT pattern FROM log_patterns WHERE node = $1")
+            .bind(node)
+            .fetch_all(pool)
+            .await?),
+        )
+    }
+
+    /// Records that `node` has started on `pattern`.
+    pub async fn start_log_pattern(&self, node: &str, pattern: &str) -> Result<(), StoreError> {
+        let at = now();
+        write!(self, tx => {
+            sqlx::query("INSERT INTO log_patterns (node, pattern, started_at) VALUES ($1, $2, $3) ON CONFLICT (node, pattern) DO NOTHING")
+                .bind(node)
+                .bind(pattern)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Exact hit counts of `playbook` per dedupe key.
+    pub async fn hit_counts(&self, playbook: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            read!(self, pool => sqlx::query_as("SELECT dedupe_key, hits FROM hit_counts WHERE playbook = $1 ORDER BY dedupe_key")
+            .bind(playbook)
+            .fetch_all(pool)
+            .await?),
+        )
+    }
+}

@@ -1,0 +1,274 @@
+//! `Store::ingest` on both backends: thresholds from stored events, dedupe, bounded evidence,
+//! exact counts, checkpoints.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use chrono::{DateTime, TimeDelta, Utc};
+use csirt::engine::{Batch, Checkpoint, EVIDENCE_KEEP, Hit};
+use csirt::model::{Action, Actor, Fields, Resolution};
+use csirt::playbook::PlaybookSet;
+
+on_both_backends!(
+    threshold_opens_at_the_count_within_the_window,
+    a_restart_mid_window_loses_no_partial_count,
+    later_hits_join_with_bounded_evidence_and_exact_counts,
+    a_hit_after_close_opens_a_new_incident,
+    checkpoints_and_hostile_bytes_are_stored,
+);
+
+fn playbooks() -> PlaybookSet {
+    csirt::playbook::load(&repo().join("playbooks"), None).expect("repository playbooks")
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-03T06:00:00Z")
+        .expect("time")
+        .to_utc()
+}
+
+/// A failed-password hit from `ip` at `t0 + seconds`.
+fn ssh_hit(set: &PlaybookSet, ip: &str, seconds: i64) -> Hit {
+    let playbook = set.get("ssh-bruteforce").expect("ssh playbook");
+    let mut fields = Fields::new();
+    fields.insert("ip".into(), ip.into());
+    Hit::new(
+        playbook,
+        &playbook.rules[0],
+        fields,
+        "log",
+        "/var/log/auth.log".into(),
+        seconds.to_string(),
+        t0() + TimeDelta::seconds(seconds),
+        format!("sshd[1]: Failed password for root from {ip} port 22 ssh2"),
+    )
+}
+
+fn batch(hits: Vec<Hit>) -> Batch {
+    Batch {
+        node: "node-a".into(),
+        hits,
+        checkpoints: Vec::new(),
+    }
+}
+
+fn threshold_opens_at_the_count_within_the_window(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        // Four failures, then one 20 minutes later: never five within 10 minutes.
+        let slow: Vec<Hit> = [0, 60, 120, 180, 1_380]
+            .iter()
+            .map(|s| ssh_hit(&set, "192.0.2.10", *s))
+            .collect();
+        let outcome = store.ingest(&batch(slow)).await.expect("ingest");
+        assert!(outcome.opened.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.pending, 5);
+        // Four more within the window of the last one: five in 10 minutes, one incident.
+        let more: Vec<Hit> = [1_400, 1_500, 1_600, 1_700]
+            .iter()
+            .map(|s| ssh_hit(&set, "192.0.2.10", *s))
+            .collect();
+        let outcome = store.ingest(&batch(more)).await.expect("ingest");
+        assert_eq!(outcome.opened.len(), 1, "{outcome:?}");
+        let incident = store.incident(outcome.opened[0]).await.expect("incident");
+        assert_eq!(incident.event_count, 5);
+        assert_eq!(incident.first_seen, t0() + TimeDelta::seconds(1_380));
+        assert_eq!(incident.dedupe_key, "ip=192.0.2.10");
+        assert_eq!(incident.title, "SSH総当たり攻撃 (192.0.2.10)");
+        assert_eq!(store.events(incident.id).await.expect("events").len(), 5);
+        assert_eq!(
+            store.hit_counts("ssh-bruteforce").await.expect("counts"),
+            [("ip=192.0.2.10".to_string(), 9)]
+        );
+        store.close().await;
+    });
+}
+
+fn a_restart_mid_window_loses_no_partial_count(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let first: Vec<Hit> = (0..3)
+            .map(|n| ssh_hit(&set, "2001:db8::7", n * 30))
+            .collect();
+        assert!(
+            store
+                .ingest(&batch(first))
+                .await
+                .expect("ingest")
+                .opened
+                .is_empty()
+        );
+        store.close().await;
+    });
+    block_on(async {
+        let store = env.store().await;
+        let rest: Vec<Hit> = (3..5)
+            .map(|n| ssh_hit(&set, "2001:db8::7", n * 30))
+            .collect();
+        let outcome = store.ingest(&batch(rest)).await.expect("ingest");
+        assert_eq!(outcome.opened.len(), 1, "the count survives the restart");
+        assert_eq!(
+            store
+                .incident(outcome.opened[0])
+                .await
+                .expect("incident")
+                .event_count,
+            5
+        );
+        store.close().await;
+    });
+}
+
+fn later_hits_join_with_bounded_evidence_and_exact_counts(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let hits: Vec<Hit> = (0..100).map(|n| ssh_hit(&set, "203.0.113.5", n)).collect();
+        let outcome = store
+            .ingest(&batch(hits[..50].to_vec()))
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.opened.len(), 1);
+        let id = outcome.opened[0];
+        let outcome = store
+            .ingest(&batch(hits[50..].to_vec()))
+            .await
+            .expect("ingest");
+        assert_eq!(
+            (outcome.opened.len(), outcome.joined.as_slice()),
+            (0, &[id][..])
+        );
+        let incident = store.incident(id).await.expect("incident");
+        assert_eq!(incident.event_count, 100);
+        assert_eq!(incident.last_seen, t0() + TimeDelta::seconds(99));
+        let kept: Vec<String> = store
+            .events(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.locator)
+            .collect();
+        let expected: Vec<String> = (0..EVIDENCE_KEEP)
+            .chain(100 - EVIDENCE_KEEP..100)
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(kept, expected, "first and last {EVIDENCE_KEEP} kept");
+        store.close().await;
+    });
+}
+
+fn a_hit_after_close_opens_a_new_incident(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let five = |from: i64| {
+            (from..from + 5)
+                .map(|n| ssh_hit(&set, "198.51.100.9", n))
+                .collect::<Vec<_>>()
+        };
+        let first = store.ingest(&batch(five(0))).await.expect("ingest").opened[0];
+        store
+            .apply(
+                first,
+                &Action::Close {
+                    resolution: Resolution::Resolved,
+                    note: None,
+                },
+                &Actor::daemon(),
+            )
+            .await
+            .expect("close");
+        let one_more = store
+            .ingest(&batch(vec![ssh_hit(&set, "198.51.100.9", 10)]))
+            .await
+            .expect("ingest");
+        assert!(
+            one_more.opened.is_empty(),
+            "below the threshold again after the close"
+        );
+        let second = store.ingest(&batch(five(20))).await.expect("ingest");
+        assert_eq!(second.opened.len(), 1);
+        assert_ne!(second.opened[0], first);
+        store.close().await;
+    });
+}
+
+fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let mut hit = ssh_hit(&set, "192.0.2.99", 0);
+        hit.threshold = None;
+        let mut fields = hit.fields.clone();
+        fields.insert("user".into(), "ro\0ot\u{1b}[31m".into());
+        let playbook = set.get("ssh-bruteforce").expect("playbook");
+        let hostile = Hit::new(
+            playbook,
+            &playbook.rules[0],
+            fields,
+            "log",
+            hit.source.clone(),
+            "1".into(),
+            hit.observed_at,
+            "a\0b\u{1b}[2J".into(),
+        );
+        let hostile = Hit {
+            threshold: None,
+            ..hostile
+        };
+        let checkpoint = Checkpoint {
+            dev: 2049,
+            inode: u64::from(u32::MAX) + 5,
+            fingerprint: "512:0123abcd".into(),
+            path: "/var/log/auth.log".into(),
+            offset: 123_456,
+            line_no: 789,
+        };
+        let outcome = store
+            .ingest(&Batch {
+                node: "node-a".into(),
+                hits: vec![hostile],
+                checkpoints: vec![checkpoint.clone()],
+            })
+            .await
+            .expect("NUL and escapes are stored, not refused");
+        let events = store.events(outcome.opened[0]).await.expect("events");
+        assert_eq!(events[0].text, "a\u{2400}b\u{1b}[2J");
+        assert_eq!(events[0].fields["user"], "ro\u{2400}ot\u{1b}[31m");
+        assert_eq!(
+            store.log_checkpoints("node-a").await.expect("checkpoints"),
+            [checkpoint.clone()]
+        );
+        let moved = Checkpoint {
+            path: "/var/log/auth.log.1".into(),
+            offset: 200_000,
+            ..checkpoint.clone()
+        };
+        store
+            .ingest(&Batch {
+                node: "node-a".into(),
+                hits: vec![],
+                checkpoints: vec![moved.clone()],
+            })
+            .await
+            .expect("ingest");
+        assert_eq!(
+            store.log_checkpoints("node-a").await.expect("checkpoints"),
+            [moved]
+        );
+        assert!(
+            store
+                .log_checkpoints("node-b")
+                .await
+                .expect("checkpoints")
+                .is_empty()
+        );
+        store.close().await;
+    });
+}
