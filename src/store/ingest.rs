@@ -10,37 +10,27 @@ use sqlx::types::Json;
 /// Serialises writers of one dedupe key across daemons. SQLite needs nothing: BEGIN IMMEDIATE
 /// already makes each transaction the only writer.
 trait KeyLock {
-    fn lock_key<'c>(
-        &'c mut self,
-        playbook: &'c str,
-        key: &'c str,
-    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+    fn lock_key(
+        &mut self,
+        playbook: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 impl KeyLock for sqlx::SqliteConnection {
-    fn lock_key<'c>(
-        &'c mut self,
-        _: &'c str,
-        _: &'c str,
-    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c {
-        std::future::ready(Ok(()))
+    async fn lock_key(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 }
 
 impl KeyLock for sqlx::PgConnection {
-    fn lock_key<'c>(
-        &'c mut self,
-        playbook: &'c str,
-        key: &'c str,
-    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c {
-        async move {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
-                .bind(playbook)
-                .bind(key)
-                .execute(self)
-                .await
-                .map(|_| ())
-        }
+    async fn lock_key(&mut self, playbook: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+            .bind(playbook)
+            .bind(key)
+            .execute(self)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -243,7 +243,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
         assert_eq!(events[0].fields["user"], "ro\u{2400}ot\u{1b}[31m");
         assert_eq!(
             store.log_checkpoints("node-a").await.expect("checkpoints"),
-            [checkpoint.clone()]
+            std::slice::from_ref(&checkpoint)
         );
         let moved = Checkpoint {
             path: "/var/log/auth.log.1".into(),
