@@ -16,4 +16,5 @@ pub mod logging;
 pub mod model;
 pub mod playbook;
 pub mod store;
+pub mod timestamp;
 pub mod toml_file;

@@ -4,6 +4,9 @@
 //! `load_dir` reports every error of every file, not only the first, so that one
 //! `csirt playbooks check` run shows everything to fix. Loading never touches the store.
 
+pub mod cidr;
+pub mod matcher;
+
 use crate::duration::Span;
 use crate::model::Severity;
 use crate::toml_file::{self, Location, TomlError};
@@ -39,6 +42,12 @@ struct PlaybookFile {
     escalations: Vec<Spanned<EscalationFile>>,
     #[serde(default, rename = "deadline")]
     deadlines: Vec<DeadlineFile>,
+    /// Lines matching any of these patterns are not hits of this playbook.
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+    /// Hits whose address fields fall in these ranges are ignored (the city's own networks).
+    #[serde(default)]
+    ignore_cidrs: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -49,9 +58,29 @@ struct RuleFile {
     source: RuleSource,
     #[serde(default)]
     files: Vec<Spanned<String>>,
-    pattern: Spanned<String>,
+    #[serde(default)]
+    pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    format: RuleFormat,
+    /// JSON rules: field path = value (or a list of accepted values); all must hold.
+    #[serde(default, rename = "match")]
+    json_match: BTreeMap<String, toml::Value>,
+    /// JSON rules: hit field = JSON field path.
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
     #[serde(default)]
     threshold: Option<Threshold>,
+}
+
+/// How a log rule reads a line.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleFormat {
+    /// The line is text; `pattern` matches it.
+    #[default]
+    Text,
+    /// The line is a JSON object (Suricata eve.json, JSON-lines logs); `match` tests its fields.
+    Json,
 }
 
 #[derive(Deserialize)]
@@ -102,10 +131,21 @@ pub struct Rule {
     pub source: RuleSource,
     /// File-name globs this rule reads; empty means every log file.
     pub files: Vec<glob::Pattern>,
-    pub regex: Regex,
+    /// The text pattern; for JSON rules, an optional extra test on the raw line.
+    pub regex: Option<Regex>,
+    /// For JSON rules: the field tests and the fields a hit takes.
+    pub json: Option<JsonRule>,
     pub threshold: Option<Threshold>,
     /// Where the rule is, for messages.
     pub location: Location,
+}
+
+/// The JSON side of a rule: every `conditions` path must hold one of its values; `fields` name
+/// the hit's fields and the JSON paths (dotted) they come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonRule {
+    pub conditions: Vec<(Vec<String>, Vec<serde_json::Value>)>,
+    pub fields: Vec<(String, Vec<String>)>,
 }
 
 /// An escalation level: notify `to` after `after` while the incident stays unacknowledged.
@@ -137,6 +177,9 @@ pub struct Playbook {
     pub steps: Vec<String>,
     pub escalations: Vec<Escalation>,
     pub deadlines: Vec<Deadline>,
+    /// Lines matching this are not hits of the playbook.
+    pub ignore: Option<regex::RegexSet>,
+    pub ignore_cidrs: Vec<cidr::Cidr>,
     pub path: PathBuf,
 }
 
@@ -150,6 +193,11 @@ impl PlaybookSet {
     /// The playbooks in file-name order.
     pub fn iter(&self) -> impl Iterator<Item = &Playbook> {
         self.playbooks.iter()
+    }
+
+    /// The playbook at `index` in file-name order.
+    pub fn by_index(&self, index: usize) -> &Playbook {
+        &self.playbooks[index]
     }
 
     /// The playbook with this id.
@@ -281,22 +329,76 @@ fn parse(
             .name
             .clone()
             .unwrap_or_else(|| format!("rule-{}", index + 1));
-        let regex = match RegexBuilder::new(rule.pattern.get_ref())
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
-            Ok(regex) => regex,
-            Err(e) => {
-                let why = e
-                    .to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ");
+        let regex = match &rule.pattern {
+            Some(pattern) => match RegexBuilder::new(pattern.get_ref())
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(regex) => Some(regex),
+                Err(e) => {
+                    let why = e
+                        .to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    invalid(
+                        pattern.span(),
+                        format!("rule `{name}`: pattern does not compile: {why}"),
+                    );
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let json = match rule.format {
+            RuleFormat::Text => {
+                if regex.is_none() {
+                    invalid(spanned.span(), format!("rule `{name}` has no pattern"));
+                }
+                if !rule.json_match.is_empty() || !rule.fields.is_empty() {
+                    invalid(
+                        spanned.span(),
+                        format!("rule `{name}`: `match` and `fields` need format = \"json\""),
+                    );
+                }
+                None
+            }
+            RuleFormat::Json if rule.source == RuleSource::Mail => {
                 invalid(
-                    rule.pattern.span(),
-                    format!("rule `{name}`: pattern does not compile: {why}"),
+                    spanned.span(),
+                    format!("rule `{name}`: mail rules are text rules"),
                 );
-                continue;
+                None
+            }
+            RuleFormat::Json => {
+                if rule.json_match.is_empty() {
+                    invalid(
+                        spanned.span(),
+                        format!("rule `{name}`: a JSON rule needs a [rule.match] table"),
+                    );
+                }
+                let mut conditions = Vec::new();
+                for (path, value) in &rule.json_match {
+                    let accepted: Vec<toml::Value> = match value {
+                        toml::Value::Array(values) => values.clone(),
+                        single => vec![single.clone()],
+                    };
+                    let accepted: Result<Vec<serde_json::Value>, _> =
+                        accepted.into_iter().map(serde_json::to_value).collect();
+                    match accepted {
+                        Ok(values) => conditions.push((split_path(path), values)),
+                        Err(e) => invalid(
+                            spanned.span(),
+                            format!("rule `{name}`: match `{path}`: {e}"),
+                        ),
+                    }
+                }
+                let fields = rule
+                    .fields
+                    .iter()
+                    .map(|(field, path)| (field.clone(), split_path(path)))
+                    .collect();
+                Some(JsonRule { conditions, fields })
             }
         };
         let mut files = Vec::new();
@@ -323,7 +425,7 @@ fn parse(
                 format!("rule `{name}`: threshold count must be at least 1"),
             );
         }
-        let available = rule_fields(&regex, rule.source);
+        let available = rule_fields(regex.as_ref(), json.as_ref(), rule.source);
         for field in &file.dedupe {
             if !available.contains(field.get_ref().as_str()) {
                 invalid(
@@ -349,6 +451,7 @@ fn parse(
             source: rule.source,
             files,
             regex,
+            json,
             threshold: rule.threshold,
             location: Location::of_span(path, text, spanned.span()),
         });
@@ -400,6 +503,31 @@ fn parse(
         });
     }
 
+    let ignore = match regex::RegexSetBuilder::new(file.ignore.iter().map(|p| p.get_ref()))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(set) if set.is_empty() => None,
+        Ok(set) => Some(set),
+        Err(e) => {
+            let at = file.ignore.first().map_or(file.id.span(), |p| p.span());
+            let why = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            invalid(at, format!("ignore pattern does not compile: {why}"));
+            None
+        }
+    };
+    let mut ignore_cidrs = Vec::new();
+    for range in &file.ignore_cidrs {
+        match range.get_ref().parse::<cidr::Cidr>() {
+            Ok(c) => ignore_cidrs.push(c),
+            Err(e) => invalid(range.span(), format!("ignore_cidrs: {e}")),
+        }
+    }
+
     let deadlines = file
         .deadlines
         .iter()
@@ -426,15 +554,33 @@ fn parse(
             steps,
             escalations,
             deadlines,
+            ignore,
+            ignore_cidrs,
             path: path.to_path_buf(),
         },
         id_location,
     ))
 }
 
-/// The fields a rule's hits carry: its named captures, plus the mail fields for mail rules.
-fn rule_fields(regex: &Regex, source: RuleSource) -> BTreeSet<&str> {
-    let mut fields: BTreeSet<&str> = regex.capture_names().flatten().collect();
+/// `alert.severity` as the path `["alert", "severity"]`.
+fn split_path(path: &str) -> Vec<String> {
+    path.split('.').map(str::to_string).collect()
+}
+
+/// The fields a rule's hits carry: its named captures, its JSON fields, plus the mail fields for
+/// mail rules.
+fn rule_fields<'a>(
+    regex: Option<&'a Regex>,
+    json: Option<&'a JsonRule>,
+    source: RuleSource,
+) -> BTreeSet<&'a str> {
+    let mut fields: BTreeSet<&str> = regex
+        .map(|r| r.capture_names().flatten().collect())
+        .unwrap_or_default();
+    fields.extend(
+        json.iter()
+            .flat_map(|j| j.fields.iter().map(|(name, _)| name.as_str())),
+    );
     if source == RuleSource::Mail {
         fields.extend(MAIL_FIELDS);
     }

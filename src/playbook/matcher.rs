@@ -1,0 +1,387 @@
+//! The playbooks' log rules compiled once into one matcher.
+//!
+//! Text rules go into a single `RegexSet`; a line is first tested with `is_match`, which
+//! allocates nothing, so the ~98 % of lines that match no rule cost one scan and no allocation.
+//! Only for a line that matches does the set say which rules, and those rules' own regexes
+//! extract the named captures. JSON rules (eve.json and other JSON-lines logs) parse the line
+//! only in files that have such rules. A line is at most one hit per playbook (its first
+//! matching rule): counting one line twice would double a threshold.
+
+use super::cidr::canonical;
+use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
+use crate::model::Fields;
+use regex::{RegexSet, RegexSetBuilder};
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// One rule's match on a line.
+#[derive(Debug)]
+pub struct Match<'a> {
+    pub playbook: &'a Playbook,
+    pub rule: &'a Rule,
+    pub fields: Fields,
+}
+
+/// Which rules read one file (decided once per file, from the rules' `files` globs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRules {
+    text: Vec<bool>,
+    json: Vec<bool>,
+}
+
+impl FileRules {
+    /// Whether any rule reads the file at all.
+    pub fn any(&self) -> bool {
+        self.text.iter().chain(&self.json).any(|b| *b)
+    }
+}
+
+/// The compiled log rules of a playbook set.
+pub struct Matcher {
+    playbooks: PlaybookSet,
+    set: RegexSet,
+    /// `(playbook, rule)` indices of the set's patterns, in set order.
+    text: Vec<(usize, usize)>,
+    /// `(playbook, rule)` indices of the JSON rules.
+    json: Vec<(usize, usize)>,
+}
+
+impl Matcher {
+    /// Compiles the log rules of `playbooks`.
+    pub fn new(playbooks: PlaybookSet) -> Result<Matcher, regex::Error> {
+        let mut text = Vec::new();
+        let mut json = Vec::new();
+        let mut patterns = Vec::new();
+        for (p, playbook) in playbooks.iter().enumerate() {
+            for (r, rule) in playbook.rules.iter().enumerate() {
+                if rule.source != RuleSource::Log {
+                    continue;
+                }
+                match (rule.json.is_some(), &rule.regex) {
+                    (true, _) => json.push((p, r)),
+                    (false, Some(regex)) => {
+                        patterns.push(regex.as_str().to_string());
+                        text.push((p, r));
+                    }
+                    (false, None) => {}
+                }
+            }
+        }
+        // Each pattern passed its own size cap at load; the set gets room for all of them.
+        let set = RegexSetBuilder::new(&patterns)
+            .size_limit(64 << 20)
+            .build()?;
+        Ok(Matcher {
+            playbooks,
+            set,
+            text,
+            json,
+        })
+    }
+
+    /// The playbooks this matcher was built from.
+    pub fn playbooks(&self) -> &PlaybookSet {
+        &self.playbooks
+    }
+
+    fn rule(&self, (p, r): (usize, usize)) -> (&Playbook, &Rule) {
+        let playbook = self.playbooks.by_index(p);
+        (playbook, &playbook.rules[r])
+    }
+
+    /// The rules that read `path`: those without `files`, and those whose globs match the file
+    /// name (or the whole path, for globs with a `/`).
+    pub fn rules_for(&self, path: &Path) -> FileRules {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let reads = |rule: &Rule| {
+            rule.files.is_empty()
+                || rule.files.iter().any(|g| {
+                    if g.as_str().contains('/') {
+                        g.matches_path(path)
+                    } else {
+                        g.matches(name)
+                    }
+                })
+        };
+        FileRules {
+            text: self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
+            json: self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),
+        }
+    }
+
+    /// Every log rule of one playbook, whatever the file (the dry run, like `fail2ban-regex`,
+    /// tests a playbook against any file). `None` when there is no such playbook.
+    pub fn rules_of(&self, playbook: &str) -> Option<FileRules> {
+        let p = self.playbooks.iter().position(|pb| pb.id == playbook)?;
+        Some(FileRules {
+            text: self.text.iter().map(|(i, _)| *i == p).collect(),
+            json: self.json.iter().map(|(i, _)| *i == p).collect(),
+        })
+    }
+
+    /// Appends the matches of `line` under `rules` to `out`.
+    pub fn scan<'a>(&'a self, rules: &FileRules, line: &str, out: &mut Vec<Match<'a>>) {
+        let start = out.len();
+        if self.set.is_match(line) {
+            for index in self.set.matches(line).iter() {
+                if !rules.text[index] {
+                    continue;
+                }
+                let (playbook, rule) = self.rule(self.text[index]);
+                if out[start..]
+                    .iter()
+                    .any(|m| std::ptr::eq(m.playbook, playbook))
+                {
+                    continue;
+                }
+                let Some(caps) = rule.regex.as_ref().and_then(|r| r.captures(line)) else {
+                    continue;
+                };
+                let mut fields = Fields::new();
+                for name in rule.regex.iter().flat_map(|r| r.capture_names()).flatten() {
+                    if let Some(m) = caps.name(name) {
+                        fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
+                    }
+                }
+                if !ignored(playbook, line, &fields) {
+                    out.push(Match {
+                        playbook,
+                        rule,
+                        fields,
+                    });
+                }
+            }
+        }
+        if rules.json.iter().any(|b| *b) && line.trim_start().starts_with('{') {
+            let Ok(object) = serde_json::from_str::<Value>(line) else {
+                return;
+            };
+            for (index, reads) in rules.json.iter().enumerate() {
+                if !reads {
+                    continue;
+                }
+                let (playbook, rule) = self.rule(self.json[index]);
+                if out[start..]
+                    .iter()
+                    .any(|m| std::ptr::eq(m.playbook, playbook))
+                {
+                    continue;
+                }
+                let Some(json) = &rule.json else { continue };
+                if let Some(fields) = json_match(json, rule, &object, line)
+                    && !ignored(playbook, line, &fields)
+                {
+                    out.push(Match {
+                        playbook,
+                        rule,
+                        fields,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The fields of a JSON rule's match, or `None` when a condition fails.
+fn json_match(json: &JsonRule, rule: &Rule, object: &Value, line: &str) -> Option<Fields> {
+    for (path, accepted) in &json.conditions {
+        let value = lookup(object, path)?;
+        if !accepted.contains(value) {
+            return None;
+        }
+    }
+    if let Some(regex) = &rule.regex
+        && !regex.is_match(line)
+    {
+        return None;
+    }
+    let mut fields = Fields::new();
+    for (name, path) in &json.fields {
+        if let Some(value) = lookup(object, path) {
+            let value = match value {
+                Value::String(s) => Value::String(normalize(s)),
+                other => other.clone(),
+            };
+            fields.insert(name.clone(), value);
+        }
+    }
+    Some(fields)
+}
+
+fn lookup<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
+    for key in path {
+        value = value.get(key)?;
+    }
+    Some(value)
+}
+
+/// A captured address in the one spelling dedupe keys use (`::ffff:192.0.2.1` is `192.0.2.1`,
+/// IPv6 compressed and lower-case); anything else as captured.
+fn normalize(value: &str) -> String {
+    match value.parse::<IpAddr>() {
+        Ok(addr) => canonical(addr).to_string(),
+        Err(_) => value.to_string(),
+    }
+}
+
+/// Whether the playbook ignores this line (by pattern) or these fields (an address in
+/// `ignore_cidrs`).
+fn ignored(playbook: &Playbook, line: &str, fields: &Fields) -> bool {
+    if playbook
+        .ignore
+        .as_ref()
+        .is_some_and(|set| set.is_match(line))
+    {
+        return true;
+    }
+    !playbook.ignore_cidrs.is_empty()
+        && fields
+            .values()
+            .filter_map(Value::as_str)
+            .filter_map(|v| v.parse::<IpAddr>().ok())
+            .any(|addr| playbook.ignore_cidrs.iter().any(|c| c.contains(addr)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SSH: &str = r#"
+id = "ssh"
+title = "SSH ({ip})"
+category = "不正アクセス"
+severity = "high"
+dedupe = ["ip"]
+ignore = ['from 10\.99\.']
+ignore_cidrs = ["10.20.0.0/16", "2001:db8:c17::/48"]
+[[rule]]
+name = "failed"
+source = "log"
+files = ["auth.log*"]
+pattern = 'sshd\[\d+\]: Failed password for (?:invalid user )?.* from (?P<ip>[0-9a-fA-F:.]+) port \d+ ssh2$'
+[[rule]]
+name = "any-failed"
+source = "log"
+pattern = 'Failed password .* from (?P<ip>[0-9a-fA-F:.]+)'
+[[step]]
+text = "x"
+"#;
+
+    const IDS: &str = r#"
+id = "ids"
+title = "IDS ({ip}) {signature}"
+category = "IDS"
+severity = "high"
+dedupe = ["ip", "signature"]
+[[rule]]
+source = "log"
+files = ["eve.json*"]
+format = "json"
+[rule.match]
+event_type = "alert"
+"alert.severity" = [1, 2]
+[rule.fields]
+ip = "src_ip"
+signature = "alert.signature"
+[[step]]
+text = "x"
+"#;
+
+    fn matcher() -> Matcher {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("ssh.toml"), SSH).expect("write");
+        std::fs::write(dir.path().join("ids.toml"), IDS).expect("write");
+        Matcher::new(super::super::load(dir.path(), None).expect("playbooks")).expect("matcher")
+    }
+
+    fn ips(m: &Matcher, file: &str, line: &str) -> Vec<String> {
+        let rules = m.rules_for(Path::new(file));
+        let mut out = Vec::new();
+        m.scan(&rules, line, &mut out);
+        out.iter()
+            .map(|h| {
+                format!(
+                    "{}:{}:{}",
+                    h.playbook.id,
+                    h.rule.name,
+                    h.fields["ip"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn anchored_pattern_captures_the_real_address_not_the_forged_one() {
+        let m = matcher();
+        let forged = "Nov  3 15:35:12 gw sshd[7]: Failed password for invalid user x from 10.0.0.1 port 1 ssh2 from 203.0.113.9 port 4242 ssh2";
+        assert_eq!(
+            ips(&m, "/var/log/auth.log", forged),
+            ["ssh:failed:203.0.113.9"]
+        );
+    }
+
+    #[test]
+    fn one_hit_per_playbook_and_file_globs_apply() {
+        let m = matcher();
+        let line = "Nov  3 15:35:12 gw sshd[7]: Failed password for root from ::ffff:198.51.100.4 port 22 ssh2";
+        assert_eq!(
+            ips(&m, "/var/log/auth.log.1", line),
+            ["ssh:failed:198.51.100.4"],
+            "first rule wins, mapped address normalized"
+        );
+        assert_eq!(
+            ips(&m, "/var/log/secure", line),
+            ["ssh:any-failed:198.51.100.4"],
+            "auth.log* rule does not read secure"
+        );
+    }
+
+    #[test]
+    fn ignores_by_pattern_and_by_address_range() {
+        let m = matcher();
+        let from =
+            |ip: &str| format!("gw sshd[7]: Failed password for root from {ip} port 22 ssh2");
+        assert!(ips(&m, "auth.log", &from("10.20.0.10")).is_empty());
+        assert!(ips(&m, "auth.log", &from("10.99.1.1")).is_empty());
+        assert!(ips(&m, "auth.log", &from("2001:db8:c17::5")).is_empty());
+        assert_eq!(ips(&m, "auth.log", &from("10.21.0.10")).len(), 1);
+    }
+
+    #[test]
+    fn json_rules_match_on_fields() {
+        let m = matcher();
+        let alert = r#"{"timestamp":"2026-11-25T12:00:00.000000+0900","event_type":"alert","src_ip":"203.0.113.50","alert":{"severity":1,"signature":"ET EXPLOIT x"}}"#;
+        assert_eq!(
+            ips(&m, "/var/log/suricata/eve.json", alert),
+            ["ids:rule-1:203.0.113.50"]
+        );
+        let low = alert.replace("\"severity\":1", "\"severity\":3");
+        assert!(ips(&m, "eve.json", &low).is_empty());
+        assert!(
+            ips(&m, "eve.json", r#"{"event_type":"alert","#).is_empty(),
+            "broken JSON is no match"
+        );
+        assert!(
+            ips(&m, "other.json", alert).is_empty(),
+            "files glob applies"
+        );
+    }
+
+    #[test]
+    fn hostile_lines_do_not_match_or_panic() {
+        let m = matcher();
+        let long = "A".repeat(1 << 20);
+        for line in [
+            "",
+            "\0\0\0",
+            "\u{1b}[31mFailed password\u{1b}[0m",
+            long.as_str(),
+            "{\"a\":[[[[[[[[[[[[]]]]]]]]]]]]}",
+        ] {
+            assert!(ips(&m, "auth.log", line).is_empty());
+            assert!(ips(&m, "eve.json", line).is_empty());
+        }
+    }
+}
