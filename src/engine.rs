@@ -144,6 +144,9 @@ pub struct Batch {
     pub node: String,
     pub hits: Vec<Hit>,
     pub checkpoints: Vec<Checkpoint>,
+    /// `[[logs]]` patterns started with this batch (their pre-existing files were positioned
+    /// by `start_at`); recorded with the checkpoints so that a crash before it cannot re-apply it.
+    pub patterns: Vec<String>,
 }
 
 /// What a batch changed.

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod logging;
 pub mod model;
 pub mod playbook;
+pub mod source;
 pub mod store;
 pub mod timestamp;
 pub mod toml_file;

@@ -25,6 +25,10 @@ pub fn parse(line: &str, tz: Tz, arrival: DateTime<Utc>) -> Option<DateTime<Utc>
             rest = v5424;
         }
     }
+    // JSON-lines logs that lead with their time, as Suricata's eve.json does.
+    if let Some(json) = rest.strip_prefix("{\"timestamp\":\"") {
+        return iso8601(json.split('"').next().unwrap_or(""), tz);
+    }
     iso8601(rest, tz)
         .or_else(|| rfc3164(rest, tz, arrival))
         .or_else(|| access_log(line))

@@ -215,6 +215,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            for pattern in &batch.patterns {
+                sqlx::query("INSERT INTO log_patterns (node, pattern, started_at) VALUES ($1, $2, $3) ON CONFLICT (node, pattern) DO NOTHING")
+                    .bind(&batch.node)
+                    .bind(pattern)
+                    .bind(received_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Ok(outcome)
         })
     }

@@ -48,6 +48,7 @@ fn batch(hits: Vec<Hit>) -> Batch {
         node: "node-a".into(),
         hits,
         checkpoints: Vec::new(),
+        patterns: Vec::new(),
     }
 }
 
@@ -235,6 +236,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                 node: "node-a".into(),
                 hits: vec![hostile],
                 checkpoints: vec![checkpoint.clone()],
+                patterns: vec![],
             })
             .await
             .expect("NUL and escapes are stored, not refused");
@@ -255,6 +257,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                 node: "node-a".into(),
                 hits: vec![],
                 checkpoints: vec![moved.clone()],
+                patterns: vec![],
             })
             .await
             .expect("ingest");

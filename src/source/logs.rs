@@ -1,0 +1,646 @@
+//! Watching the `[[logs]]` patterns: which files to read, from where, through rotation.
+//!
+//! One reader thread owns every open file (reads are blocking I/O). inotify (through `notify`)
+//! only wakes it; on each wake-up, and at least every `POLL_INTERVAL` in any case, it sweeps:
+//! globs the patterns, notices new, rotated, truncated and deleted files, and reads each open
+//! file to its end. Where inotify cannot watch (NFS, exhausted watches) the periodic sweep is the
+//! polling fallback, and the log says so once.
+//!
+//! Position is kept per file identity (device, inode, head fingerprint), not per path: a file
+//! renamed by logrotate is the same file under its new name, read to its end before it is let go,
+//! and a glob that also matches `auth.log.1` does not read it twice. Matched lines travel to the
+//! store in batches that carry the checkpoints of the files they came from; a full channel blocks
+//! the reader (back-pressure), it never drops. Nothing here advances a checkpoint in the store:
+//! only the store's transaction does, together with the hits.
+
+use super::logfile::{self, Start, Tail};
+use crate::config::{Encoding, LogSource, StartAt};
+use crate::engine::{Batch, Checkpoint, Hit};
+use crate::playbook::matcher::{FileRules, Matcher};
+use chrono_tz::Tz;
+use notify::{RecursiveMode, Watcher};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// The longest wait between sweeps, whatever inotify says.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// A rotated-away file is read until it has not grown for this long, then let go.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Lines longer than this are cut and counted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Bytes read from one file before the batch is considered for sending.
+const READ_BUDGET: usize = 1 << 20;
+
+/// A batch is sent once it holds this many hits...
+const BATCH_HITS: usize = 2_000;
+
+/// ...and checkpoint-only progress (lines that matched nothing) at most this often: re-reading
+/// non-matching lines after a crash is harmless, so it need not cost a transaction each time.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Rotated files compressed by logrotate: never read (their lines were read before rotation).
+const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
+
+/// A problem worth a line in `csirt status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub component: &'static str,
+    pub message: String,
+}
+
+/// What the reader starts from (loaded from the store by the daemon).
+pub struct Resume {
+    pub checkpoints: Vec<Checkpoint>,
+    pub started_patterns: Vec<String>,
+}
+
+/// One configured pattern.
+struct PatternSpec {
+    pattern: String,
+    start_at: StartAt,
+    encoding: Encoding,
+}
+
+struct Open {
+    tail: Tail,
+    encoding: Encoding,
+    rules: FileRules,
+    /// The matcher generation `rules` was computed for.
+    generation: usize,
+    last_growth: Instant,
+    warned_truncation: bool,
+}
+
+/// The reader thread's state.
+pub struct LogReader {
+    node: String,
+    tz: Tz,
+    specs: Vec<PatternSpec>,
+    matcher: Arc<RwLock<Arc<Matcher>>>,
+    matcher_seen: Arc<Matcher>,
+    generation: usize,
+    /// Files being read, by the path they are read at.
+    open: HashMap<PathBuf, Open>,
+    /// Files rotated or deleted away, read to their end before they are let go.
+    draining: Vec<Open>,
+    /// Where each known file identity stands: from the store at start, then from sent batches.
+    known: HashMap<(u64, u64), Checkpoint>,
+    started: HashSet<String>,
+    batch: Batch,
+    last_sent: Instant,
+    sender: tokio::sync::mpsc::Sender<Batch>,
+    notices: tokio::sync::mpsc::Sender<Notice>,
+    /// Paths with a problem already reported, and the problem, so each is logged once.
+    reported: HashMap<PathBuf, String>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashMap<PathBuf, (u64, u64)>,
+    polling_reported: HashSet<PathBuf>,
+    wake_tx: SyncSender<()>,
+    wake_rx: Receiver<()>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Handles for the daemon: stop the reader and wake it.
+#[derive(Clone)]
+pub struct ReaderHandle {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<()>,
+}
+
+impl ReaderHandle {
+    /// Asks the reader to send what it has and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+    }
+}
+
+impl LogReader {
+    /// A reader for `sources`, resuming from `resume`.
+    pub fn new(
+        node: String,
+        tz: Tz,
+        sources: &[LogSource],
+        matcher: Arc<RwLock<Arc<Matcher>>>,
+        resume: Resume,
+        sender: tokio::sync::mpsc::Sender<Batch>,
+        notices: tokio::sync::mpsc::Sender<Notice>,
+    ) -> (LogReader, ReaderHandle) {
+        let specs = sources
+            .iter()
+            .flat_map(|s| {
+                s.paths.iter().map(|p| PatternSpec {
+                    pattern: p.get_ref().clone(),
+                    start_at: s.start_at,
+                    encoding: s.encoding,
+                })
+            })
+            .collect();
+        let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let current = matcher
+            .read()
+            .map(|m| Arc::clone(&m))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+        let reader = LogReader {
+            node: node.clone(),
+            tz,
+            specs,
+            matcher,
+            matcher_seen: current,
+            generation: 0,
+            open: HashMap::new(),
+            draining: Vec::new(),
+            known: resume
+                .checkpoints
+                .into_iter()
+                .map(|c| ((c.dev, c.inode), c))
+                .collect(),
+            started: resume.started_patterns.into_iter().collect(),
+            batch: Batch {
+                node,
+                ..Batch::default()
+            },
+            last_sent: Instant::now(),
+            sender,
+            notices,
+            reported: HashMap::new(),
+            watcher: None,
+            watched: HashMap::new(),
+            polling_reported: HashSet::new(),
+            wake_tx: wake_tx.clone(),
+            wake_rx,
+            stop: Arc::clone(&stop),
+        };
+        (
+            reader,
+            ReaderHandle {
+                stop,
+                wake: wake_tx,
+            },
+        )
+    }
+
+    /// Runs until stopped: sweep, send, wait for a wake-up or the poll interval.
+    pub fn run(mut self) {
+        let wake = self.wake_tx.clone();
+        match notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            // Events only wake the reader; it looks at the files itself. A full slot means a
+            // wake-up is already pending, which is all that is needed.
+            if let Err(TrySendError::Disconnected(_)) = wake.try_send(()) {
+                debug!("log reader gone; dropping inotify event");
+            }
+        }) {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => self.notice(
+                "logs",
+                format!(
+                    "inotify unavailable ({e}); polling every {}s",
+                    POLL_INTERVAL.as_secs()
+                ),
+            ),
+        }
+        info!(patterns = self.specs.len(), "log reader started");
+        loop {
+            self.sweep();
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.wake_rx.recv_timeout(POLL_INTERVAL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.send(true);
+        info!("log reader stopped");
+    }
+
+    fn notice(&mut self, component: &'static str, message: String) {
+        warn!("{message}");
+        if let Err(e) = self.notices.try_send(Notice { component, message }) {
+            debug!("notice not recorded: {e}");
+        }
+    }
+
+    /// Logs a problem with `path` once (until it changes or clears).
+    fn report(&mut self, path: &Path, problem: String) {
+        if self.reported.get(path) != Some(&problem) {
+            self.reported.insert(path.to_path_buf(), problem.clone());
+            self.notice("logs", format!("{}: {problem}", path.display()));
+        }
+    }
+
+    fn clear_report(&mut self, path: &Path) {
+        if self.reported.remove(path).is_some() {
+            info!(path = %path.display(), "readable again");
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.refresh_matcher();
+        self.watch_dirs();
+        let mut present: HashSet<PathBuf> = HashSet::new();
+        for index in 0..self.specs.len() {
+            for path in self.expand(index) {
+                present.insert(path.clone());
+                self.check(index, &path);
+            }
+        }
+        // Paths that no longer match (deleted, or renamed to a name outside the patterns):
+        // read their files to the end before letting go.
+        let gone: Vec<PathBuf> = self
+            .open
+            .keys()
+            .filter(|p| !present.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(open) = self.open.remove(&path) {
+                debug!(path = %path.display(), "file gone from its path; draining");
+                self.draining.push(open);
+            }
+        }
+        let paths: Vec<PathBuf> = self.open.keys().cloned().collect();
+        for path in paths {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(mut open) = self.open.remove(&path) {
+                let keep = self.read_to_end(&mut open);
+                if keep {
+                    self.open.insert(path, open);
+                }
+            }
+        }
+        let mut draining = std::mem::take(&mut self.draining);
+        draining.retain_mut(|open| {
+            let keep = self.read_to_end(open);
+            if keep && open.last_growth.elapsed() < DRAIN_GRACE {
+                return true;
+            }
+            let tz = self.tz;
+            let matcher = Arc::clone(&self.matcher_seen);
+            let mut hits = Vec::new();
+            let path = open.tail.path.clone();
+            let encoding = open.encoding;
+            let rules = open.rules.clone();
+            open.tail.finish(|line| collect_hits(&matcher, &rules, &path, encoding, tz, &line, &mut hits));
+            self.batch.hits.extend(hits);
+            self.record_checkpoint(open.tail.checkpoint());
+            info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
+            false
+        });
+        self.draining = draining;
+        self.send(false);
+        for index in 0..self.specs.len() {
+            let pattern = self.specs[index].pattern.clone();
+            if self.started.insert(pattern.clone()) {
+                self.batch.patterns.push(pattern);
+            }
+        }
+    }
+
+    /// Picks up a new matcher after a reload; each file's rules are recomputed lazily.
+    fn refresh_matcher(&mut self) {
+        let current = match self.matcher.read() {
+            Ok(m) => Arc::clone(&m),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        if !Arc::ptr_eq(&current, &self.matcher_seen) {
+            self.matcher_seen = current;
+            self.generation += 1;
+        }
+    }
+
+    /// The files a pattern matches now, compressed rotations left out.
+    fn expand(&mut self, index: usize) -> Vec<PathBuf> {
+        let pattern = self.specs[index].pattern.clone();
+        let paths = match glob::glob(&pattern) {
+            Ok(paths) => paths,
+            Err(e) => {
+                self.report(Path::new(&pattern), format!("bad pattern: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for entry in paths {
+            match entry {
+                Ok(path) => {
+                    let name = path.to_string_lossy();
+                    if COMPRESSED.iter().any(|ext| name.ends_with(ext)) || !path.is_file() {
+                        continue;
+                    }
+                    out.push(path);
+                }
+                Err(e) => {
+                    let path = e.path().to_path_buf();
+                    self.report(&path, format!("cannot list: {}", e.error()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Opens a path not read yet, or follows a rotation or truncation of one that is.
+    fn check(&mut self, index: usize, path: &Path) {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.report(path, format!("cannot stat: {e}"));
+                return;
+            }
+        };
+        use std::os::unix::fs::MetadataExt;
+        let id = (meta.dev(), meta.ino());
+        if let Some(open) = self.open.get_mut(path) {
+            if (open.tail.id.dev, open.tail.id.inode) == id {
+                if meta.len() < open.tail.offset() {
+                    // copytruncate: lines written between the copy and the truncation are lost
+                    // by the method itself; what follows is read from the beginning.
+                    info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
+                    if let Err(e) = open.tail.restart_after_truncation() {
+                        warn!(path = %path.display(), "cannot re-read after truncation: {e}");
+                    }
+                }
+                return;
+            }
+            // Rename-and-create: the old file is drained under its old state, the new one read
+            // from its beginning.
+            if let Some(old) = self.open.remove(path) {
+                info!(path = %path.display(), "file rotated; draining the old one, reading the new one from its beginning");
+                self.draining.push(old);
+            }
+        }
+        // Already being read under another name (our own rotated file, matched by the glob too).
+        let busy = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .any(|o| (o.tail.id.dev, o.tail.id.inode) == id);
+        if busy {
+            return;
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.report(path, format!("cannot open: {e}"));
+                return;
+            }
+        };
+        let spec = &self.specs[index];
+        let encoding = spec.encoding;
+        let fingerprint_ok =
+            |c: &Checkpoint| logfile::fingerprint_matches(&file, &c.fingerprint).unwrap_or(false);
+        let start = match self.known.get(&id) {
+            Some(c) if fingerprint_ok(c) => Start::At {
+                offset: c.offset,
+                line_no: c.line_no,
+            },
+            // The inode was reused by a different file, or the file is new to us.
+            _ if self.started.contains(&spec.pattern) => Start::Beginning,
+            _ => match spec.start_at {
+                StartAt::End => Start::End,
+                StartAt::Beginning => Start::Beginning,
+            },
+        };
+        match Tail::from_file(path, file, start, MAX_LINE) {
+            Ok(tail) => {
+                self.clear_report(path);
+                info!(path = %path.display(), ?start, "reading");
+                let rules = self.matcher_seen.rules_for(path);
+                self.open.insert(
+                    path.to_path_buf(),
+                    Open {
+                        tail,
+                        encoding,
+                        rules,
+                        generation: self.generation,
+                        last_growth: Instant::now(),
+                        warned_truncation: false,
+                    },
+                );
+            }
+            Err(e) => self.report(path, format!("cannot read: {e}")),
+        }
+    }
+
+    /// Reads one file to its current end, sending batches as they fill. Returns false when the
+    /// file cannot be read any more (it is dropped; a later sweep reopens it from its checkpoint).
+    fn read_to_end(&mut self, open: &mut Open) -> bool {
+        if open.generation != self.generation {
+            open.rules = self.matcher_seen.rules_for(&open.tail.path);
+            open.generation = self.generation;
+        }
+        let matcher = Arc::clone(&self.matcher_seen);
+        let tz = self.tz;
+        loop {
+            let mut hits = Vec::new();
+            let path = open.tail.path.clone();
+            let (encoding, rules) = (open.encoding, &open.rules);
+            let read = open.tail.read_lines(READ_BUDGET, |line| {
+                collect_hits(&matcher, rules, &path, encoding, tz, &line, &mut hits)
+            });
+            match read {
+                Ok(0) => return true,
+                Ok(_) => {
+                    open.last_growth = Instant::now();
+                    if open.tail.truncated_lines > 0 && !open.warned_truncation {
+                        open.warned_truncation = true;
+                        self.notice(
+                            "logs",
+                            format!(
+                                "{}: lines longer than {} KiB are cut (first at line ~{})",
+                                path.display(),
+                                MAX_LINE / 1024,
+                                open.tail.checkpoint().line_no
+                            ),
+                        );
+                    }
+                    self.batch.hits.extend(hits);
+                    self.record_checkpoint(open.tail.checkpoint());
+                    if self.batch.hits.len() >= BATCH_HITS {
+                        self.send(true);
+                    }
+                    if self.stop.load(Ordering::SeqCst) {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    self.report(&path, format!("read failed: {e}"));
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
+        self.batch
+            .checkpoints
+            .retain(|c| (c.dev, c.inode) != (checkpoint.dev, checkpoint.inode));
+        self.batch.checkpoints.push(checkpoint);
+    }
+
+    /// Sends the batch when it has hits, or checkpoint progress that is due (or `force`).
+    fn send(&mut self, force: bool) {
+        let has_hits = !self.batch.hits.is_empty();
+        let has_progress = !self.batch.checkpoints.is_empty() || !self.batch.patterns.is_empty();
+        if !has_hits && !(has_progress && (force || self.last_sent.elapsed() >= CHECKPOINT_EVERY)) {
+            return;
+        }
+        let batch = std::mem::replace(
+            &mut self.batch,
+            Batch {
+                node: self.node.clone(),
+                ..Batch::default()
+            },
+        );
+        for c in &batch.checkpoints {
+            self.known.insert((c.dev, c.inode), c.clone());
+        }
+        self.last_sent = Instant::now();
+        // Blocks while the store writer is behind: reading slows down, nothing is dropped.
+        if self.sender.blocking_send(batch).is_err() {
+            warn!("store writer gone; stopping the log reader");
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Keeps an inotify watch on each pattern's directory; where none can be set, the periodic
+    /// sweep polls, and the log says so once per directory.
+    fn watch_dirs(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut failures = Vec::new();
+        for spec in &self.specs {
+            let (dir, mode) = watch_root(&spec.pattern);
+            use std::os::unix::fs::MetadataExt;
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                // Gone (or not there yet): forget the watch so it is set again when it returns.
+                if self.watched.remove(&dir).is_some() {
+                    let _ = watcher.unwatch(&dir);
+                }
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            if self.watched.get(&dir) == Some(&id) {
+                continue;
+            }
+            let _ = watcher.unwatch(&dir);
+            match watcher.watch(&dir, mode) {
+                Ok(()) => {
+                    self.watched.insert(dir.clone(), id);
+                    debug!(dir = %dir.display(), "watching");
+                }
+                Err(e) => failures.push((dir, e)),
+            }
+        }
+        for (dir, e) in failures {
+            if self.polling_reported.insert(dir.clone()) {
+                self.notice(
+                    "logs",
+                    format!(
+                        "{}: inotify watch failed ({e}); polling every {}s",
+                        dir.display(),
+                        POLL_INTERVAL.as_secs()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The directory to watch for a pattern: the part before the first glob character, recursively
+/// when the pattern goes deeper than one level below it.
+fn watch_root(pattern: &str) -> (PathBuf, RecursiveMode) {
+    let meta = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let fixed = &pattern[..meta];
+    let dir = match fixed.rfind('/') {
+        Some(i) => PathBuf::from(if i == 0 { "/" } else { &fixed[..i] }),
+        None => PathBuf::from("."),
+    };
+    let rest = &pattern[fixed.rfind('/').map_or(0, |i| i + 1)..];
+    let mode = if rest.contains('/') {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    (dir, mode)
+}
+
+/// Decodes a line and appends the hits it makes.
+fn collect_hits(
+    matcher: &Matcher,
+    rules: &FileRules,
+    path: &Path,
+    encoding: Encoding,
+    tz: Tz,
+    line: &logfile::Line<'_>,
+    hits: &mut Vec<Hit>,
+) {
+    let text: Cow<'_, str> = match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(line.bytes),
+        Encoding::ShiftJis => {
+            encoding_rs::SHIFT_JIS
+                .decode_without_bom_handling(line.bytes)
+                .0
+        }
+    };
+    let mut matches = Vec::new();
+    matcher.scan(rules, &text, &mut matches);
+    if matches.is_empty() {
+        return;
+    }
+    let arrival = crate::model::now();
+    let observed_at = crate::timestamp::line_time(&text, tz, arrival);
+    for m in matches {
+        hits.push(Hit::new(
+            m.playbook,
+            m.rule,
+            m.fields,
+            "log",
+            path.display().to_string(),
+            line.line_no.to_string(),
+            observed_at,
+            text.clone().into_owned(),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_roots() {
+        assert_eq!(
+            watch_root("/var/log/*.log"),
+            (PathBuf::from("/var/log"), RecursiveMode::NonRecursive)
+        );
+        assert_eq!(
+            watch_root("/var/log/nginx/access.log*"),
+            (PathBuf::from("/var/log/nginx"), RecursiveMode::NonRecursive)
+        );
+        assert_eq!(
+            watch_root("./var/log/**/*.log"),
+            (PathBuf::from("./var/log"), RecursiveMode::Recursive)
+        );
+        assert_eq!(
+            watch_root("/var/log/auth.log"),
+            (PathBuf::from("/var/log"), RecursiveMode::NonRecursive)
+        );
+        assert_eq!(
+            watch_root("auth.log"),
+            (PathBuf::from("."), RecursiveMode::NonRecursive)
+        );
+    }
+}
