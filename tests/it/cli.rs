@@ -383,11 +383,11 @@ fn unmigrated_store_is_reported_not_used(backend: Backend) {
     let out = env.csirt(&["db", "migrate"]);
     assert_exit(&out, 0);
     assert!(
-        stdout(&out).contains("migrated from version 0 to 1"),
+        stdout(&out).contains("migrated from version 0 to "),
         "{}",
         stdout(&out)
     );
-    assert!(stdout(&env.csirt(&["db", "migrate"])).contains("already at version 1"));
+    assert!(stdout(&env.csirt(&["db", "migrate"])).contains("already at version "));
 }
 
 #[test]
