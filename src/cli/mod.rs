@@ -144,6 +144,28 @@ pub enum PlaybooksCommand {
     },
     /// Validate playbooks (the configured directory, or PATH); prints file:line: message
     Check { path: Option<PathBuf> },
+    /// Dry run of one playbook over a log file, like fail2ban-regex: nothing is stored
+    Test {
+        /// A playbook id from the configured set, or the path of a playbook file
+        playbook: String,
+        /// The log file to read from its beginning
+        logfile: PathBuf,
+        /// How the file's bytes are decoded
+        #[arg(long, value_enum, default_value = "utf-8")]
+        encoding: EncodingArg,
+        /// Print one JSON object: lines, matched, matches [{line, rule, fields}], incidents
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--encoding`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum EncodingArg {
+    #[value(name = "utf-8")]
+    Utf8,
+    #[value(name = "shift_jis")]
+    ShiftJis,
 }
 
 #[derive(Subcommand, Debug)]

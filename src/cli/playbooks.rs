@@ -1,10 +1,18 @@
 //! `csirt playbooks …`: list and validate the playbook set.
 
-use super::output::{Output, Table, sanitize};
-use super::{Cli, PlaybooksCommand, load_config};
+use super::output::{Output, Table, sanitize, short_time};
+use super::{Cli, EncodingArg, PlaybooksCommand, load_config};
+use crate::engine::{DryIncident, DryRun, Hit};
+use crate::model::{Fields, now};
+use crate::playbook::matcher::Matcher;
 use crate::playbook::{self, PlaybookSet};
+use crate::source::logfile::{Line, Start, Tail};
+use crate::source::logs::MAX_LINE;
+use anyhow::Context;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Serialize)]
@@ -43,6 +51,12 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
             }
             Ok(ExitCode::SUCCESS)
         }
+        PlaybooksCommand::Test {
+            playbook,
+            logfile,
+            encoding,
+            json,
+        } => dry_run(cli, playbook, logfile, *encoding, *json),
         PlaybooksCommand::Check { path } => {
             // With an explicit PATH the config is optional: it only adds the check that
             // escalation targets exist in [contacts].
@@ -81,6 +95,179 @@ pub(super) fn report(errors: &playbook::PlaybookErrors) -> ExitCode {
         errors.0.len()
     );
     ExitCode::FAILURE
+}
+
+/// `playbooks test --json`.
+#[derive(Serialize)]
+struct DryRunJson<'a> {
+    playbook: &'a str,
+    file: String,
+    lines: u64,
+    matched: u64,
+    truncated: u64,
+    rules: BTreeMap<&'a str, u64>,
+    matches: Vec<MatchJson<'a>>,
+    incidents: &'a [DryIncident],
+}
+
+#[derive(Serialize)]
+struct MatchJson<'a> {
+    line: u64,
+    rule: &'a str,
+    fields: Fields,
+}
+
+/// The dry run: every line of `logfile` through one playbook's log rules (whatever their
+/// `files` globs say) and the in-memory correlation, nothing stored.
+fn dry_run(
+    cli: &Cli,
+    id_or_path: &str,
+    logfile: &Path,
+    encoding: EncodingArg,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli).ok().map(|(_, c)| c);
+    let tz = config
+        .as_ref()
+        .map_or(chrono_tz::Asia::Tokyo, |c| c.timezone);
+    let as_path = Path::new(id_or_path);
+    let set = if as_path.is_file() {
+        match playbook::load(as_path, None) {
+            Ok(set) => set,
+            Err(errors) => return Ok(report(&errors)),
+        }
+    } else {
+        let config = config.as_ref().context(format!("`{id_or_path}` is not a playbook file, and without a config there is no playbook set to find it in"))?;
+        match playbook::load(&config.playbooks, None) {
+            Ok(set) => set,
+            Err(errors) => return Ok(report(&errors)),
+        }
+    };
+    let matcher = Matcher::new(set)?;
+    let id = if as_path.is_file() {
+        matcher
+            .playbooks()
+            .iter()
+            .next()
+            .map(|p| p.id.clone())
+            .unwrap_or_default()
+    } else {
+        id_or_path.to_string()
+    };
+    let Some(rules) = matcher.rules_of(&id) else {
+        let known: Vec<&str> = matcher.playbooks().iter().map(|p| p.id.as_str()).collect();
+        anyhow::bail!("no playbook `{id}` (known: {})", known.join(", "));
+    };
+    let mut tail = Tail::open(logfile, Start::Beginning, MAX_LINE)
+        .with_context(|| format!("cannot read {}", logfile.display()))?;
+    let (mut lines, mut matched) = (0u64, 0u64);
+    let mut per_rule: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut matches_json = Vec::new();
+    let mut dry = DryRun::default();
+    let mut found = Vec::new();
+    let source = logfile.display().to_string();
+    let mut on_line = |line: Line<'_>| {
+        lines += 1;
+        let text: Cow<'_, str> = match encoding {
+            EncodingArg::Utf8 => String::from_utf8_lossy(line.bytes),
+            EncodingArg::ShiftJis => {
+                encoding_rs::SHIFT_JIS
+                    .decode_without_bom_handling(line.bytes)
+                    .0
+            }
+        };
+        matcher.scan(&rules, &text, &mut found);
+        if found.is_empty() {
+            return;
+        }
+        matched += 1;
+        let observed_at = crate::timestamp::line_time(&text, tz, now());
+        for m in found.drain(..) {
+            *per_rule.entry(m.rule.name.as_str()).or_default() += 1;
+            let hit = Hit::new(
+                m.playbook,
+                m.rule,
+                m.fields,
+                "log",
+                source.clone(),
+                line.line_no.to_string(),
+                observed_at,
+                String::new(),
+            );
+            dry.add(&hit);
+            if json {
+                matches_json.push(MatchJson {
+                    line: line.line_no,
+                    rule: m.rule.name.as_str(),
+                    fields: hit.fields,
+                });
+            }
+        }
+    };
+    while tail.read_lines(4 << 20, &mut on_line)? > 0 {}
+    tail.finish(&mut on_line);
+    let truncated = tail.truncated_lines;
+    let mut out = Output::stdout(tz);
+    if json {
+        out.json(&DryRunJson {
+            playbook: &id,
+            file: source,
+            lines,
+            matched,
+            truncated,
+            rules: per_rule,
+            matches: matches_json,
+            incidents: &dry.incidents,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let share = if lines == 0 {
+        0.0
+    } else {
+        100.0 * matched as f64 / lines as f64
+    };
+    out.line(&format!(
+        "{}: {lines} lines, {matched} matched ({share:.2}%), {} missed",
+        source,
+        lines - matched
+    ))?;
+    if truncated > 0 {
+        out.line(&format!(
+            "{truncated} lines longer than {} KiB were cut",
+            MAX_LINE / 1024
+        ))?;
+    }
+    let playbook = matcher.playbooks().get(&id).context("playbook vanished")?;
+    let mut table = Table::new(vec!["ルール (rule)", "一致 (matches)"], 0);
+    for rule in &playbook.rules {
+        table.row(vec![
+            rule.name.clone(),
+            per_rule
+                .get(rule.name.as_str())
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
+        ]);
+    }
+    out.table(&table)?;
+    out.line(&format!(
+        "起票されるインシデント (incidents that would open): {}",
+        dry.incidents.len()
+    ))?;
+    let mut table = Table::new(vec!["件数", "初回", "最終", "重複判定キー", "件名"], 4);
+    for i in &dry.incidents {
+        table.row(vec![
+            i.event_count.to_string(),
+            short_time(i.first_seen, tz),
+            short_time(i.last_seen, tz),
+            i.dedupe_key.clone(),
+            i.title.clone(),
+        ]);
+    }
+    if !dry.incidents.is_empty() {
+        out.table(&table)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn contact_names(config: &crate::config::Config) -> BTreeSet<String> {
