@@ -90,8 +90,25 @@ impl LogIngest {
         if config.logs.is_empty() {
             return Ok(None);
         }
+        let mut checkpoints = store.log_checkpoints(node).await?;
+        let present = crate::source::logs::present_identities(&config.logs);
+        let gone: Vec<(u64, u64)> = checkpoints
+            .iter()
+            .map(|c| (c.dev, c.inode))
+            .filter(|id| !present.contains(id))
+            .collect();
+        let pruned = store
+            .prune_log_checkpoints(node, &gone, now() - chrono::TimeDelta::days(30))
+            .await?;
+        if pruned > 0 {
+            info!(
+                pruned,
+                "forgot the checkpoints of log files gone for 30 days"
+            );
+            checkpoints = store.log_checkpoints(node).await?;
+        }
         let resume = Resume {
-            checkpoints: store.log_checkpoints(node).await?,
+            checkpoints,
             started_patterns: store.log_patterns(node).await?,
         };
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Batch>(BATCH_QUEUE);

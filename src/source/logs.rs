@@ -264,8 +264,10 @@ impl LogReader {
             .cloned()
             .collect();
         for path in gone {
-            if let Some(open) = self.open.remove(&path) {
+            if let Some(mut open) = self.open.remove(&path) {
                 debug!(path = %path.display(), "file gone from its path; draining");
+                // The grace starts now: a writer may still append to the old file for a moment.
+                open.last_growth = Instant::now();
                 self.draining.push(open);
             }
         }
@@ -375,8 +377,9 @@ impl LogReader {
             }
             // Rename-and-create: the old file is drained under its old state, the new one read
             // from its beginning.
-            if let Some(old) = self.open.remove(path) {
+            if let Some(mut old) = self.open.remove(path) {
                 info!(path = %path.display(), "file rotated; draining the old one, reading the new one from its beginning");
+                old.last_growth = Instant::now();
                 self.draining.push(old);
             }
         }
@@ -416,6 +419,9 @@ impl LogReader {
             Ok(tail) => {
                 self.clear_report(path);
                 info!(path = %path.display(), ?start, "reading");
+                // The starting position is committed even before a line arrives: a file positioned
+                // at its end must not be read from its beginning after a restart.
+                self.record_checkpoint(tail.checkpoint());
                 let rules = self.matcher_seen.rules_for(path);
                 self.open.insert(
                     path.to_path_buf(),
@@ -557,6 +563,19 @@ impl LogReader {
             }
         }
     }
+}
+
+/// The identities of the files the patterns match now.
+pub fn present_identities(sources: &[LogSource]) -> HashSet<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    sources
+        .iter()
+        .flat_map(|s| s.paths.iter())
+        .filter_map(|p| glob::glob(p.get_ref()).ok())
+        .flat_map(|paths| paths.filter_map(Result::ok))
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
 }
 
 /// The directory to watch for a pattern: the part before the first glob character, recursively

@@ -250,22 +250,28 @@ impl Store {
             .collect())
     }
 
-    /// Forgets checkpoints of files that are gone (rotated away and deleted or compressed).
-    pub async fn forget_log_checkpoints(
+    /// Forgets the checkpoints of `gone` files (rotated away and deleted or compressed) that
+    /// have not moved since `before`. Both conditions: a file that is only missing for a while
+    /// (an unmounted share) must keep its position, or it would be read again from its start.
+    pub async fn prune_log_checkpoints(
         &self,
         node: &str,
-        identities: &[(u64, u64)],
-    ) -> Result<(), StoreError> {
+        gone: &[(u64, u64)],
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         write!(self, tx => {
-            for (dev, inode) in identities {
-                sqlx::query("DELETE FROM log_checkpoints WHERE node = $1 AND dev = $2 AND inode = $3")
+            let mut pruned = 0;
+            for (dev, inode) in gone {
+                pruned += sqlx::query("DELETE FROM log_checkpoints WHERE node = $1 AND dev = $2 AND inode = $3 AND updated_at < $4")
                     .bind(node)
                     .bind(*dev as i64)
                     .bind(*inode as i64)
+                    .bind(before)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
             }
-            Ok(())
+            Ok(pruned)
         })
     }
 
