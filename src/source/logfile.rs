@@ -171,6 +171,12 @@ impl Tail {
         Ok(self.size()? > self.read_pos)
     }
 
+    /// Whether the file no longer starts with the bytes it was fingerprinted by: truncated and
+    /// written again in place.
+    pub fn rewritten(&self) -> io::Result<bool> {
+        Ok(!fingerprint_matches(&self.file, &self.id.fingerprint)?)
+    }
+
     /// The file was truncated in place (copytruncate): start again from its beginning.
     pub fn restart_after_truncation(&mut self) -> io::Result<()> {
         self.offset = 0;
@@ -424,6 +430,29 @@ mod tests {
         let got = lines(&mut tail);
         assert_eq!(got[0].0, "after hole");
         assert_eq!(got.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_head_rewritten_in_place_is_seen_even_when_the_file_grew() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"")?;
+        let mut tail = Tail::open(&path, Start::Beginning, 1024)?;
+        // The fingerprint of an empty file grows with the lines read.
+        std::fs::write(&path, b"first line\nsecond line\n")?;
+        assert_eq!(lines(&mut tail).len(), 2);
+        assert!(!tail.rewritten()?);
+        // copytruncate, then more written than was there: longer than the offset, new head.
+        std::fs::write(&path, b"new first line, longer than before\n")?;
+        assert!(tail.size()? > tail.offset());
+        assert!(tail.rewritten()?);
+        tail.restart_after_truncation()?;
+        assert!(!tail.rewritten()?);
+        assert_eq!(
+            lines(&mut tail),
+            [("new first line, longer than before".into(), 1, false)]
+        );
         Ok(())
     }
 }

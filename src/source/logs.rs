@@ -271,18 +271,8 @@ impl LogReader {
                 self.draining.push(open);
             }
         }
-        let paths: Vec<PathBuf> = self.open.keys().cloned().collect();
-        for path in paths {
-            if self.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Some(mut open) = self.open.remove(&path) {
-                let keep = self.read_to_end(&mut open);
-                if keep {
-                    self.open.insert(path, open);
-                }
-            }
-        }
+        // Rotated-away files first: their lines were written before the new file's, and a
+        // threshold counted in log time must see them in that order.
         let mut draining = std::mem::take(&mut self.draining);
         draining.retain_mut(|open| {
             let keep = self.read_to_end(open);
@@ -302,6 +292,18 @@ impl LogReader {
             false
         });
         self.draining = draining;
+        let paths: Vec<PathBuf> = self.open.keys().cloned().collect();
+        for path in paths {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(mut open) = self.open.remove(&path) {
+                let keep = self.read_to_end(&mut open);
+                if keep {
+                    self.open.insert(path, open);
+                }
+            }
+        }
         self.send(false);
         for index in 0..self.specs.len() {
             let pattern = self.specs[index].pattern.clone();
@@ -365,9 +367,13 @@ impl LogReader {
         let id = (meta.dev(), meta.ino());
         if let Some(open) = self.open.get_mut(path) {
             if (open.tail.id.dev, open.tail.id.inode) == id {
-                if meta.len() < open.tail.offset() {
-                    // copytruncate: lines written between the copy and the truncation are lost
-                    // by the method itself; what follows is read from the beginning.
+                // A copytruncate shows as a file shorter than the offset, or, when the writer
+                // has already written more than was there, as a head that changed.
+                let rewritten =
+                    meta.len() < open.tail.offset() || open.tail.rewritten().unwrap_or(false);
+                if rewritten {
+                    // Lines written between the copy and the truncation are lost by the method
+                    // itself; what follows is read from the beginning.
                     info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
                     if let Err(e) = open.tail.restart_after_truncation() {
                         warn!(path = %path.display(), "cannot re-read after truncation: {e}");

@@ -6,4 +6,5 @@ mod helpers;
 mod cli;
 mod daemon;
 mod ingest;
+mod logs;
 mod store;
