@@ -37,8 +37,10 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Lines longer than this are cut and counted.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Bytes read from one file before the batch is considered for sending.
-const READ_BUDGET: usize = 1 << 20;
+/// Bytes read from one file before the batch is considered for sending. Small enough that a
+/// file of nothing but matching lines cannot overfill a batch far past `BATCH_HITS` (memory is
+/// bounded by the batches in flight), large enough to amortise the per-call bookkeeping.
+const READ_BUDGET: usize = 64 * 1024;
 
 /// A batch is sent once it holds this many hits...
 const BATCH_HITS: usize = 2_000;
@@ -193,7 +195,16 @@ impl LogReader {
     /// Runs until stopped: sweep, send, wait for a wake-up or the poll interval.
     pub fn run(mut self) {
         let wake = self.wake_tx.clone();
-        match notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Our own reads (and the glob's directory listing) raise access events: waking on
+            // them would make the reader its own cause and spin a core while idle.
+            if let Ok(notify::Event {
+                kind: notify::EventKind::Access(_),
+                ..
+            }) = event
+            {
+                return;
+            }
             // Events only wake the reader; it looks at the files itself. A full slot means a
             // wake-up is already pending, which is all that is needed.
             if let Err(TrySendError::Disconnected(_)) = wake.try_send(()) {
