@@ -6,6 +6,7 @@ use crate::engine::{Batch, Checkpoint, EVIDENCE_KEEP, IngestOutcome};
 use crate::model::now;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use std::collections::HashMap;
 
 /// Serialises writers of one dedupe key across daemons. SQLite needs nothing: BEGIN IMMEDIATE
 /// already makes each transaction the only writer.
@@ -33,6 +34,9 @@ impl KeyLock for sqlx::PgConnection {
             .map(|_| ())
     }
 }
+
+/// A key's hits in one batch: how many, the first and the last observed.
+type KeyCount = (i64, DateTime<Utc>, DateTime<Utc>);
 
 /// Stores one event of `$hit` (pending when `$incident` is None).
 macro_rules! insert_event {
@@ -95,41 +99,77 @@ impl Store {
             for (playbook, key) in &keys {
                 KeyLock::lock_key(&mut *tx, playbook, key).await?;
             }
+            // Exact per-key counters: one upsert per key and batch, not per hit.
+            let mut counts: HashMap<(&str, &str), KeyCount> = HashMap::new();
             for hit in &batch.hits {
+                let c = counts
+                    .entry((hit.playbook.as_str(), hit.dedupe_key.as_str()))
+                    .or_insert((0, hit.observed_at, hit.observed_at));
+                c.0 += 1;
+                c.1 = c.1.min(hit.observed_at);
+                c.2 = c.2.max(hit.observed_at);
+            }
+            for ((playbook, key), (hits, first, last)) in &counts {
                 sqlx::query(
-                    "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) VALUES ($1, $2, 1, $3, $3) \
-                     ON CONFLICT (playbook, dedupe_key) DO UPDATE SET hits = hit_counts.hits + 1, \
+                    "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (playbook, dedupe_key) DO UPDATE SET hits = hit_counts.hits + excluded.hits, \
                      first_seen = CASE WHEN excluded.first_seen < hit_counts.first_seen THEN excluded.first_seen ELSE hit_counts.first_seen END, \
                      last_seen = CASE WHEN excluded.last_seen > hit_counts.last_seen THEN excluded.last_seen ELSE hit_counts.last_seen END",
                 )
-                .bind(&hit.playbook)
-                .bind(&hit.dedupe_key)
-                .bind(hit.observed_at)
+                .bind(playbook)
+                .bind(key)
+                .bind(hits)
+                .bind(first)
+                .bind(last)
                 .execute(&mut *tx)
                 .await?;
-                let open: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status <> 'closed'",
-                )
-                .bind(&hit.playbook)
-                .bind(&hit.dedupe_key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            }
+            // The open incident of each key, looked up once per batch: the key is locked (or the
+            // store is, on SQLite), so only a responder's close can change it meanwhile, and the
+            // guarded UPDATE below notices that.
+            let mut open_of: HashMap<(&str, &str), Option<i64>> = HashMap::new();
+            // Incidents whose evidence grew: trimmed once, at the end of the batch.
+            let mut grown: Vec<i64> = Vec::new();
+            for hit in &batch.hits {
+                let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
+                let open = match open_of.get(&slot) {
+                    Some(open) => *open,
+                    None => {
+                        let open: Option<i64> = sqlx::query_scalar(
+                            "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status <> 'closed'",
+                        )
+                        .bind(&hit.playbook)
+                        .bind(&hit.dedupe_key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        open_of.insert(slot, open);
+                        open
+                    }
+                };
                 if let Some(id) = open {
-                    sqlx::query(
+                    let joined = sqlx::query(
                         "UPDATE incidents SET event_count = event_count + 1, \
                          last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END, \
-                         first_seen = CASE WHEN $2 < first_seen THEN $2 ELSE first_seen END WHERE id = $1",
+                         first_seen = CASE WHEN $2 < first_seen THEN $2 ELSE first_seen END \
+                         WHERE id = $1 AND status <> 'closed'",
                     )
                     .bind(id)
                     .bind(hit.observed_at)
                     .execute(&mut *tx)
-                    .await?;
-                    insert_event!(&mut *tx, Some(id), hit, received_at)?;
-                    trim_evidence!(&mut *tx, id)?;
-                    if !outcome.joined.contains(&id) && !outcome.opened.contains(&id) {
-                        outcome.joined.push(id);
+                    .await?
+                    .rows_affected();
+                    if joined == 1 {
+                        insert_event!(&mut *tx, Some(id), hit, received_at)?;
+                        if !grown.contains(&id) {
+                            grown.push(id);
+                        }
+                        if !outcome.joined.contains(&id) && !outcome.opened.contains(&id) {
+                            outcome.joined.push(id);
+                        }
+                        continue;
                     }
-                    continue;
+                    // Closed by a responder since: this hit starts a new incident.
+                    open_of.insert(slot, None);
                 }
                 let (count, first_seen) = match hit.threshold {
                     Some(t) if t.count > 1 => {
@@ -196,6 +236,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 outcome.opened.push(id);
+                open_of.insert(slot, Some(id));
+            }
+            for id in grown {
+                trim_evidence!(&mut *tx, id)?;
             }
             for c in &batch.checkpoints {
                 sqlx::query(
