@@ -43,6 +43,52 @@ pub struct Config {
     /// Named lists of addresses that `[notify] to` and escalations refer to.
     #[serde(default)]
     pub contacts: BTreeMap<String, Vec<Spanned<String>>>,
+    /// `[[schedule]]`: digests of open incidents on a cron schedule.
+    #[serde(default)]
+    pub schedule: Vec<Schedule>,
+}
+
+/// What a `[[schedule]]` sends.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// The open incidents, their escalation and the deadlines coming up.
+    #[default]
+    Digest,
+}
+
+/// `[[schedule]]`: `cron` has six fields (seconds first), evaluated in `timezone`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: Spanned<String>,
+    pub cron: Spanned<String>,
+    #[serde(default)]
+    pub kind: ScheduleKind,
+    pub to: Spanned<Vec<Spanned<String>>>,
+}
+
+impl Schedule {
+    /// The parsed cron expression (validated at load).
+    pub fn parsed(&self) -> Result<cron::Schedule, String> {
+        parse_cron(self.cron.get_ref())
+    }
+}
+
+/// Parses a six- or seven-field cron expression, with a hint for the classic five fields.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr;
+    cron::Schedule::from_str(expr).map_err(|e| {
+        let fields = expr.split_whitespace().count();
+        if fields == 5 {
+            format!(
+                "`{expr}` has five fields; csirt's cron has six, seconds first \
+                 (for 09:00 on weekdays: \"0 0 9 * * Mon-Fri\")"
+            )
+        } else {
+            format!("`{expr}`: {e} (six fields, seconds first: \"0 0 9 * * Mon-Fri\")")
+        }
+    })
 }
 
 /// `[store]`.
@@ -175,6 +221,10 @@ pub struct Notify {
     /// At most one update mail per open incident per interval.
     #[serde(default = "default_update_interval")]
     pub update_interval: Span,
+    /// More new-incident mails than this waiting at once (a backlog after a restart, a flood)
+    /// go out as one digest that lists them.
+    #[serde(default = "default_flood")]
+    pub flood: u32,
 }
 
 /// TLS on the SMTP connection.
@@ -203,6 +253,9 @@ pub struct Smtp {
     /// Inline password: allowed, but the config file must then not be readable by others.
     #[serde(default)]
     pub password: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (the city's own CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Smtp {
@@ -214,6 +267,7 @@ impl fmt::Debug for Smtp {
             .field("username", &self.username)
             .field("password_file", &self.password_file)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -232,6 +286,10 @@ fn default_transport() -> Spanned<Transport> {
 
 fn default_update_interval() -> Span {
     Span::from_secs(15 * 60)
+}
+
+fn default_flood() -> u32 {
+    10
 }
 
 fn default_smtp_port() -> u16 {
@@ -290,9 +348,11 @@ impl Config {
                 transport: Spanned::new(0..0, Transport::File),
                 dir: None,
                 update_interval: default_update_interval(),
+                flood: default_flood(),
             },
             smtp: None,
             contacts: BTreeMap::new(),
+            schedule: Vec::new(),
         }
     }
 
@@ -313,18 +373,30 @@ impl Config {
             ));
         }
         for to in self.notify.to.get_ref() {
-            if !to.get_ref().contains('@') && !self.contacts.contains_key(to.get_ref()) {
+            self.check_recipient(to)
+                .map_err(|m| invalid(to.span(), format!("[notify] to: {m}")))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for schedule in &self.schedule {
+            let name = schedule.name.get_ref();
+            if !names.insert(name.clone()) {
                 return Err(invalid(
-                    to.span(),
-                    format!(
-                        "[notify] to: `{}` is neither an address nor a name in [contacts]",
-                        to.get_ref()
-                    ),
+                    schedule.name.span(),
+                    format!("[[schedule]] name `{name}` is used twice"),
                 ));
             }
-            if to.get_ref().contains('@') {
-                check_address(to.get_ref())
-                    .map_err(|m| invalid(to.span(), format!("[notify] to: {m}")))?;
+            schedule
+                .parsed()
+                .map_err(|m| invalid(schedule.cron.span(), format!("[[schedule]] cron: {m}")))?;
+            if schedule.to.get_ref().is_empty() {
+                return Err(invalid(
+                    schedule.to.span(),
+                    format!("[[schedule]] `{name}`: to is empty"),
+                ));
+            }
+            for to in schedule.to.get_ref() {
+                self.check_recipient(to)
+                    .map_err(|m| invalid(to.span(), format!("[[schedule]] to: {m}")))?;
             }
         }
         // An omitted transport has no span of its own: point at the [notify] section instead.
@@ -366,6 +438,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A recipient is an address or a name in `[contacts]`.
+    fn check_recipient(&self, to: &Spanned<String>) -> Result<(), String> {
+        let to = to.get_ref();
+        if to.contains('@') {
+            check_address(to)
+        } else if self.contacts.contains_key(to) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{to}` is neither an address nor a name in [contacts]"
+            ))
+        }
     }
 
     /// Refuses a config file that holds a secret inline and is readable by other users.

@@ -2,14 +2,18 @@
 //! SIGHUP, stop on SIGTERM/SIGINT.
 //!
 //! The log reader runs on a thread of its own (blocking file I/O) and hands batches to the store
-//! writer task through a bounded channel; mail intake, the notifier and the escalator join this
-//! supervisor with issues #4 and #5. The daemon never exits on a failure that a retry can cure:
+//! writer task through a bounded channel; the notifier drains the outbox and the escalator
+//! writes updates, escalations, reminders and digests into it (`notify`). Mail intake joins
+//! this supervisor with issue #4. The daemon never exits on a failure that a retry can cure:
 //! a store that goes away is logged, and the writer retries the same batch until it commits
 //! (the reader waits meanwhile), so nothing read is lost and nothing is committed twice.
 
 use crate::config::Config;
 use crate::engine::Batch;
 use crate::model::now;
+use crate::notify::compose::Composer;
+use crate::notify::transport::Mailer;
+use crate::notify::{EscalatorConfig, SharedComposer};
 use crate::playbook::matcher::Matcher;
 use crate::playbook::{self, PlaybookSet};
 use crate::source::logs::{LogReader, Notice, ReaderHandle, Resume};
@@ -57,7 +61,7 @@ struct Loaded {
 impl Loaded {
     fn summary(&self) -> String {
         format!(
-            "playbooks {}, log patterns {}; mail intake, notification and escalation are not implemented yet",
+            "playbooks {}, log patterns {}; mail intake is not implemented yet",
             self.playbooks.len(),
             self.config
                 .logs
@@ -86,6 +90,8 @@ impl LogIngest {
         node: &str,
         config: &Config,
         matcher: Arc<RwLock<Arc<Matcher>>>,
+        composer: SharedComposer,
+        wake_notifier: Arc<tokio::sync::Notify>,
     ) -> anyhow::Result<Option<LogIngest>> {
         if config.logs.is_empty() {
             return Ok(None);
@@ -125,7 +131,12 @@ impl LogIngest {
         let thread = std::thread::Builder::new()
             .name("csirt-logs".into())
             .spawn(move || reader.run())?;
-        let writer = tokio::spawn(write_batches(Arc::clone(&store), batch_rx));
+        let writer = tokio::spawn(write_batches(
+            Arc::clone(&store),
+            batch_rx,
+            composer,
+            wake_notifier,
+        ));
         let notices = tokio::spawn(record_notices(store, node.to_string(), notice_rx));
         Ok(Some(LogIngest {
             handle,
@@ -148,18 +159,27 @@ impl LogIngest {
 
 /// Commits batches in order; a batch that fails is retried with backoff until it commits. The
 /// reader is blocked meanwhile by the bounded channel, so the backlog stays on disk, not in memory.
-async fn write_batches(store: Arc<Store>, mut batches: tokio::sync::mpsc::Receiver<Batch>) {
+async fn write_batches(
+    store: Arc<Store>,
+    mut batches: tokio::sync::mpsc::Receiver<Batch>,
+    composer: SharedComposer,
+    wake_notifier: Arc<tokio::sync::Notify>,
+) {
     while let Some(batch) = batches.recv().await {
         let mut delay = Duration::from_millis(250);
         let mut failing = false;
         loop {
-            match store.ingest(&batch).await {
+            let composer = crate::notify::current(&composer);
+            match store.ingest(&batch, &composer).await {
                 Ok(outcome) => {
                     if failing {
                         info!("store reachable again; ingest resumed");
                     }
                     for id in &outcome.opened {
                         info!(incident = id, "incident opened");
+                    }
+                    if !outcome.opened.is_empty() {
+                        wake_notifier.notify_one();
                     }
                     break;
                 }
@@ -200,6 +220,19 @@ fn build_matcher(playbooks: &PlaybookSet) -> anyhow::Result<Matcher> {
     Matcher::new(playbooks.clone()).context("the playbooks' patterns do not compile together")
 }
 
+/// Templates in `<config dir>/templates/` replace the built-in ones.
+fn build_composer(
+    path: &Path,
+    config: &Config,
+    playbooks: &PlaybookSet,
+) -> anyhow::Result<Composer> {
+    let dir = path
+        .parent()
+        .map(|d| d.join("templates"))
+        .filter(|d| d.is_dir());
+    Ok(Composer::new(config, playbooks, dir.as_deref())?)
+}
+
 fn load_playbooks(config: &Config) -> anyhow::Result<PlaybookSet> {
     let contacts = config.contacts.keys().cloned().collect();
     playbook::load(&config.playbooks, Some(&contacts))
@@ -217,6 +250,13 @@ pub async fn run(
     let store = Arc::new(Store::open(&config.store.url, Role::Daemon).await?);
     let schema = store.migrate().await?;
     let matcher = Arc::new(RwLock::new(Arc::new(build_matcher(&playbooks)?)));
+    let composer: SharedComposer = Arc::new(RwLock::new(Arc::new(build_composer(
+        &path, &config, &playbooks,
+    )?)));
+    let escalator_config = Arc::new(RwLock::new(Arc::new(EscalatorConfig::from_config(
+        &config,
+    )?)));
+    let mailer = Mailer::from_config(&config)?;
     let node = config.node_name();
     let started_at = now();
     let mut loaded = Loaded { config, playbooks };
@@ -228,11 +268,32 @@ pub async fn run(
         "csirt daemon started"
     );
 
+    let wake_notifier = Arc::new(tokio::sync::Notify::new());
+    let stop_notify = Arc::new(tokio::sync::Notify::new());
+    let notifier = tokio::spawn(crate::notify::run_notifier(
+        Arc::clone(&store),
+        mailer,
+        Arc::clone(&composer),
+        node.clone(),
+        loaded.config.notify.flood,
+        Arc::clone(&wake_notifier),
+        Arc::clone(&stop_notify),
+    ));
+    let escalator = tokio::spawn(crate::notify::run_escalator(
+        Arc::clone(&store),
+        Arc::clone(&composer),
+        Arc::clone(&escalator_config),
+        node.clone(),
+        Arc::clone(&wake_notifier),
+        Arc::clone(&stop_notify),
+    ));
     let logs = LogIngest::start(
         Arc::clone(&store),
         &node,
         &loaded.config,
         Arc::clone(&matcher),
+        Arc::clone(&composer),
+        Arc::clone(&wake_notifier),
     )
     .await?;
 
@@ -245,7 +306,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ticker.tick() => beat(&store, &node, started_at, loaded.summary()).await,
-            _ = hangup.recv() => reload(&path, &mut loaded, &store, &node, &matcher).await,
+            _ = hangup.recv() => {
+                let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config };
+                reload(&path, &mut loaded, &store, &node, live).await
+            }
         }
     }
     if let Some(logs) = logs {
@@ -257,6 +321,18 @@ pub async fn run(
             warn!(
                 "log ingest did not stop within 4 s; uncommitted lines are read again at the next start"
             );
+        }
+    }
+    // The notifier finishes the mail in hand (its claim is released when recorded); what it
+    // has not sent stays in the outbox for the next start.
+    stop_notify.notify_waiters();
+    for (name, task) in [("notifier", notifier), ("escalator", escalator)] {
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("{name} task failed: {e}"),
+            Err(_) => warn!(
+                "{name} did not stop within 2 s; its claimed mail is sent again after its lease"
+            ),
         }
     }
     beat(&store, &node, started_at, "stopped".into()).await;
@@ -284,15 +360,23 @@ async fn beat(
     }
 }
 
-/// Validates the new config and playbooks completely before replacing anything; on any error
-/// the running set stays and the error is logged and recorded for `csirt status`.
-async fn reload(
-    path: &Path,
-    loaded: &mut Loaded,
-    store: &Store,
-    node: &str,
-    matcher: &RwLock<Arc<Matcher>>,
-) {
+/// What a reload swaps under the running tasks.
+struct Live<'a> {
+    matcher: &'a RwLock<Arc<Matcher>>,
+    composer: &'a RwLock<Arc<Composer>>,
+    escalator: &'a RwLock<Arc<EscalatorConfig>>,
+}
+
+fn swap<T>(slot: &RwLock<Arc<T>>, value: T) {
+    match slot.write() {
+        Ok(mut m) => *m = Arc::new(value),
+        Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
+    }
+}
+
+/// Validates the new config, playbooks and templates completely before replacing anything; on
+/// any error the running set stays and the error is logged and recorded for `csirt status`.
+async fn reload(path: &Path, loaded: &mut Loaded, store: &Store, node: &str, live: Live<'_>) {
     info!(config = %path.display(), "SIGHUP received, reloading");
     let attempt = Config::load(path)
         .map_err(anyhow::Error::from)
@@ -300,10 +384,12 @@ async fn reload(
             config.check_secret_permissions(path)?;
             let playbooks = load_playbooks(&config)?;
             let compiled = build_matcher(&playbooks)?;
-            Ok((Loaded { config, playbooks }, compiled))
+            let composer = build_composer(path, &config, &playbooks)?;
+            let escalator = EscalatorConfig::from_config(&config)?;
+            Ok((Loaded { config, playbooks }, compiled, composer, escalator))
         });
     match attempt {
-        Ok((new, compiled)) => {
+        Ok((new, compiled, composer, escalator)) => {
             if new.config.store.url != loaded.config.store.url {
                 warn!(
                     "[store] url changed: that takes a restart; the daemon keeps the store it has open"
@@ -320,10 +406,14 @@ async fn reload(
                     "[[logs]] changed: new log patterns take a restart; the playbooks are reloaded now"
                 );
             }
-            match matcher.write() {
-                Ok(mut m) => *m = Arc::new(compiled),
-                Err(poisoned) => *poisoned.into_inner() = Arc::new(compiled),
+            if new.config.notify.transport.get_ref() != loaded.config.notify.transport.get_ref() {
+                warn!(
+                    "[notify] transport changed: that takes a restart; templates, recipients and escalations are reloaded now"
+                );
             }
+            swap(live.matcher, compiled);
+            swap(live.composer, composer);
+            swap(live.escalator, escalator);
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;
         }

@@ -5,6 +5,7 @@ use super::output::{Output, ago, error_chain, long_time};
 use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
+use crate::store::outbox::OutboxStats;
 use crate::store::{DaemonError, Heartbeat, Overview, Role, SchemaVersion, Store};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ struct StatusJson {
     daemons: Vec<DaemonJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     overview: Option<Overview>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox: Option<OutboxStats>,
     recent_errors: Vec<DaemonError>,
     ok: bool,
 }
@@ -55,6 +58,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     schema: None,
                     daemons: Vec::new(),
                     overview: None,
+                    outbox: None,
                     recent_errors: Vec::new(),
                     ok: false,
                 })?;
@@ -67,10 +71,14 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let schema = store.schema_version().await?;
     let current = schema.applied == schema.expected;
     // Counts need the tables; on a store that was never migrated there is nothing to count.
-    let (overview, errors) = if current {
-        (Some(store.overview().await?), store.recent_errors(5).await?)
+    let (overview, outbox, errors) = if current {
+        (
+            Some(store.overview().await?),
+            Some(store.outbox_stats().await?),
+            store.recent_errors(5).await?,
+        )
     } else {
-        (None, Vec::new())
+        (None, None, Vec::new())
     };
     let heartbeats = if schema.applied > 0 {
         store.heartbeats().await?
@@ -100,6 +108,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             schema: Some(schema),
             daemons,
             overview,
+            outbox,
             recent_errors: errors,
             ok,
         })?;
@@ -151,6 +160,20 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 "送信待ち (outbox): {}  送信失敗 (failed): {}  隔離メール (quarantined): {}",
                 o.outbox_pending, o.outbox_failed, o.quarantined_mails
             ))?;
+        }
+        if let Some(x) = &outbox {
+            if x.retrying > 0 {
+                out.line(&format!(
+                    "  再送中 (retrying): {}  最古の送信待ち: {}",
+                    x.retrying,
+                    x.oldest_pending
+                        .map(|t| long_time(t, tz))
+                        .unwrap_or_default()
+                ))?;
+            }
+            for (id, subject, error) in &x.failures {
+                out.line(&format!("  送信失敗 #{id}: {subject}: {error}"))?;
+            }
         }
         for e in &errors {
             out.line(&format!(

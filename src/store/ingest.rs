@@ -1,9 +1,12 @@
 //! Log and mail ingest: the transaction that commits hits, their correlation into incidents,
 //! and the source checkpoints together (the exactly-once point), plus the checkpoint queries.
 
-use super::{Backend, Store, StoreError};
+use super::outbox::{announce, enqueue};
+use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
 use crate::engine::{Batch, Checkpoint, EVIDENCE_KEEP, IngestOutcome};
 use crate::model::now;
+use crate::model::{Event, Incident};
+use crate::notify::compose::{Composer, Occasion};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::collections::HashMap;
@@ -83,7 +86,11 @@ impl Store {
     /// dedupe key, or is stored as pending until its rule's threshold is reached within the window
     /// (counted from the stored events, so a restart loses no partial count), or opens one.
     #[tracing::instrument(skip_all, fields(hits = batch.hits.len(), checkpoints = batch.checkpoints.len()))]
-    pub async fn ingest(&self, batch: &Batch) -> Result<IngestOutcome, StoreError> {
+    pub async fn ingest(
+        &self,
+        batch: &Batch,
+        composer: &Composer,
+    ) -> Result<IngestOutcome, StoreError> {
         let received_at = now();
         // Two daemons seeing the same attacker lock its key; taking the locks in one order keeps
         // them from deadlocking each other.
@@ -235,6 +242,8 @@ impl Store {
                     .bind(format!("{} ({} hits, rule {})", hit.title, count, hit.rule))
                     .execute(&mut *tx)
                     .await?;
+                // The first mail, in the transaction that opens the incident (invariant 3).
+                announce!(tx, composer, id, Occasion::Opened, received_at);
                 outcome.opened.push(id);
                 open_of.insert(slot, Some(id));
             }

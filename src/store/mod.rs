@@ -139,6 +139,7 @@ macro_rules! write {
 }
 
 mod ingest;
+pub mod outbox;
 
 const INCIDENT_COLUMNS: &str = "id, title, playbook, category, severity, status, resolution, dedupe_key, fields, \
      event_count, first_seen, last_seen, opened_at, acknowledged_at, closed_at, assignee, escalation_level";
@@ -213,6 +214,20 @@ struct EventRow {
     observed_at: DateTime<Utc>,
     text: String,
     fields: Json<Fields>,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Event {
+        Event {
+            kind: r.kind,
+            rule: r.rule,
+            source: r.source,
+            locator: r.locator,
+            observed_at: r.observed_at,
+            text: r.text,
+            fields: r.fields.0,
+        }
+    }
 }
 
 /// A piece of evidence to store with an incident.
@@ -589,18 +604,7 @@ impl Store {
         .bind(id)
         .fetch_all(pool)
         .await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| Event {
-                kind: r.kind,
-                rule: r.rule,
-                source: r.source,
-                locator: r.locator,
-                observed_at: r.observed_at,
-                text: r.text,
-                fields: r.fields.0,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Event::from).collect())
     }
 
     /// The incident's timeline, oldest first.

@@ -190,6 +190,15 @@ impl Env {
         })
     }
 
+    /// The mail composer the daemon would build from this environment's config and playbooks.
+    pub fn composer(&self) -> csirt::notify::compose::Composer {
+        let config = csirt::config::Config::load(&self.config).expect("test config");
+        let contacts = config.contacts.keys().cloned().collect();
+        let playbooks =
+            csirt::playbook::load(&config.playbooks, Some(&contacts)).expect("test playbooks");
+        csirt::notify::compose::Composer::new(&config, &playbooks, None).expect("composer")
+    }
+
     /// Rewrites the config, for tests of bad configs.
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("write config");

@@ -57,12 +57,13 @@ fn threshold_opens_at_the_count_within_the_window(backend: Backend) {
     let set = playbooks();
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         // Four failures, then one 20 minutes later: never five within 10 minutes.
         let slow: Vec<Hit> = [0, 60, 120, 180, 1_380]
             .iter()
             .map(|s| ssh_hit(&set, "192.0.2.10", *s))
             .collect();
-        let outcome = store.ingest(&batch(slow)).await.expect("ingest");
+        let outcome = store.ingest(&batch(slow), &composer).await.expect("ingest");
         assert!(outcome.opened.is_empty(), "{outcome:?}");
         assert_eq!(outcome.pending, 5);
         // Four more within the window of the last one: five in 10 minutes, one incident.
@@ -70,7 +71,7 @@ fn threshold_opens_at_the_count_within_the_window(backend: Backend) {
             .iter()
             .map(|s| ssh_hit(&set, "192.0.2.10", *s))
             .collect();
-        let outcome = store.ingest(&batch(more)).await.expect("ingest");
+        let outcome = store.ingest(&batch(more), &composer).await.expect("ingest");
         assert_eq!(outcome.opened.len(), 1, "{outcome:?}");
         let incident = store.incident(outcome.opened[0]).await.expect("incident");
         assert_eq!(incident.event_count, 5);
@@ -91,12 +92,13 @@ fn a_restart_mid_window_loses_no_partial_count(backend: Backend) {
     let set = playbooks();
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         let first: Vec<Hit> = (0..3)
             .map(|n| ssh_hit(&set, "2001:db8::7", n * 30))
             .collect();
         assert!(
             store
-                .ingest(&batch(first))
+                .ingest(&batch(first), &composer)
                 .await
                 .expect("ingest")
                 .opened
@@ -106,10 +108,11 @@ fn a_restart_mid_window_loses_no_partial_count(backend: Backend) {
     });
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         let rest: Vec<Hit> = (3..5)
             .map(|n| ssh_hit(&set, "2001:db8::7", n * 30))
             .collect();
-        let outcome = store.ingest(&batch(rest)).await.expect("ingest");
+        let outcome = store.ingest(&batch(rest), &composer).await.expect("ingest");
         assert_eq!(outcome.opened.len(), 1, "the count survives the restart");
         assert_eq!(
             store
@@ -128,15 +131,16 @@ fn later_hits_join_with_bounded_evidence_and_exact_counts(backend: Backend) {
     let set = playbooks();
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         let hits: Vec<Hit> = (0..100).map(|n| ssh_hit(&set, "203.0.113.5", n)).collect();
         let outcome = store
-            .ingest(&batch(hits[..50].to_vec()))
+            .ingest(&batch(hits[..50].to_vec()), &composer)
             .await
             .expect("ingest");
         assert_eq!(outcome.opened.len(), 1);
         let id = outcome.opened[0];
         let outcome = store
-            .ingest(&batch(hits[50..].to_vec()))
+            .ingest(&batch(hits[50..].to_vec()), &composer)
             .await
             .expect("ingest");
         assert_eq!(
@@ -167,12 +171,17 @@ fn a_hit_after_close_opens_a_new_incident(backend: Backend) {
     let set = playbooks();
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         let five = |from: i64| {
             (from..from + 5)
                 .map(|n| ssh_hit(&set, "198.51.100.9", n))
                 .collect::<Vec<_>>()
         };
-        let first = store.ingest(&batch(five(0))).await.expect("ingest").opened[0];
+        let first = store
+            .ingest(&batch(five(0)), &composer)
+            .await
+            .expect("ingest")
+            .opened[0];
         store
             .apply(
                 first,
@@ -185,14 +194,17 @@ fn a_hit_after_close_opens_a_new_incident(backend: Backend) {
             .await
             .expect("close");
         let one_more = store
-            .ingest(&batch(vec![ssh_hit(&set, "198.51.100.9", 10)]))
+            .ingest(&batch(vec![ssh_hit(&set, "198.51.100.9", 10)]), &composer)
             .await
             .expect("ingest");
         assert!(
             one_more.opened.is_empty(),
             "below the threshold again after the close"
         );
-        let second = store.ingest(&batch(five(20))).await.expect("ingest");
+        let second = store
+            .ingest(&batch(five(20)), &composer)
+            .await
+            .expect("ingest");
         assert_eq!(second.opened.len(), 1);
         assert_ne!(second.opened[0], first);
         store.close().await;
@@ -204,6 +216,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
     let set = playbooks();
     block_on(async {
         let store = env.store().await;
+        let composer = env.composer();
         let mut hit = ssh_hit(&set, "192.0.2.99", 0);
         hit.threshold = None;
         let mut fields = hit.fields.clone();
@@ -232,12 +245,15 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
             line_no: 789,
         };
         let outcome = store
-            .ingest(&Batch {
-                node: "node-a".into(),
-                hits: vec![hostile],
-                checkpoints: vec![checkpoint.clone()],
-                patterns: vec![],
-            })
+            .ingest(
+                &Batch {
+                    node: "node-a".into(),
+                    hits: vec![hostile],
+                    checkpoints: vec![checkpoint.clone()],
+                    patterns: vec![],
+                },
+                &composer,
+            )
             .await
             .expect("NUL and escapes are stored, not refused");
         let events = store.events(outcome.opened[0]).await.expect("events");
@@ -253,12 +269,15 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
             ..checkpoint.clone()
         };
         store
-            .ingest(&Batch {
-                node: "node-a".into(),
-                hits: vec![],
-                checkpoints: vec![moved.clone()],
-                patterns: vec![],
-            })
+            .ingest(
+                &Batch {
+                    node: "node-a".into(),
+                    hits: vec![],
+                    checkpoints: vec![moved.clone()],
+                    patterns: vec![],
+                },
+                &composer,
+            )
             .await
             .expect("ingest");
         assert_eq!(

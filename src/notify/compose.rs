@@ -1,0 +1,532 @@
+//! What the CSIRT reads: the subject and Japanese body of every notification, from templates.
+//!
+//! Built-in templates live in `templates/` and are compiled into the binary; a file of the same
+//! name in `<config dir>/templates/` replaces one. A replacement is rendered once at load with a
+//! sample incident, so a broken one is refused with its file and line before the daemon starts;
+//! if one still fails at run time, the built-in template is used and the failure logged, because
+//! a mail with the stock wording beats no mail. Everything that came from a log line or a mail is
+//! stripped of control characters before it reaches a header or a body.
+
+use crate::cli::output::{long_time, remaining, sanitize};
+use crate::config::Config;
+use crate::model::{Event, Incident};
+use crate::playbook::PlaybookSet;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use minijinja::{Environment, Value, context};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tracing::warn;
+
+const INCIDENT: &str = "incident.txt";
+const DIGEST: &str = "digest.txt";
+const BUILT_IN: [(&str, &str); 2] = [
+    (INCIDENT, include_str!("../../templates/incident.txt")),
+    (DIGEST, include_str!("../../templates/digest.txt")),
+];
+
+/// Evidence lines shown from each end of an incident.
+const EVIDENCE_SHOWN: usize = 3;
+/// Longest subject, in characters: phones cut the rest anyway.
+const SUBJECT_MAX: usize = 140;
+
+/// Why the templates were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Template {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Why a mail about an incident is written.
+#[derive(Debug, Clone)]
+pub enum Occasion {
+    Opened,
+    /// More events arrived since the last mail.
+    Update {
+        new_events: i64,
+    },
+    /// Unacknowledged past an `[[escalation]]` level (1-based; repeats count on).
+    Escalation {
+        level: i64,
+        to: Vec<String>,
+    },
+    /// A playbook deadline is near.
+    Reminder {
+        deadline: String,
+        due: DateTime<Utc>,
+    },
+}
+
+impl Occasion {
+    /// The outbox `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Occasion::Opened => "opened",
+            Occasion::Update { .. } => "update",
+            Occasion::Escalation { .. } => "escalation",
+            Occasion::Reminder { .. } => "reminder",
+        }
+    }
+}
+
+/// A composed mail, ready for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub kind: &'static str,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Composes every mail the daemon sends; rebuilt on reload.
+pub struct Composer {
+    node: String,
+    domain: String,
+    tz: Tz,
+    notify_to: Vec<String>,
+    contacts: BTreeMap<String, Vec<String>>,
+    playbooks: PlaybookSet,
+    /// The built-in templates and, where given, the replacements.
+    built_in: Environment<'static>,
+    custom: Option<Environment<'static>>,
+}
+
+impl Composer {
+    /// Loads the templates (replacements from `template_dir` when it exists) and checks them.
+    pub fn new(
+        config: &Config,
+        playbooks: &PlaybookSet,
+        template_dir: Option<&Path>,
+    ) -> Result<Composer, ComposeError> {
+        let mut built_in = Environment::new();
+        for (name, source) in BUILT_IN {
+            built_in
+                .add_template(name, source)
+                .map_err(|e| template_error(Path::new("templates").join(name), &e))?;
+        }
+        let from = config.notify.from.get_ref();
+        let mut composer = Composer {
+            node: config.node_name(),
+            domain: from
+                .rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('>').to_string())
+                .unwrap_or_else(|| "localhost".into()),
+            tz: config.timezone,
+            notify_to: resolve(
+                config,
+                config.notify.to.get_ref().iter().map(|t| t.get_ref()),
+            ),
+            contacts: config
+                .contacts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().map(|a| a.get_ref().clone()).collect()))
+                .collect(),
+            playbooks: playbooks.clone(),
+            built_in,
+            custom: None,
+        };
+        if let Some(dir) = template_dir {
+            composer.custom = composer.load_custom(dir)?;
+        }
+        Ok(composer)
+    }
+
+    fn load_custom(&self, dir: &Path) -> Result<Option<Environment<'static>>, ComposeError> {
+        let mut env = Environment::new();
+        let mut any = false;
+        for (name, source) in BUILT_IN {
+            let path = dir.join(name);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => source.to_string(),
+                Err(source) => return Err(ComposeError::Read { path, source }),
+            };
+            any |= path.exists();
+            env.add_template_owned(name, text)
+                .map_err(|e| template_error(path.clone(), &e))?;
+            // Render once with a sample, so that an unknown filter or a bad loop is found now.
+            let sample = match name {
+                INCIDENT => sample_incident_context(&self.node),
+                _ => sample_digest_context(&self.node),
+            };
+            env.get_template(name)
+                .and_then(|t| t.render(sample))
+                .map_err(|e| template_error(path.clone(), &e))?;
+        }
+        Ok(any.then_some(env))
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> String {
+        if let Some(custom) = &self.custom {
+            match custom.get_template(name).and_then(|t| t.render(&ctx)) {
+                Ok(text) => return text,
+                Err(e) => {
+                    warn!(template = name, error = %e, "custom template failed; using the built-in one")
+                }
+            }
+        }
+        self.built_in
+            .get_template(name)
+            .and_then(|t| t.render(&ctx))
+            .unwrap_or_else(|e| format!("(テンプレート {name} の展開に失敗しました: {e})\n"))
+    }
+
+    /// The addresses `[notify] to` names.
+    pub fn notify_to(&self) -> &[String] {
+        &self.notify_to
+    }
+
+    /// The addresses that contact names or literal addresses stand for, without duplicates.
+    pub fn addresses(&self, names: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let list = match self.contacts.get(name) {
+                Some(list) => list.clone(),
+                None => vec![name.clone()],
+            };
+            for a in list {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
+    /// The playbooks the mails describe (steps, deadlines, escalation levels).
+    pub fn playbooks(&self) -> &PlaybookSet {
+        &self.playbooks
+    }
+
+    /// A stable, unique Message-ID for a new outbox row.
+    pub fn message_id(&self, what: &str, now: DateTime<Utc>) -> String {
+        format!(
+            "<csirt.{what}.{}.{:08x}@{}>",
+            now.timestamp_micros(),
+            fastrand::u32(..),
+            self.domain
+        )
+    }
+
+    /// The mail about `incident` on `occasion`. `evidence` is the incident's stored events in
+    /// order; `thread` the Message-ID of its first mail, which every later one replies to.
+    pub fn incident_mail(
+        &self,
+        occasion: &Occasion,
+        incident: &Incident,
+        evidence: &[Event],
+        thread: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Mail {
+        let recipients = match occasion {
+            Occasion::Escalation { to, .. } => {
+                let mut all = self.addresses(to);
+                for a in &self.notify_to {
+                    if !all.contains(a) {
+                        all.push(a.clone());
+                    }
+                }
+                all
+            }
+            _ => self.notify_to.clone(),
+        };
+        let marker = match occasion {
+            Occasion::Opened => String::new(),
+            Occasion::Update { .. } => "【続報】".into(),
+            Occasion::Escalation { level, .. } => format!("【未受付・第{level}段階】"),
+            Occasion::Reminder { .. } => "【期限間近】".into(),
+        };
+        let subject = subject_line(&format!(
+            "[CSIRT #{}] {marker}【重要度:{}】{}",
+            incident.id,
+            incident.severity.label_ja(),
+            incident.title
+        ));
+        let playbook = self.playbooks.get(&incident.playbook);
+        let tz = self.tz;
+        let deadlines = self.deadlines_of(incident, now);
+        let steps: Vec<String> = playbook
+            .map(|p| p.steps.iter().map(|s| clean(s)).collect())
+            .unwrap_or_default();
+        let shown = |events: &[Event]| -> Vec<Value> {
+            events
+                .iter()
+                .map(|e| {
+                    context! {
+                        at => long_time(e.observed_at, tz),
+                        source => clean(&e.source),
+                        locator => clean(&e.locator),
+                        text => clean(&e.text),
+                    }
+                })
+                .collect()
+        };
+        let first = &evidence[..evidence.len().min(EVIDENCE_SHOWN)];
+        let latest = if evidence.len() > EVIDENCE_SHOWN {
+            &evidence[evidence
+                .len()
+                .saturating_sub(EVIDENCE_SHOWN)
+                .max(first.len())..]
+        } else {
+            &[][..]
+        };
+        let (new_events, level, escalated_to, deadline) = match occasion {
+            Occasion::Update { new_events } => (*new_events, 0, Vec::new(), Value::UNDEFINED),
+            Occasion::Escalation { level, to } => (0, *level, to.clone(), Value::UNDEFINED),
+            Occasion::Reminder { deadline, due } => (
+                0,
+                0,
+                Vec::new(),
+                context! { name => clean(deadline), due => long_time(*due, tz), remaining => remaining(*due, now) },
+            ),
+            Occasion::Opened => (0, 0, Vec::new(), Value::UNDEFINED),
+        };
+        let ctx = context! {
+            kind => occasion.kind(),
+            node => self.node.clone(),
+            incident => incident_context(incident, tz),
+            fields => incident
+                .fields
+                .iter()
+                .map(|(k, v)| context! { name => clean(k), value => clean(&field_text(v)) })
+                .collect::<Vec<_>>(),
+            first_evidence => shown(first),
+            latest_evidence => shown(latest),
+            steps => steps,
+            deadlines => deadlines,
+            new_events => new_events,
+            level => level,
+            escalated_to => escalated_to,
+            open_for => crate::cli::output::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
+            deadline => deadline,
+            commands => context! {
+                show => format!("csirt incidents show {}", incident.id),
+                ack => format!("csirt incidents ack {}", incident.id),
+                close => format!("csirt incidents close {} --resolution resolved --note \"対応内容\"", incident.id),
+            },
+        };
+        Mail {
+            kind: occasion.kind(),
+            message_id: self.message_id(&format!("{}.{}", incident.id, occasion.kind()), now),
+            in_reply_to: thread.map(str::to_string),
+            recipients,
+            subject,
+            body: self.render(INCIDENT, ctx),
+        }
+    }
+
+    /// A `[[schedule]]` digest of `incidents` (not closed) to `to`.
+    pub fn schedule_digest(
+        &self,
+        name: &str,
+        to: &[String],
+        incidents: &[Incident],
+        now: DateTime<Utc>,
+    ) -> Mail {
+        let subject = subject_line(&format!(
+            "[CSIRT] 未クローズのインシデント {} 件 ({})",
+            incidents.len(),
+            self.tz_now(now)
+        ));
+        Mail {
+            kind: "digest",
+            message_id: self.message_id("digest", now),
+            in_reply_to: None,
+            recipients: self.addresses(to),
+            subject,
+            body: self.render(
+                DIGEST,
+                self.digest_context("schedule", name, incidents, now),
+            ),
+        }
+    }
+
+    /// One mail for a flood of new incidents, in place of one each.
+    pub fn flood_digest(&self, incidents: &[Incident], now: DateTime<Utc>) -> Mail {
+        let subject = subject_line(&format!(
+            "[CSIRT] 新規インシデント {} 件 (まとめて通知)",
+            incidents.len()
+        ));
+        Mail {
+            kind: "flood",
+            message_id: self.message_id("flood", now),
+            in_reply_to: None,
+            recipients: self.notify_to.clone(),
+            subject,
+            body: self.render(DIGEST, self.digest_context("flood", "", incidents, now)),
+        }
+    }
+
+    /// The playbook's deadlines for `incident`, as dates in the configured zone.
+    fn deadlines_of(&self, incident: &Incident, now: DateTime<Utc>) -> Vec<Value> {
+        let Some(playbook) = self.playbooks.get(&incident.playbook) else {
+            return Vec::new();
+        };
+        playbook
+            .deadlines
+            .iter()
+            .map(|d| {
+                let due = incident.opened_at + d.within.to_chrono();
+                context! { name => clean(&d.name), due => long_time(due, self.tz), remaining => remaining(due, now) }
+            })
+            .collect()
+    }
+
+    fn tz_now(&self, now: DateTime<Utc>) -> String {
+        now.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    }
+
+    fn digest_context(
+        &self,
+        kind: &str,
+        name: &str,
+        incidents: &[Incident],
+        now: DateTime<Utc>,
+    ) -> Value {
+        let tz = self.tz;
+        let items: Vec<Value> = incidents
+            .iter()
+            .map(|i| context! { deadlines => self.deadlines_of(i, now), ..incident_context(i, tz) })
+            .collect();
+        context! {
+            kind => kind,
+            name => clean(name),
+            node => self.node.clone(),
+            now => self.tz_now(now),
+            incidents => items,
+        }
+    }
+}
+
+/// The incident as templates see it: times in the configured zone, labels in Japanese, text
+/// cleaned.
+fn incident_context(i: &Incident, tz: Tz) -> Value {
+    context! {
+        id => i.id,
+        title => clean(&i.title),
+        category => clean(&i.category),
+        playbook => clean(&i.playbook),
+        severity => i.severity.label_ja(),
+        status => i.status.label_ja(),
+        assignee => i.assignee.as_deref().map(clean),
+        event_count => i.event_count,
+        escalation_level => i.escalation_level,
+        first_seen => long_time(i.first_seen, tz),
+        last_seen => long_time(i.last_seen, tz),
+        opened_at => long_time(i.opened_at, tz),
+    }
+}
+
+fn field_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Text from outside, safe in a body: control characters and escape sequences neutralised.
+fn clean(s: &str) -> String {
+    sanitize(s).into_owned()
+}
+
+/// A subject: on one line (CR, LF and other controls become spaces), runs of spaces collapsed,
+/// at most `SUBJECT_MAX` characters. lettre encodes what is not ASCII (RFC 2047).
+pub fn subject_line(s: &str) -> String {
+    let cleaned = sanitize(s);
+    let mut out = String::with_capacity(cleaned.len());
+    let mut space = false;
+    for c in cleaned.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim_end();
+    match trimmed.char_indices().nth(SUBJECT_MAX) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
+}
+
+fn resolve<'a>(config: &Config, names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        for a in config.resolve_recipients(name) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+fn template_error(path: PathBuf, e: &minijinja::Error) -> ComposeError {
+    ComposeError::Template {
+        path,
+        line: e.line().unwrap_or(0),
+        message: e.to_string(),
+    }
+}
+
+fn sample_incident_context(node: &str) -> Value {
+    let evidence = vec![
+        context! { at => "2026-01-01 09:00:00", source => "/var/log/auth.log", locator => "1", text => "sample" },
+    ];
+    context! {
+        kind => "opened",
+        node => node,
+        incident => context! {
+            id => 1, title => "sample", category => "sample", playbook => "sample", severity => "高",
+            status => "未対応", assignee => (), event_count => 1, escalation_level => 0,
+            first_seen => "2026-01-01 09:00:00", last_seen => "2026-01-01 09:00:00", opened_at => "2026-01-01 09:00:00",
+        },
+        fields => vec![context! { name => "ip", value => "192.0.2.1" }],
+        first_evidence => evidence.clone(),
+        latest_evidence => evidence,
+        steps => vec!["sample"],
+        deadlines => vec![context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" }],
+        new_events => 1,
+        level => 1,
+        escalated_to => vec!["lead"],
+        open_for => "30 分",
+        deadline => context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" },
+        commands => context! { show => "csirt incidents show 1", ack => "csirt incidents ack 1", close => "csirt incidents close 1" },
+    }
+}
+
+fn sample_digest_context(node: &str) -> Value {
+    context! {
+        kind => "schedule",
+        name => "sample",
+        node => node,
+        now => "2026-01-01 09:00",
+        incidents => vec![context! {
+            id => 1, title => "sample", severity => "高", status => "未対応", assignee => (),
+            event_count => 1, opened_at => "2026-01-01 09:00:00", escalation_level => 1,
+            deadlines => vec![context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" }],
+        }],
+    }
+}

@@ -1,0 +1,251 @@
+//! Telling the CSIRT: the notifier drains the outbox, the escalator fills it on a schedule.
+//!
+//! Rows reach the outbox only inside the transaction of the change that causes them (a new
+//! incident in the ingest transaction; updates, escalation levels, deadline reminders and
+//! digests in the escalator's), so a crash can neither lose a notification nor invent one. The
+//! notifier claims due rows with a lease, sends each with its stored Message-ID, and marks it
+//! sent only after the server accepted it: a crash in between resends the same message, which
+//! mail clients recognise. Transient failures back off exponentially with jitter up to an hour;
+//! a 5xx reply marks the row failed with the server's words, for `csirt status`.
+
+pub mod compose;
+pub mod transport;
+
+use crate::config::Config;
+use crate::model::now;
+use crate::store::Store;
+use chrono::{DateTime, TimeDelta, Utc};
+use compose::Composer;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+use transport::{Mailer, SendError};
+
+/// Rows claimed per turn.
+const CLAIM_BATCH: i64 = 20;
+/// How often the notifier looks at the outbox when nothing wakes it.
+const NOTIFIER_POLL: Duration = Duration::from_secs(2);
+/// How often the escalator looks for due updates, levels, reminders and schedules.
+pub const ESCALATOR_TICK: Duration = Duration::from_secs(10);
+/// First retry delay after a transient failure, doubled per attempt up to `RETRY_CAP`.
+const RETRY_BASE: TimeDelta = TimeDelta::seconds(30);
+const RETRY_CAP: TimeDelta = TimeDelta::hours(1);
+
+/// The composer in use, swapped on reload.
+pub type SharedComposer = Arc<RwLock<Arc<Composer>>>;
+
+/// The current composer.
+pub fn current(composer: &SharedComposer) -> Arc<Composer> {
+    match composer.read() {
+        Ok(c) => Arc::clone(&c),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+    }
+}
+
+/// When to try again after `attempts` failed attempts: 30 s, 1 min, 2 min, ... up to an hour,
+/// each stretched by up to a fifth at random so that many rows do not retry in step.
+pub fn retry_at(now: DateTime<Utc>, attempts: i64) -> DateTime<Utc> {
+    let exponent = attempts.clamp(1, 20) - 1;
+    let delay = RETRY_BASE
+        .checked_mul(1 << exponent)
+        .unwrap_or(RETRY_CAP)
+        .min(RETRY_CAP);
+    let jitter = TimeDelta::milliseconds(fastrand::i64(0..=delay.num_milliseconds() / 5));
+    now + delay + jitter
+}
+
+/// Sends what the outbox holds, until `stop` is notified.
+pub async fn run_notifier(
+    store: Arc<Store>,
+    mailer: Mailer,
+    composer: SharedComposer,
+    node: String,
+    flood: u32,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+) {
+    info!(transport = mailer.describe(), "notifier started");
+    let mut failing_store = false;
+    loop {
+        let claimed = store
+            .claim_outbox(&node, now(), CLAIM_BATCH, flood, &current(&composer))
+            .await;
+        let rows = match claimed {
+            Ok(rows) => {
+                if failing_store {
+                    info!("store reachable again; notifier resumed");
+                    failing_store = false;
+                }
+                rows
+            }
+            Err(e) => {
+                if !failing_store {
+                    error!(error = %e, "notifier cannot read the outbox; retrying");
+                    failing_store = true;
+                }
+                Vec::new()
+            }
+        };
+        let full = rows.len() as i64 == CLAIM_BATCH;
+        for row in rows {
+            let result = mailer.send(&row).await;
+            let at = now();
+            let recorded = match &result {
+                Ok(()) => {
+                    info!(outbox = row.id, incident = row.incident_id, kind = %row.kind, message_id = %row.message_id, "mail sent");
+                    store.outbox_sent(row.id, at).await
+                }
+                Err(SendError::Transient(e)) => {
+                    let next = retry_at(at, row.attempts);
+                    warn!(outbox = row.id, incident = row.incident_id, attempt = row.attempts, next = %next, "mail not sent, will retry: {e}");
+                    store.outbox_retry(row.id, next, e).await
+                }
+                Err(SendError::Permanent(e)) => {
+                    error!(
+                        outbox = row.id,
+                        incident = row.incident_id,
+                        "mail refused for good: {e}"
+                    );
+                    store.outbox_failed(row.id, e).await
+                }
+            };
+            // If the result cannot be recorded, the claim runs out and the row is sent again
+            // with the same Message-ID: at least once, never lost.
+            if let Err(e) = recorded {
+                error!(outbox = row.id, error = %e, "cannot record the send result; the mail will be sent again");
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.notified() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(NOTIFIER_POLL) => {}
+        }
+    }
+    info!("notifier stopped");
+}
+
+/// Writes update, escalation, reminder and digest mails as they fall due, until `stop`.
+pub async fn run_escalator(
+    store: Arc<Store>,
+    composer: SharedComposer,
+    config: Arc<RwLock<Arc<EscalatorConfig>>>,
+    node: String,
+    wake_notifier: Arc<Notify>,
+    stop: Arc<Notify>,
+) {
+    let mut failing = false;
+    loop {
+        let composer_now = current(&composer);
+        let settings = match config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        match escalate_once(&store, &composer_now, &settings, &node).await {
+            Ok(wrote) => {
+                if failing {
+                    info!("store reachable again; escalator resumed");
+                    failing = false;
+                }
+                if wrote {
+                    wake_notifier.notify_one();
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    error!(error = %e, "escalator cannot reach the store; retrying");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.notified() => break,
+            _ = tokio::time::sleep(ESCALATOR_TICK) => {}
+        }
+    }
+}
+
+/// What the escalator needs from the config.
+pub struct EscalatorConfig {
+    pub update_interval: TimeDelta,
+    pub tz: chrono_tz::Tz,
+    /// `(name, schedule, to)` of each `[[schedule]]`.
+    pub schedules: Vec<(String, cron::Schedule, Vec<String>)>,
+}
+
+impl EscalatorConfig {
+    pub fn from_config(config: &Config) -> anyhow::Result<EscalatorConfig> {
+        let mut schedules = Vec::new();
+        for s in &config.schedule {
+            let parsed = s
+                .parsed()
+                .map_err(|m| anyhow::anyhow!("[[schedule]] {}: {m}", s.name.get_ref()))?;
+            schedules.push((
+                s.name.get_ref().clone(),
+                parsed,
+                s.to.get_ref().iter().map(|t| t.get_ref().clone()).collect(),
+            ));
+        }
+        Ok(EscalatorConfig {
+            update_interval: config.notify.update_interval.to_chrono(),
+            tz: config.timezone,
+            schedules,
+        })
+    }
+}
+
+/// One pass; true when it wrote mail.
+pub async fn escalate_once(
+    store: &Store,
+    composer: &Composer,
+    settings: &EscalatorConfig,
+    node: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let at = now();
+    let pass = store
+        .escalate(node, at, settings.update_interval, composer)
+        .await?;
+    for (id, level) in &pass.escalations {
+        warn!(incident = id, level, "unacknowledged: escalated");
+    }
+    for (id, name) in &pass.reminders {
+        info!(incident = id, deadline = %name, "deadline reminder written");
+    }
+    let mut wrote =
+        !(pass.updates.is_empty() && pass.escalations.is_empty() && pass.reminders.is_empty());
+    for (name, schedule, to) in &settings.schedules {
+        // The next run strictly after now, in the configured zone: runs missed while no daemon
+        // was up are not replayed one by one; the overdue run happens once, now.
+        let Some(next) = schedule.after(&at.with_timezone(&settings.tz)).next() else {
+            continue;
+        };
+        if store
+            .run_schedule(name, to, at, next.with_timezone(&Utc), composer)
+            .await?
+        {
+            info!(schedule = %name, "scheduled digest written");
+            wrote = true;
+        }
+    }
+    Ok(wrote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_an_hour_with_bounded_jitter() {
+        let t0 = now();
+        for (attempts, base) in [(1, 30), (2, 60), (3, 120), (7, 1920), (8, 3600), (60, 3600)] {
+            let delay = (retry_at(t0, attempts) - t0).num_milliseconds();
+            assert!(
+                delay >= base * 1000 && delay <= base * 1200,
+                "attempt {attempts}: {delay} ms"
+            );
+        }
+    }
+}
