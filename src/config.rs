@@ -225,6 +225,9 @@ pub struct Notify {
     /// go out as one digest that lists them.
     #[serde(default = "default_flood")]
     pub flood: u32,
+    /// The first retry delay after a temporary failure; it doubles per attempt up to an hour.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Span,
 }
 
 /// TLS on the SMTP connection.
@@ -288,6 +291,10 @@ fn default_update_interval() -> Span {
     Span::from_secs(15 * 60)
 }
 
+fn default_retry_after() -> Span {
+    Span::from_secs(30)
+}
+
 fn default_flood() -> u32 {
     10
 }
@@ -349,6 +356,7 @@ impl Config {
                 dir: None,
                 update_interval: default_update_interval(),
                 flood: default_flood(),
+                retry_after: default_retry_after(),
             },
             smtp: None,
             contacts: BTreeMap::new(),
@@ -577,6 +585,20 @@ csirt = ["duty@example.jp"]
                 MINIMAL.replace("duty@example.jp", "duty at example"),
                 12,
                 "not a mail address",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[[schedule]]\nname = \"d\"\ncron = \"0 9 * * 1-5\"\nto = [\"csirt\"]\n"
+                ),
+                15,
+                "has five fields; csirt's cron has six",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[[schedule]]\nname = \"d\"\ncron = \"0 0 9 * * Mon-Fri\"\nto = [\"ciso\"]\n"
+                ),
+                16,
+                "`ciso` is neither an address nor a name",
             ),
         ];
         for (text, line, needle) in cases {

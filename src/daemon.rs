@@ -275,7 +275,10 @@ pub async fn run(
         mailer,
         Arc::clone(&composer),
         node.clone(),
-        loaded.config.notify.flood,
+        (
+            loaded.config.notify.flood,
+            loaded.config.notify.retry_after.to_chrono(),
+        ),
         Arc::clone(&wake_notifier),
         Arc::clone(&stop_notify),
     ));

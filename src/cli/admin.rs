@@ -121,5 +121,27 @@ fn describe(path: &std::path::Path, config: &Config, playbooks: usize) -> Vec<St
         config.notify.from.get_ref(),
         to.join(", ")
     ));
+    for schedule in &config.schedule {
+        let next = schedule
+            .parsed()
+            .ok()
+            .and_then(|s| s.upcoming(config.timezone).next())
+            .map_or_else(
+                || "never".into(),
+                |t| t.format("%Y-%m-%d %H:%M %Z").to_string(),
+            );
+        let to: Vec<String> = schedule
+            .to
+            .get_ref()
+            .iter()
+            .map(|t| t.get_ref().clone())
+            .collect();
+        lines.push(format!(
+            "schedule: {} ({}) → {}; next {next}",
+            schedule.name.get_ref(),
+            schedule.cron.get_ref(),
+            to.join(", ")
+        ));
+    }
     lines
 }

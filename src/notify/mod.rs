@@ -28,8 +28,7 @@ const CLAIM_BATCH: i64 = 20;
 const NOTIFIER_POLL: Duration = Duration::from_secs(2);
 /// How often the escalator looks for due updates, levels, reminders and schedules.
 pub const ESCALATOR_TICK: Duration = Duration::from_secs(10);
-/// First retry delay after a transient failure, doubled per attempt up to `RETRY_CAP`.
-const RETRY_BASE: TimeDelta = TimeDelta::seconds(30);
+/// The longest wait between two attempts at one mail.
 const RETRY_CAP: TimeDelta = TimeDelta::hours(1);
 
 /// The composer in use, swapped on reload.
@@ -43,11 +42,12 @@ pub fn current(composer: &SharedComposer) -> Arc<Composer> {
     }
 }
 
-/// When to try again after `attempts` failed attempts: 30 s, 1 min, 2 min, ... up to an hour,
-/// each stretched by up to a fifth at random so that many rows do not retry in step.
-pub fn retry_at(now: DateTime<Utc>, attempts: i64) -> DateTime<Utc> {
+/// When to try again after `attempts` failed attempts: `base` ([notify] retry_after, 30 s by
+/// default), then doubled per attempt up to an hour, each stretched by up to a fifth at random
+/// so that many rows do not retry in step.
+pub fn retry_at(now: DateTime<Utc>, attempts: i64, base: TimeDelta) -> DateTime<Utc> {
     let exponent = attempts.clamp(1, 20) - 1;
-    let delay = RETRY_BASE
+    let delay = base
         .checked_mul(1 << exponent)
         .unwrap_or(RETRY_CAP)
         .min(RETRY_CAP);
@@ -61,7 +61,7 @@ pub async fn run_notifier(
     mailer: Mailer,
     composer: SharedComposer,
     node: String,
-    flood: u32,
+    (flood, retry_after): (u32, TimeDelta),
     wake: Arc<Notify>,
     stop: Arc<Notify>,
 ) {
@@ -97,7 +97,7 @@ pub async fn run_notifier(
                     store.outbox_sent(row.id, at).await
                 }
                 Err(SendError::Transient(e)) => {
-                    let next = retry_at(at, row.attempts);
+                    let next = retry_at(at, row.attempts, retry_after);
                     warn!(outbox = row.id, incident = row.incident_id, attempt = row.attempts, next = %next, "mail not sent, will retry: {e}");
                     store.outbox_retry(row.id, next, e).await
                 }
@@ -241,7 +241,7 @@ mod tests {
     fn retries_back_off_to_an_hour_with_bounded_jitter() {
         let t0 = now();
         for (attempts, base) in [(1, 30), (2, 60), (3, 120), (7, 1920), (8, 3600), (60, 3600)] {
-            let delay = (retry_at(t0, attempts) - t0).num_milliseconds();
+            let delay = (retry_at(t0, attempts, TimeDelta::seconds(30)) - t0).num_milliseconds();
             assert!(
                 delay >= base * 1000 && delay <= base * 1200,
                 "attempt {attempts}: {delay} ms"

@@ -195,7 +195,8 @@ impl Mailer {
                 .references(parent.clone());
         }
         let mut any = false;
-        for to in row.recipients.0.iter() {
+        let recipients = row.recipients();
+        for to in &recipients {
             match to.parse::<Mailbox>() {
                 Ok(mailbox) => {
                     builder = builder.to(mailbox);
@@ -208,8 +209,8 @@ impl Mailer {
         }
         if !any {
             return Err(SendError::Permanent(format!(
-                "no valid recipient in {:?}",
-                row.recipients.0
+                "no valid recipient in {}",
+                row.recipients
             )));
         }
         builder

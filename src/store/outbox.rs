@@ -12,7 +12,6 @@ use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError}
 use crate::model::{Event, Incident};
 use crate::notify::compose::{Composer, Occasion};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::types::Json;
 
 /// How long a claim on an outbox row lasts: far longer than one SMTP transaction, so a row is
 /// claimed twice only when its daemon died.
@@ -29,7 +28,7 @@ macro_rules! enqueue {
         .bind($mail.kind)
         .bind(&$mail.message_id)
         .bind(&$mail.in_reply_to)
-        .bind(Json(&$mail.recipients))
+        .bind(serde_json::Value::from($mail.recipients.clone()).to_string())
         .bind(&$mail.subject)
         .bind(&$mail.body)
         .bind($now)
@@ -83,10 +82,24 @@ pub struct Outgoing {
     pub incident_id: Option<i64>,
     pub message_id: String,
     pub in_reply_to: Option<String>,
-    pub recipients: Json<Vec<String>>,
+    /// A JSON array of addresses (TEXT on both backends).
+    pub recipients: String,
     pub subject: String,
     pub body: String,
     pub attempts: i64,
+}
+
+impl Outgoing {
+    /// The addresses the row is for.
+    pub fn recipients(&self) -> Vec<String> {
+        parse_recipients(&self.recipients)
+    }
+}
+
+/// The stored JSON array of addresses; an unreadable one yields none (and the row fails with
+/// "no valid recipient", visible in `csirt status`).
+fn parse_recipients(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// The outbox as `csirt status` shows it.
@@ -443,13 +456,20 @@ pub struct OutboxRow {
     pub kind: String,
     pub message_id: String,
     pub in_reply_to: Option<String>,
-    pub recipients: Json<Vec<String>>,
+    pub recipients: String,
     pub subject: String,
     pub body: String,
     pub status: String,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub sent_in: Option<String>,
+}
+
+impl OutboxRow {
+    /// The addresses the row is for.
+    pub fn recipients(&self) -> Vec<String> {
+        parse_recipients(&self.recipients)
+    }
 }
 
 /// The highest escalation level due `now` for an incident opened at `opened`, with whom it

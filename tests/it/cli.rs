@@ -274,24 +274,7 @@ fn hostile_text_never_reaches_the_terminal(backend: Backend) {
 
 fn show_gives_steps_deadlines_events_and_timeline(backend: Backend) {
     let env = Env::new(backend);
-    std::fs::write(
-        env.playbooks().join("leak.toml"),
-        r#"id = "leak"
-title = "情報漏えい ({ip})"
-category = "情報漏えい"
-severity = "critical"
-dedupe = ["ip"]
-[[rule]]
-source = "log"
-pattern = 'leak from (?P<ip>\S+)'
-[[step]]
-text = "漏えいした情報の範囲を確認する"
-[[deadline]]
-name = "個人情報保護委員会への速報"
-within = "3d"
-"#,
-    )
-    .expect("write playbook");
+    std::fs::write(env.playbooks().join("leak.toml"), LEAK_PLAYBOOK).expect("write playbook");
     let id = env
         .open(
             "leak",

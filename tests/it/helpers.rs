@@ -303,3 +303,53 @@ pub fn assert_exit(out: &Output, code: i32) {
         stderr(out)
     );
 }
+
+/// A playbook with a statutory deadline (reminded a day ahead), for tests of deadlines.
+pub const LEAK_PLAYBOOK: &str = r#"id = "leak"
+title = "情報漏えい ({ip})"
+category = "情報漏えい"
+severity = "critical"
+dedupe = ["ip"]
+[[rule]]
+source = "log"
+pattern = 'leak from (?P<ip>\S+)'
+[[step]]
+text = "漏えいした情報の範囲を確認する"
+[[deadline]]
+name = "個人情報保護委員会への速報"
+within = "3d"
+remind_before = "1d"
+"#;
+
+/// A failed-password hit of the SSH playbook from `ip`, observed `at`, with the line `text`.
+pub fn ssh_hit_with(
+    set: &csirt::playbook::PlaybookSet,
+    ip: &str,
+    locator: String,
+    at: chrono::DateTime<chrono::Utc>,
+    text: String,
+) -> csirt::engine::Hit {
+    let playbook = set.get("ssh-bruteforce").expect("ssh playbook");
+    let mut fields = Fields::new();
+    fields.insert("ip".into(), ip.into());
+    csirt::engine::Hit::new(
+        playbook,
+        &playbook.rules[0],
+        fields,
+        "log",
+        "/var/log/auth.log".into(),
+        locator,
+        at,
+        text,
+    )
+}
+
+/// A batch of `hits` from node-a, without checkpoints.
+pub fn batch(hits: Vec<csirt::engine::Hit>) -> csirt::engine::Batch {
+    csirt::engine::Batch {
+        node: "node-a".into(),
+        hits,
+        checkpoints: Vec::new(),
+        patterns: Vec::new(),
+    }
+}

@@ -5,7 +5,7 @@ use crate::helpers::*;
 use crate::on_both_backends;
 use chrono::{DateTime, TimeDelta, Utc};
 use csirt::engine::{Batch, Checkpoint, EVIDENCE_KEEP, Hit};
-use csirt::model::{Action, Actor, Fields, Resolution};
+use csirt::model::{Action, Actor, Resolution};
 use csirt::playbook::PlaybookSet;
 
 on_both_backends!(
@@ -28,28 +28,13 @@ fn t0() -> DateTime<Utc> {
 
 /// A failed-password hit from `ip` at `t0 + seconds`.
 fn ssh_hit(set: &PlaybookSet, ip: &str, seconds: i64) -> Hit {
-    let playbook = set.get("ssh-bruteforce").expect("ssh playbook");
-    let mut fields = Fields::new();
-    fields.insert("ip".into(), ip.into());
-    Hit::new(
-        playbook,
-        &playbook.rules[0],
-        fields,
-        "log",
-        "/var/log/auth.log".into(),
+    ssh_hit_with(
+        set,
+        ip,
         seconds.to_string(),
         t0() + TimeDelta::seconds(seconds),
         format!("sshd[1]: Failed password for root from {ip} port 22 ssh2"),
     )
-}
-
-fn batch(hits: Vec<Hit>) -> Batch {
-    Batch {
-        node: "node-a".into(),
-        hits,
-        checkpoints: Vec::new(),
-        patterns: Vec::new(),
-    }
 }
 
 fn threshold_opens_at_the_count_within_the_window(backend: Backend) {

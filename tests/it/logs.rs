@@ -29,7 +29,7 @@ on_both_backends!(
 );
 
 /// The node name every test's daemon runs as (checkpoints are kept per node).
-const NODE: &str = "it-node";
+pub(crate) const NODE: &str = "it-node";
 const PLAYBOOK: &str = "ssh-bruteforce";
 /// How long any one wait may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 
 /// The log directory of the default config (`<dir>/log/*.log`), created.
-fn log_dir(env: &Env) -> PathBuf {
+pub(crate) fn log_dir(env: &Env) -> PathBuf {
     let dir = env.dir.path().join("log");
     std::fs::create_dir_all(&dir).expect("create the log dir");
     dir
@@ -59,7 +59,7 @@ fn configure(env: &Env, patterns: &[String]) {
 }
 
 /// The default pattern, `<dir>/log/*.log`, under the fixed node name.
-fn configure_default(env: &Env) {
+pub(crate) fn configure_default(env: &Env) {
     configure(env, &[format!("{}/*.log", log_dir(env).display())]);
 }
 
@@ -146,7 +146,7 @@ fn generate(env: &Env, lines: usize, seed: u64) -> Generated {
 }
 
 /// Appends with a real `O_APPEND` write and flush, as a logger does.
-fn append(path: &Path, bytes: impl AsRef<[u8]>) {
+pub(crate) fn append(path: &Path, bytes: impl AsRef<[u8]>) {
     let mut f = OpenOptions::new()
         .append(true)
         .create(true)
@@ -158,7 +158,7 @@ fn append(path: &Path, bytes: impl AsRef<[u8]>) {
 
 /// `Nov  3 10:MM:SS host sshd[N]: Failed password for root from IP port 22 ssh2`, at `second`
 /// seconds after 10:00:00.
-fn failure(ip: &str, second: u32) -> String {
+pub(crate) fn failure(ip: &str, second: u32) -> String {
     format!(
         "Nov  3 {:02}:{:02}:{:02} it-host sshd[{}]: Failed password for root from {ip} port {} ssh2\n",
         10 + second / 3600,
@@ -179,7 +179,7 @@ fn filler(n: usize) -> String {
 static DAEMONS: AtomicU32 = AtomicU32::new(0);
 
 /// A `csirt daemon` child; killed when dropped. Its log goes to a file shown on failures.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: PathBuf,
 }
@@ -187,7 +187,7 @@ struct Daemon {
 impl Daemon {
     /// Spawns the daemon and waits for its heartbeat and for every configured pattern to be
     /// recorded as started (so files created from now on are read from their beginning).
-    fn start(env: &Env) -> Daemon {
+    pub(crate) fn start(env: &Env) -> Daemon {
         let log = env.dir.path().join(format!(
             "daemon-{}.log",
             DAEMONS.fetch_add(1, Ordering::Relaxed)
@@ -250,7 +250,7 @@ impl Daemon {
     }
 
     /// The daemon's log so far (its last 80 lines).
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
@@ -258,7 +258,12 @@ impl Daemon {
 
     /// Polls `check` until it gives a value; fails with the daemon's log after `PATIENCE`, or
     /// at once if the daemon died.
-    fn wait<T>(&mut self, what: &str, env: &Env, mut check: impl FnMut(&Env) -> Option<T>) -> T {
+    pub(crate) fn wait<T>(
+        &mut self,
+        what: &str,
+        env: &Env,
+        mut check: impl FnMut(&Env) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(value) = check(env) {
@@ -320,7 +325,7 @@ impl Daemon {
     }
 
     /// SIGTERM; the daemon must exit successfully within 10 s.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
@@ -342,7 +347,7 @@ impl Daemon {
     }
 
     /// SIGKILL: no chance to commit anything more.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.signal(Signal::SIGKILL);
         let _ = self.child.wait();
     }
@@ -373,7 +378,11 @@ fn configured_patterns(env: &Env) -> Vec<String> {
 /// Runs `read` on the store as the CLI opens it, retried for a while on any store error: on a
 /// loaded machine a PostgreSQL connection or query can wait longer than the store's 5 s acquire
 /// timeout, which is not what these tests are about.
-fn with_store<T>(env: &Env, what: &str, read: impl AsyncFn(&Store) -> Result<T, StoreError>) -> T {
+pub(crate) fn with_store<T>(
+    env: &Env,
+    what: &str,
+    read: impl AsyncFn(&Store) -> Result<T, StoreError>,
+) -> T {
     let url = StoreUrl::parse(&env.url).expect("test URL");
     let deadline = Instant::now() + PATIENCE;
     loop {

@@ -7,4 +7,6 @@ mod cli;
 mod daemon;
 mod ingest;
 mod logs;
+mod mail_out;
+mod notify;
 mod store;

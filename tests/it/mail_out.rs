@@ -1,0 +1,220 @@
+//! Notification mail through a real SMTP server on loopback (Debian's aiosmtpd, with the sink
+//! handler in tests/fixtures): delivered, RFC 2047 subject and UTF-8 body as an independent
+//! parser (Python's email package) reads them, threaded updates, retried across a server
+//! outage without loss or duplicate, and a 5xx refusal recorded and shown by `csirt status`.
+
+use crate::helpers::*;
+use crate::logs::{Daemon, append, configure_default, failure, log_dir, with_store};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian's interpreter, which has python3-aiosmtpd (the first `python3` on PATH may not).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// An aiosmtpd process on 127.0.0.1; killed when dropped.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl SmtpSink {
+    fn start(port: u16, dir: &Path, mode: &str) -> SmtpSink {
+        let child = Command::new(PYTHON)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "smtp_sink.Sink"])
+            .arg(dir)
+            .arg(mode)
+            .env("PYTHONPATH", repo().join("tests/fixtures"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd (apt-get install python3-aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmtpSink {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The messages received so far, in order.
+    fn received(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The config of `configure_default` with mail going to SMTP on `port`, fast retries and
+/// updates.
+fn configure_smtp(env: &Env, port: u16) {
+    configure_default(env);
+    let text = std::fs::read_to_string(&env.config).expect("read config");
+    let file_transport = format!(
+        "transport = \"file\"\ndir = \"{}/mail\"\n",
+        env.dir.path().display()
+    );
+    assert!(
+        text.contains(&file_transport),
+        "the helpers' config changed: {text}"
+    );
+    let text = text.replace(
+        &file_transport,
+        "transport = \"smtp\"\nupdate_interval = \"1s\"\nretry_after = \"1s\"\n",
+    );
+    env.write_config(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n"
+    ));
+}
+
+/// A received mail, parsed by Python's email package.
+fn read_mail(path: &Path) -> serde_json::Value {
+    let out = Command::new(PYTHON)
+        .arg(repo().join("tests/fixtures/read_mail.py"))
+        .arg(path)
+        .output()
+        .expect("run read_mail.py");
+    assert!(out.status.success(), "read_mail.py: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("read_mail.py JSON")
+}
+
+fn five_failures(ip: &str, from: u32) -> String {
+    (from..from + 5).map(|s| failure(ip, s)).collect()
+}
+
+#[test]
+fn smtp_delivery_threads_and_survives_a_server_outage() {
+    let env = Env::new(Backend::Sqlite);
+    let port = free_port();
+    let mut sink = SmtpSink::start(port, &env.dir.path().join("smtp"), "accept");
+    configure_smtp(&env, port);
+    let auth = log_dir(&env).join("auth.log");
+    std::fs::File::create(&auth).expect("create auth.log");
+    let mut daemon = Daemon::start(&env);
+
+    append(&auth, five_failures("203.0.113.5", 0));
+    let first = daemon.wait("the first mail", &env, |_| sink.received().first().cloned());
+    let mail = read_mail(&first);
+    assert_eq!(
+        mail["subject"],
+        "[CSIRT #1] 【重要度:高】SSH総当たり攻撃 (203.0.113.5)"
+    );
+    assert_eq!(mail["to"], "duty@example.jp");
+    assert_eq!(mail["auto_submitted"], "auto-generated");
+    assert_eq!(mail["content_type"], "text/plain");
+    assert_eq!(mail["charset"], "utf-8");
+    let body = mail["body"].as_str().expect("body");
+    assert!(body.contains("新しいインシデントを起票しました"), "{body}");
+    assert!(body.contains("csirt incidents ack 1"), "{body}");
+    assert!(
+        body.contains("Failed password for root from 203.0.113.5"),
+        "{body}"
+    );
+    let thread = mail["message_id"].as_str().expect("Message-ID").to_string();
+    assert!(thread.starts_with("<csirt.1.opened."), "{thread}");
+
+    // More hits: one update (update_interval 1 s, escalator every 10 s), replying to the first.
+    append(&auth, five_failures("203.0.113.5", 100));
+    let second = daemon.wait("the update mail", &env, |_| sink.received().get(1).cloned());
+    let update = read_mail(&second);
+    assert!(
+        update["subject"]
+            .as_str()
+            .expect("subject")
+            .contains("【続報】"),
+        "{update}"
+    );
+    assert_eq!(update["in_reply_to"], thread.as_str());
+    assert_eq!(update["references"], thread.as_str());
+
+    // The server goes away; a new incident's mail waits and is retried, not lost.
+    sink.stop();
+    append(&auth, five_failures("198.51.100.9", 200));
+    daemon.wait("a failed attempt recorded", &env, |env| {
+        let rows = with_store(env, "outbox", async |store| Ok(store.outbox().await?));
+        rows.iter()
+            .any(|r| r.status == "pending" && r.attempts >= 1 && r.last_error.is_some())
+            .then_some(())
+    });
+    let mut sink = SmtpSink::start(port, &sink.dir.clone(), "accept");
+    let third = daemon.wait("the mail sent after the outage", &env, |_| {
+        sink.received().get(2).cloned()
+    });
+    assert_eq!(
+        read_mail(&third)["subject"],
+        "[CSIRT #2] 【重要度:高】SSH総当たり攻撃 (198.51.100.9)"
+    );
+    let rows = with_store(&env, "outbox", async |store| Ok(store.outbox().await?));
+    assert!(
+        rows.iter().all(|r| r.status == "sent"),
+        "every row sent: {rows:#?}"
+    );
+    // Nothing more arrives: no duplicate of a mail that was retried.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.received().len(), 3, "{:?}", sink.received());
+    daemon.stop();
+    sink.stop();
+    let _ = sink.port;
+}
+
+#[test]
+fn a_refused_mail_is_recorded_as_failed_and_shown_by_status() {
+    let env = Env::new(Backend::Sqlite);
+    let port = free_port();
+    let _sink = SmtpSink::start(port, &env.dir.path().join("smtp"), "refuse");
+    configure_smtp(&env, port);
+    let auth = log_dir(&env).join("auth.log");
+    std::fs::File::create(&auth).expect("create auth.log");
+    let mut daemon = Daemon::start(&env);
+    append(&auth, five_failures("203.0.113.66", 0));
+    let error = daemon.wait("the refusal recorded", &env, |env| {
+        let rows = with_store(env, "outbox", async |store| Ok(store.outbox().await?));
+        rows.iter()
+            .find(|r| r.status == "failed")
+            .and_then(|r| r.last_error.clone())
+    });
+    assert!(error.contains("550"), "{error}");
+    assert!(error.contains("User unknown"), "{error}");
+    let out = env.csirt(&["status"]);
+    let text = stdout(&out);
+    assert!(text.contains("送信失敗 (failed): 1"), "{text}");
+    assert!(text.contains("User unknown"), "{text}");
+    let json = json(&env.csirt(&["status", "--json"]));
+    assert_eq!(json["outbox"]["failed"], 1, "{json}");
+    daemon.stop();
+}
