@@ -445,15 +445,21 @@ fn clean(s: &str) -> String {
 /// A subject: on one line (CR, LF and other controls become spaces), runs of spaces collapsed,
 /// at most `SUBJECT_MAX` characters. lettre encodes what is not ASCII (RFC 2047).
 pub fn subject_line(s: &str) -> String {
-    let cleaned = sanitize(s);
-    let mut out = String::with_capacity(cleaned.len());
+    // Controls become spaces first (a CR/LF must not even show as an escape in a subject);
+    // what `sanitize` then catches is the rest (bidi overrides and the like).
+    let flat: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut out = String::with_capacity(flat.len());
     let mut space = false;
-    for c in cleaned.chars() {
-        let c = if c.is_control() || c.is_whitespace() {
-            ' '
-        } else {
-            c
-        };
+    for c in sanitize(&flat).chars() {
         if c == ' ' {
             if space || out.is_empty() {
                 continue;
@@ -528,5 +534,26 @@ fn sample_digest_context(node: &str) -> Value {
             event_count => 1, opened_at => "2026-01-01 09:00:00", escalation_level => 1,
             deadlines => vec![context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" }],
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_stay_on_one_line_whatever_the_log_line_held() {
+        let s =
+            subject_line("[CSIRT #1] SSH (x\r\nBcc: victim@example.jp\r\n\r\nbody)\x1b[2J\u{202e}");
+        assert!(!s.contains('\r') && !s.contains('\n'), "{s:?}");
+        assert!(!s.contains('\x1b') && !s.contains('\u{202e}'), "{s:?}");
+        assert!(
+            s.starts_with("[CSIRT #1] SSH (x Bcc: victim@example.jp body)"),
+            "{s:?}"
+        );
+        let long = subject_line(&"長".repeat(500));
+        assert_eq!(long.chars().count(), SUBJECT_MAX + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(subject_line("  a \t\t b  "), "a b");
     }
 }

@@ -22,9 +22,20 @@ struct SmtpSink {
 
 impl SmtpSink {
     fn start(port: u16, dir: &Path, mode: &str) -> SmtpSink {
+        Self::start_with(port, dir, mode, &[])
+    }
+
+    /// With STARTTLS required, offering `cert` (PEM chain) and `key`.
+    fn start_tls(port: u16, dir: &Path, cert: &Path, key: &Path) -> SmtpSink {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(port, dir, "accept", &["--tlscert", &cert, "--tlskey", &key])
+    }
+
+    fn start_with(port: u16, dir: &Path, mode: &str, tls: &[&str]) -> SmtpSink {
         let child = Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(tls)
             .args(["-c", "smtp_sink.Sink"])
             .arg(dir)
             .arg(mode)
@@ -80,9 +91,13 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The config of `configure_default` with mail going to SMTP on `port`, fast retries and
-/// updates.
+/// The config of `configure_default` with mail going to SMTP on `port` (no TLS), fast retries
+/// and updates.
 fn configure_smtp(env: &Env, port: u16) {
+    configure_smtp_with(env, port, "tls = \"none\"\n");
+}
+
+fn configure_smtp_with(env: &Env, port: u16, tls: &str) {
     configure_default(env);
     let text = std::fs::read_to_string(&env.config).expect("read config");
     let file_transport = format!(
@@ -98,7 +113,7 @@ fn configure_smtp(env: &Env, port: u16) {
         "transport = \"smtp\"\nupdate_interval = \"1s\"\nretry_after = \"1s\"\n",
     );
     env.write_config(&format!(
-        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n"
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\n{tls}"
     ));
 }
 
@@ -216,5 +231,117 @@ fn a_refused_mail_is_recorded_as_failed_and_shown_by_status() {
     assert!(text.contains("User unknown"), "{text}");
     let json = json(&env.csirt(&["status", "--json"]));
     assert_eq!(json["outbox"]["failed"], 1, "{json}");
+    daemon.stop();
+}
+
+/// A private CA (as the city runs its own) and a server certificate for 127.0.0.1 signed by it,
+/// made with openssl in `dir`: returns (ca.pem, server.pem, server.key).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Kitakami City test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// STARTTLS with rustls: a server whose certificate only the city's CA vouches for is refused
+/// (the mail waits and is retried), and accepted once `[smtp] ca_file` names that CA.
+#[test]
+fn starttls_trusts_the_city_ca_from_ca_file_and_nothing_else() {
+    let env = Env::new(Backend::Sqlite);
+    let (ca, cert, key) = private_ca(env.dir.path());
+    let port = free_port();
+    let sink = SmtpSink::start_tls(port, &env.dir.path().join("smtp"), &cert, &key);
+    configure_smtp_with(&env, port, "tls = \"starttls\"\n");
+    let auth = log_dir(&env).join("auth.log");
+    std::fs::File::create(&auth).expect("create auth.log");
+    let mut daemon = Daemon::start(&env);
+    append(&auth, five_failures("203.0.113.8", 0));
+    let error = daemon.wait("the untrusted certificate refused", &env, |env| {
+        let rows = with_store(env, "outbox", async |store| Ok(store.outbox().await?));
+        rows.first().and_then(|r| r.last_error.clone())
+    });
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert!(
+        sink.received().is_empty(),
+        "sent over an unverified connection"
+    );
+    daemon.stop();
+
+    configure_smtp_with(
+        &env,
+        port,
+        &format!("tls = \"starttls\"\nca_file = \"{}\"\n", ca.display()),
+    );
+    let mut daemon = Daemon::start(&env);
+    let mail = daemon.wait("the mail over STARTTLS", &env, |_| {
+        sink.received().first().cloned()
+    });
+    assert_eq!(
+        read_mail(&mail)["subject"],
+        "[CSIRT #1] 【重要度:高】SSH総当たり攻撃 (203.0.113.8)"
+    );
     daemon.stop();
 }
