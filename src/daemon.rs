@@ -226,10 +226,7 @@ fn build_composer(
     config: &Config,
     playbooks: &PlaybookSet,
 ) -> anyhow::Result<Composer> {
-    let dir = path
-        .parent()
-        .map(|d| d.join("templates"))
-        .filter(|d| d.is_dir());
+    let dir = crate::notify::compose::template_dir(path);
     Ok(Composer::new(config, playbooks, dir.as_deref())?)
 }
 

@@ -3,6 +3,7 @@
 use super::output::Output;
 use super::{Cli, load_config};
 use crate::config::{Config, Transport};
+use crate::notify::compose::{Composer, template_dir};
 use crate::store::{Role, Store};
 use std::process::ExitCode;
 
@@ -37,10 +38,16 @@ pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
         Ok(set) => set,
         Err(errors) => return Ok(super::playbooks::report(&errors)),
     };
+    let templates = template_dir(&path);
+    Composer::new(&config, &playbooks, templates.as_deref())?;
     let mut out = Output::stdout(config.timezone);
     for line in describe(&path, &config, playbooks.len()) {
         out.line(&line)?;
     }
+    out.line(&match templates {
+        Some(dir) => format!("templates: {} (replacing the built-in ones)", dir.display()),
+        None => "templates: built-in".into(),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

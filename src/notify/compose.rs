@@ -25,6 +25,14 @@ const BUILT_IN: [(&str, &str); 2] = [
     (DIGEST, include_str!("../../templates/digest.txt")),
 ];
 
+/// Where replacements for the built-in templates live: `templates/` beside the config file.
+pub fn template_dir(config_path: &Path) -> Option<PathBuf> {
+    config_path
+        .parent()
+        .map(|d| d.join("templates"))
+        .filter(|d| d.is_dir())
+}
+
 /// Evidence lines shown from each end of an incident.
 const EVIDENCE_SHOWN: usize = 3;
 /// Longest subject, in characters: phones cut the rest anyway.

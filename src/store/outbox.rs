@@ -274,16 +274,20 @@ impl Store {
         write!(self, tx => {
             let mut pass = EscalatorPass::default();
             let rows: Vec<IncidentRow> = sqlx::query_as(&active_sql).fetch_all(&mut *tx).await?;
+            let notified_rows: Vec<(i64, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+                "SELECT id, notified_event_count, last_update_at FROM incidents WHERE status <> 'closed'",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let notified_of: std::collections::HashMap<i64, (i64, Option<DateTime<Utc>>)> =
+                notified_rows.into_iter().map(|(id, n, at)| (id, (n, at))).collect();
             for row in rows {
                 let incident = Incident::try_from(row)?;
                 let id = incident.id;
                 // Updates: events since the last mail, and the interval passed.
-                let (notified, last_update): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-                    "SELECT notified_event_count, last_update_at FROM incidents WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+                let Some(&(notified, last_update)) = notified_of.get(&id) else {
+                    continue;
+                };
                 let since = last_update.unwrap_or(incident.opened_at);
                 if incident.event_count > notified && now - since >= update_interval {
                     let claimed = sqlx::query(

@@ -382,3 +382,52 @@ fn a_claim_runs_out_and_the_same_message_is_claimed_again(backend: Backend) {
         store.close().await;
     });
 }
+
+/// `templates/incident.txt` beside the config replaces the built-in body; a broken one is
+/// refused by `config check` (and so at daemon start and reload) with its file and line.
+#[test]
+fn custom_templates_replace_the_built_in_ones_and_broken_ones_are_refused() {
+    let env = Env::new(Backend::Sqlite);
+    let dir = env.dir.path().join("templates");
+    std::fs::create_dir(&dir).expect("templates dir");
+    std::fs::write(
+        dir.join("incident.txt"),
+        "北上市CSIRT 特別様式\n#{{ incident.id }} {{ incident.title }} ({{ kind }})\n",
+    )
+    .expect("write template");
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("replacing the built-in ones"),
+        "{}",
+        stdout(&out)
+    );
+    block_on(async {
+        let config = csirt::config::Config::load(&env.config).expect("config");
+        let playbooks = csirt::playbook::load(&config.playbooks, None).expect("playbooks");
+        let composer = Composer::new(
+            &config,
+            &playbooks,
+            csirt::notify::compose::template_dir(&env.config).as_deref(),
+        )
+        .expect("composer");
+        let store = env.store().await;
+        let id = open_ssh(&store, &composer, "192.0.2.200").await;
+        let rows = store.outbox().await.expect("outbox");
+        assert_eq!(
+            rows[0].body,
+            format!("北上市CSIRT 特別様式\n#{id} SSH総当たり攻撃 (192.0.2.200) (opened)")
+        );
+        store.close().await;
+    });
+
+    std::fs::write(
+        dir.join("incident.txt"),
+        "一行目\n{% for x in %}\n{{ x }}\n{% endfor %}\n",
+    )
+    .expect("write template");
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("templates/incident.txt:2:"), "{err}");
+}
