@@ -18,6 +18,7 @@ use crate::playbook::matcher::Matcher;
 use crate::playbook::{self, PlaybookSet};
 use crate::source::logs::{LogReader, Notice, ReaderHandle, Resume};
 use crate::store::{Heartbeat, Role, Store};
+use crate::systemd;
 use anyhow::Context;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -58,20 +59,6 @@ struct Loaded {
     playbooks: PlaybookSet,
 }
 
-impl Loaded {
-    fn summary(&self) -> String {
-        format!(
-            "playbooks {}, log patterns {}; mail intake is not implemented yet",
-            self.playbooks.len(),
-            self.config
-                .logs
-                .iter()
-                .map(|l| l.paths.len())
-                .sum::<usize>()
-        )
-    }
-}
-
 /// Batches waiting between the reader and the store writer: small, so that a slow store slows
 /// the reader within a few batches.
 const BATCH_QUEUE: usize = 4;
@@ -92,6 +79,7 @@ impl LogIngest {
         matcher: Arc<RwLock<Arc<Matcher>>>,
         composer: SharedComposer,
         wake_notifier: Arc<tokio::sync::Notify>,
+        health: &crate::systemd::Health,
     ) -> anyhow::Result<Option<LogIngest>> {
         if config.logs.is_empty() {
             return Ok(None);
@@ -119,7 +107,7 @@ impl LogIngest {
         };
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Batch>(BATCH_QUEUE);
         let (notice_tx, notice_rx) = tokio::sync::mpsc::channel::<Notice>(64);
-        let (reader, handle) = LogReader::new(
+        let (mut reader, handle) = LogReader::new(
             node.to_string(),
             config.timezone,
             &config.logs,
@@ -128,6 +116,8 @@ impl LogIngest {
             batch_tx,
             notice_tx,
         );
+        reader.watched_by(health.worker("log reader"));
+        let opened = reader.opened();
         let thread = std::thread::Builder::new()
             .name("csirt-logs".into())
             .spawn(move || reader.run())?;
@@ -136,8 +126,16 @@ impl LogIngest {
             batch_rx,
             composer,
             wake_notifier,
+            health.worker("store writer"),
         ));
         let notices = tokio::spawn(record_notices(store, node.to_string(), notice_rx));
+        // READY=1 waits for the files to be open, not for a backlog to be read.
+        if tokio::time::timeout(Duration::from_secs(30), opened)
+            .await
+            .is_err()
+        {
+            warn!("the log files were not all opened within 30 s; reporting ready anyway");
+        }
         Ok(Some(LogIngest {
             handle,
             thread,
@@ -164,11 +162,14 @@ async fn write_batches(
     mut batches: tokio::sync::mpsc::Receiver<Batch>,
     composer: SharedComposer,
     wake_notifier: Arc<tokio::sync::Notify>,
+    health: crate::systemd::Worker,
 ) {
     while let Some(batch) = batches.recv().await {
         let mut delay = Duration::from_millis(250);
         let mut failing = false;
         loop {
+            // Each attempt is one piece of work: retrying a store that is away is not stuck.
+            health.busy();
             let composer = crate::notify::current(&composer);
             match store.ingest(&batch, &composer).await {
                 Ok(outcome) => {
@@ -201,6 +202,7 @@ async fn write_batches(
                 }
             }
         }
+        health.idle();
     }
 }
 
@@ -265,8 +267,9 @@ pub async fn run(
         "csirt daemon started"
     );
 
+    let health = crate::systemd::Health::new();
     let wake_notifier = Arc::new(tokio::sync::Notify::new());
-    let stop_notify = Arc::new(tokio::sync::Notify::new());
+    let stop_tasks = tokio_util::sync::CancellationToken::new();
     let notifier = tokio::spawn(crate::notify::run_notifier(
         Arc::clone(&store),
         mailer,
@@ -276,16 +279,16 @@ pub async fn run(
             loaded.config.notify.flood,
             loaded.config.notify.retry_after.to_chrono(),
         ),
-        Arc::clone(&wake_notifier),
-        Arc::clone(&stop_notify),
+        (Arc::clone(&wake_notifier), stop_tasks.clone()),
+        health.worker("notifier"),
     ));
     let escalator = tokio::spawn(crate::notify::run_escalator(
         Arc::clone(&store),
         Arc::clone(&composer),
         Arc::clone(&escalator_config),
         node.clone(),
-        Arc::clone(&wake_notifier),
-        Arc::clone(&stop_notify),
+        (Arc::clone(&wake_notifier), stop_tasks.clone()),
+        health.worker("escalator"),
     ));
     let logs = LogIngest::start(
         Arc::clone(&store),
@@ -294,6 +297,7 @@ pub async fn run(
         Arc::clone(&matcher),
         Arc::clone(&composer),
         Arc::clone(&wake_notifier),
+        &health,
     )
     .await?;
 
@@ -301,44 +305,121 @@ pub async fn run(
         .context("cannot install the SIGHUP handler")?;
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = crate::systemd::watchdog_period();
+    let mut watchdog_ticker =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
+    let mut notifier = notifier;
+    let mut escalator = escalator;
+    let mut logs = logs;
+    systemd::notify(&format!(
+        "READY=1\nSTATUS={}",
+        status_line(&store, &loaded).await
+    ));
+    info!(watchdog = ?watchdog, "ready");
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticker.tick() => beat(&store, &node, started_at, loaded.summary()).await,
-            _ = hangup.recv() => {
-                let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config };
-                reload(&path, &mut loaded, &store, &node, live).await
+    let ended = loop {
+        let writer_ended = async {
+            match logs.as_mut() {
+                Some(l) => (&mut l.writer).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            _ = ticker.tick() => {
+                let status = status_line(&store, &loaded).await;
+                systemd::notify(&format!("STATUS={status}"));
+                beat(&store, &node, started_at, status).await
+            }
+            _ = watchdog_ticker.tick(), if watchdog.is_some() => {
+                let limit = watchdog.unwrap_or(Duration::MAX);
+                match health.stuck(limit) {
+                    None => systemd::notify("WATCHDOG=1"),
+                    Some((name, busy)) => error!(
+                        worker = name,
+                        busy_s = busy.as_secs(),
+                        "a worker is stuck; not feeding the watchdog, so systemd restarts the daemon"
+                    ),
+                }
+            }
+            _ = hangup.recv() => {
+                systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
+                let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config };
+                reload(&path, &mut loaded, &store, &node, live).await;
+                systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
+            }
+            r = &mut notifier => break Some(format!("the notifier ended: {}", task_end(r))),
+            r = &mut escalator => break Some(format!("the escalator ended: {}", task_end(r))),
+            r = writer_ended => break Some(format!("the log store writer ended: {}", task_end(r))),
         }
+    };
+    if let Some(why) = ended {
+        // A worker died: exit non-zero so that systemd restarts the whole daemon, rather than
+        // run on half alive. Everything committed stays; the rest is read again at the start.
+        error!("{why}; exiting so that systemd restarts the daemon");
+        systemd::notify(&format!("STOPPING=1\nSTATUS={why}"));
+        anyhow::bail!("{why}");
     }
-    if let Some(logs) = logs {
-        // Bounded: the reader stops at its next line batch, the writer commits what is queued.
-        if tokio::time::timeout(Duration::from_secs(4), logs.stop())
-            .await
-            .is_err()
+    systemd::notify("STOPPING=1");
+    // Everything stops at once, within about 3 s: the reader at its next batch, the writer after
+    // committing what is queued, the notifier after the mail in hand (what it has not sent stays
+    // in the outbox for the next start).
+    stop_tasks.cancel();
+    let stop_logs = async {
+        if let Some(logs) = logs
+            && tokio::time::timeout(Duration::from_secs(3), logs.stop())
+                .await
+                .is_err()
         {
             warn!(
-                "log ingest did not stop within 4 s; uncommitted lines are read again at the next start"
+                "log ingest did not stop within 3 s; uncommitted lines are read again at the next start"
             );
         }
-    }
-    // The notifier finishes the mail in hand (its claim is released when recorded); what it
-    // has not sent stays in the outbox for the next start.
-    stop_notify.notify_waiters();
-    for (name, task) in [("notifier", notifier), ("escalator", escalator)] {
-        match tokio::time::timeout(Duration::from_secs(2), task).await {
+    };
+    let stop_task = |name: &'static str, task: tokio::task::JoinHandle<()>| async move {
+        match tokio::time::timeout(Duration::from_secs(3), task).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => error!("{name} task failed: {e}"),
             Err(_) => warn!(
-                "{name} did not stop within 2 s; its claimed mail is sent again after its lease"
+                "{name} did not stop within 3 s; its claimed mail is sent again after its lease"
             ),
         }
-    }
+    };
+    tokio::join!(
+        stop_logs,
+        stop_task("notifier", notifier),
+        stop_task("escalator", escalator)
+    );
     beat(&store, &node, started_at, "stopped".into()).await;
     store.close().await;
     info!(node = %node, "csirt daemon stopped");
     Ok(())
+}
+
+/// Why a task's future ended: a panic's message, or that it returned when it should not have.
+fn task_end(result: Result<(), tokio::task::JoinError>) -> String {
+    match result {
+        Ok(()) => "returned unexpectedly".into(),
+        Err(e) if e.is_panic() => format!("panicked: {e}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The one-line summary for systemd's STATUS= and the heartbeat.
+async fn status_line(store: &Store, loaded: &Loaded) -> String {
+    let patterns: usize = loaded.config.logs.iter().map(|l| l.paths.len()).sum();
+    match store.overview().await {
+        Ok(o) => {
+            let open: i64 = o.open_by_severity.iter().map(|(_, n)| n).sum();
+            format!(
+                "{} playbooks, {patterns} log patterns; {open} open incidents; outbox {} pending, {} failed",
+                loaded.playbooks.len(),
+                o.outbox_pending,
+                o.outbox_failed
+            )
+        }
+        Err(e) => format!("store unreachable: {e}"),
+    }
 }
 
 async fn beat(

@@ -19,5 +19,6 @@ pub mod notify;
 pub mod playbook;
 pub mod source;
 pub mod store;
+pub mod systemd;
 pub mod timestamp;
 pub mod toml_file;

@@ -19,6 +19,7 @@ use compose::Composer;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use transport::{Mailer, SendError};
 
@@ -62,12 +63,13 @@ pub async fn run_notifier(
     composer: SharedComposer,
     node: String,
     (flood, retry_after): (u32, TimeDelta),
-    wake: Arc<Notify>,
-    stop: Arc<Notify>,
+    (wake, stop): (Arc<Notify>, CancellationToken),
+    health: crate::systemd::Worker,
 ) {
     info!(transport = mailer.describe(), "notifier started");
     let mut failing_store = false;
     loop {
+        health.busy();
         let claimed = store
             .claim_outbox(&node, now(), CLAIM_BATCH, flood, &current(&composer))
             .await;
@@ -89,6 +91,8 @@ pub async fn run_notifier(
         };
         let full = rows.len() as i64 == CLAIM_BATCH;
         for row in rows {
+            // Each mail is a piece of work of its own: a long outbox is not a stuck notifier.
+            health.busy();
             let result = mailer.send(&row).await;
             let at = now();
             let recorded = match &result {
@@ -119,8 +123,9 @@ pub async fn run_notifier(
         if full {
             continue;
         }
+        health.idle();
         tokio::select! {
-            _ = stop.notified() => break,
+            _ = stop.cancelled() => break,
             _ = wake.notified() => {}
             _ = tokio::time::sleep(NOTIFIER_POLL) => {}
         }
@@ -134,11 +139,12 @@ pub async fn run_escalator(
     composer: SharedComposer,
     config: Arc<RwLock<Arc<EscalatorConfig>>>,
     node: String,
-    wake_notifier: Arc<Notify>,
-    stop: Arc<Notify>,
+    (wake_notifier, stop): (Arc<Notify>, CancellationToken),
+    health: crate::systemd::Worker,
 ) {
     let mut failing = false;
     loop {
+        health.busy();
         let composer_now = current(&composer);
         let settings = match config.read() {
             Ok(c) => Arc::clone(&c),
@@ -161,8 +167,9 @@ pub async fn run_escalator(
                 }
             }
         }
+        health.idle();
         tokio::select! {
-            _ = stop.notified() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(ESCALATOR_TICK) => {}
         }
     }

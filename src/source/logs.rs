@@ -109,6 +109,10 @@ pub struct LogReader {
     wake_tx: SyncSender<()>,
     wake_rx: Receiver<()>,
     stop: Arc<AtomicBool>,
+    /// Busy while sweeping, idle while waiting for a wake-up or for the writer.
+    health: Option<crate::systemd::Worker>,
+    /// Told once every file present at the start has been opened (for READY=1).
+    opened: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Handles for the daemon: stop the reader and wake it.
@@ -182,6 +186,8 @@ impl LogReader {
             wake_tx: wake_tx.clone(),
             wake_rx,
             stop: Arc::clone(&stop),
+            health: None,
+            opened: None,
         };
         (
             reader,
@@ -190,6 +196,25 @@ impl LogReader {
                 wake: wake_tx,
             },
         )
+    }
+
+    /// Resolves once the first sweep has opened every file present (before reading them, which
+    /// may take long with a backlog).
+    pub fn opened(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.opened = Some(tx);
+        rx
+    }
+
+    /// Reports to the daemon's watchdog health.
+    pub fn watched_by(&mut self, worker: crate::systemd::Worker) {
+        self.health = Some(worker);
+    }
+
+    fn busy(&self, busy: bool) {
+        if let Some(w) = &self.health {
+            if busy { w.busy() } else { w.idle() }
+        }
     }
 
     /// Runs until stopped: sweep, send, wait for a wake-up or the poll interval.
@@ -222,10 +247,12 @@ impl LogReader {
         }
         info!(patterns = self.specs.len(), "log reader started");
         loop {
+            self.busy(true);
             self.sweep();
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            self.busy(false);
             match self.wake_rx.recv_timeout(POLL_INTERVAL) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -265,6 +292,9 @@ impl LogReader {
                 present.insert(path.clone());
                 self.check(index, &path);
             }
+        }
+        if let Some(opened) = self.opened.take() {
+            let _ = opened.send(());
         }
         // Paths that no longer match (deleted, or renamed to a name outside the patterns):
         // read their files to the end before letting go.
@@ -530,8 +560,12 @@ impl LogReader {
             self.known.insert((c.dev, c.inode), c.clone());
         }
         self.last_sent = Instant::now();
-        // Blocks while the store writer is behind: reading slows down, nothing is dropped.
-        if self.sender.blocking_send(batch).is_err() {
+        // Blocks while the store writer is behind: reading slows down, nothing is dropped. The
+        // writer answers for its own health meanwhile.
+        self.busy(false);
+        let sent = self.sender.blocking_send(batch);
+        self.busy(true);
+        if sent.is_err() {
             warn!("store writer gone; stopping the log reader");
             self.stop.store(true, Ordering::SeqCst);
         }

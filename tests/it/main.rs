@@ -10,3 +10,4 @@ mod logs;
 mod mail_out;
 mod notify;
 mod store;
+mod systemd;
