@@ -45,6 +45,12 @@ pub enum StoreError {
     },
     #[error("there is no SQLite store at {}: run `csirt db migrate` (or start the daemon) to create it", path.display())]
     Missing { path: PathBuf },
+    #[error(
+        "{} is writable by other users (mode {mode:o}): anyone on this machine could forge or erase incidents; \
+         run `chmod o-w {}` (csirt creates it 0660 in a 0770 directory)",
+        path.display(), path.display()
+    )]
+    WritableByOthers { path: PathBuf, mode: u32 },
     #[error("migrating the store failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(

@@ -39,6 +39,9 @@ pub(super) async fn open(
             return Err(StoreError::Missing { path: file });
         }
         prepare_file(&file)?;
+        if role == Role::Daemon {
+            refuse_writable_by_others(&file)?;
+        }
     }
     let write = SqlitePoolOptions::new()
         .max_connections(1)
@@ -55,6 +58,31 @@ pub(super) async fn open(
         .acquire_timeout(BUSY_TIMEOUT)
         .connect_lazy_with(options);
     Ok((read, write))
+}
+
+/// The daemon refuses a database file, or a directory holding it, that other users can write:
+/// they could forge incidents or replace the file.
+fn refuse_writable_by_others(file: &Path) -> Result<(), StoreError> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for path in [file, dir] {
+        let mode = std::fs::metadata(path)
+            .map_err(|source| StoreError::Prepare {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 {
+            return Err(StoreError::WritableByOthers {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Creates the database file 0660 (and its directory 0770) if it does not exist yet, so that the

@@ -100,3 +100,40 @@ fn daemon_refuses_to_start_on_broken_playbooks() {
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("broken.toml:1:"), "{}", stderr(&out));
 }
+
+#[test]
+fn daemon_refuses_a_store_or_an_inline_secret_that_others_can_touch() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Backend::Sqlite);
+    let db = env.dir.path().join("var/csirt.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = env.csirt(&["daemon"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("is writable by other users (mode 666)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod o-w {}", db.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nusername = \"csirt\"\npassword = \"hunter2\"\n"
+    ));
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = env.csirt(&["daemon"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("holds an SMTP password inline but is readable by other users"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2"),
+        "the secret reached the log: {err}"
+    );
+}
