@@ -68,6 +68,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), for packaging
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +291,16 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "csirt", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Daemon => {
             let (path, config) = load_config(&cli)?;
             crate::logging::init(config.log_level.as_deref(), "info");
@@ -308,7 +326,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
-                    Command::Daemon => unreachable!("handled above"),
+                    Command::Daemon | Command::Completions { .. } | Command::Manpage => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }
