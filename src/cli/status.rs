@@ -6,7 +6,7 @@ use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
-use crate::store::{DaemonError, Heartbeat, Overview, Role, SchemaVersion, Store};
+use crate::store::{DaemonError, Heartbeat, LogPosition, Overview, Role, SchemaVersion, Store};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -20,8 +20,38 @@ struct StatusJson {
     overview: Option<Overview>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
+    sources: Vec<SourceJson>,
     recent_errors: Vec<DaemonError>,
     ok: bool,
+}
+
+/// A log file as the daemons read it: where they stand and how far behind the file's end.
+#[derive(Serialize)]
+struct SourceJson {
+    #[serde(flatten)]
+    position: LogPosition,
+    /// The file's size now, when it is the file the position is in (not rotated away).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    /// Bytes not read yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_bytes: Option<u64>,
+}
+
+impl SourceJson {
+    fn new(position: LogPosition) -> SourceJson {
+        use std::os::unix::fs::MetadataExt;
+        // The size says something only while the path still names the file the position is in.
+        let size = std::fs::metadata(&position.path)
+            .ok()
+            .filter(|m| (m.dev(), m.ino()) == (position.dev, position.inode))
+            .map(|m| m.len());
+        SourceJson {
+            lag_bytes: size.map(|s| s.saturating_sub(position.offset)),
+            size,
+            position,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -59,6 +89,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     daemons: Vec::new(),
                     overview: None,
                     outbox: None,
+                    sources: Vec::new(),
                     recent_errors: Vec::new(),
                     ok: false,
                 })?;
@@ -97,6 +128,16 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
+    let sources: Vec<SourceJson> = if current {
+        store
+            .log_positions()
+            .await?
+            .into_iter()
+            .map(SourceJson::new)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let ok = current && daemons.iter().all(|d| !d.stale);
     if json {
         out.json(&StatusJson {
@@ -109,6 +150,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             daemons,
             overview,
             outbox,
+            sources,
             recent_errors: errors,
             ok,
         })?;
@@ -174,6 +216,20 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             for (id, subject, error) in &x.failures {
                 out.line(&format!("  送信失敗 #{id}: {subject}: {error}"))?;
             }
+        }
+        for s in &sources {
+            let lag = match s.lag_bytes {
+                Some(0) => "追いついている (caught up)".to_string(),
+                Some(n) => format!("未読 {n} バイト (behind)"),
+                None => "ローテート済み (rotated away)".to_string(),
+            };
+            out.line(&format!(
+                "ログ (log): {} {}  位置 {}  {lag}  更新 {}",
+                s.position.node,
+                s.position.path,
+                s.position.offset,
+                ago(s.position.updated_at, now)
+            ))?;
         }
         for e in &errors {
             out.line(&format!(

@@ -80,6 +80,19 @@ macro_rules! trim_evidence {
     };
 }
 
+/// A node's position in a log file, for `csirt status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogPosition {
+    pub node: String,
+    pub path: String,
+    #[serde(skip)]
+    pub dev: u64,
+    #[serde(skip)]
+    pub inode: u64,
+    pub offset: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
 impl Store {
     /// Commits a batch of hits and the checkpoints that cover them in one transaction: the
     /// exactly-once point of log ingest. Each hit joins the open incident of its playbook and
@@ -326,6 +339,31 @@ impl Store {
             }
             Ok(pruned)
         })
+    }
+
+    /// Where each node stands in each log file, newest position per path first: `(node, path,
+    /// dev, inode, offset, updated_at)`, one row per node and path (the file now at the path).
+    pub async fn log_positions(&self) -> Result<Vec<LogPosition>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, i64, DateTime<Utc>)> = read!(self, pool => sqlx::query_as(
+            "SELECT node, path, dev, inode, \"offset\", updated_at FROM log_checkpoints ORDER BY node, path, updated_at DESC",
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut out: Vec<LogPosition> = Vec::new();
+        for (node, path, dev, inode, offset, updated_at) in rows {
+            if out.last().is_some_and(|p| p.node == node && p.path == path) {
+                continue;
+            }
+            out.push(LogPosition {
+                node,
+                path,
+                dev: dev as u64,
+                inode: inode as u64,
+                offset: offset as u64,
+                updated_at,
+            });
+        }
+        Ok(out)
     }
 
     /// The `[[logs]]` patterns `node` has already started on.

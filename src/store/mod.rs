@@ -145,6 +145,7 @@ macro_rules! write {
 }
 
 mod ingest;
+pub use ingest::LogPosition;
 pub mod outbox;
 
 const INCIDENT_COLUMNS: &str = "id, title, playbook, category, severity, status, resolution, dedupe_key, fields, \

@@ -560,3 +560,21 @@ fn config_check_says_what_it_would_watch() {
         "{text}"
     );
 }
+
+/// The configs we ship parse and validate: the quick start's and the package's
+/// /etc/csirt/csirt.toml (whose paths exist only on an installed system).
+#[test]
+fn shipped_configs_are_valid() {
+    for path in ["config/csirt.example.toml", "deploy/csirt.toml"] {
+        let config = csirt::config::Config::load(&repo().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(config.timezone, chrono_tz::Asia::Tokyo, "{path}");
+        assert_eq!(config.schedule.len(), 1, "{path}");
+        for name in ["duty", "lead", "ciso"] {
+            assert!(
+                config.contacts.contains_key(name),
+                "{path}: [contacts] {name}"
+            );
+        }
+    }
+}

@@ -1021,3 +1021,28 @@ fn port_of(line: &str) -> String {
         words[n - 1].to_string()
     }
 }
+
+/// `csirt status` shows each log file with the position read and how far behind its end.
+#[test]
+fn status_shows_each_log_with_its_offset_and_lag() {
+    let (env, auth) = env_with_auth_log(Backend::Sqlite);
+    let mut daemon = Daemon::start(&env);
+    append(&auth, (0..20).map(filler).collect::<String>());
+    daemon.wait_read_to_end(&env, &auth);
+    let size = std::fs::metadata(&auth).expect("stat").len();
+    let status = json(&env.csirt(&["status", "--json"]));
+    let sources = status["sources"].as_array().expect("sources");
+    let source = sources
+        .iter()
+        .find(|s| s["path"] == auth.display().to_string().as_str())
+        .unwrap_or_else(|| panic!("auth.log not in {status}"));
+    assert_eq!(source["node"], NODE);
+    assert_eq!(source["offset"], size);
+    assert_eq!(source["lag_bytes"], 0);
+    let text = stdout(&env.csirt(&["status"]));
+    assert!(
+        text.contains(&format!("{}  位置 {size}  追いついている", auth.display())),
+        "{text}"
+    );
+    daemon.stop();
+}
