@@ -15,8 +15,9 @@ pub fn init(configured: Option<&str>, default: &str) {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
-                // Journal fields are upper case; the incident, playbook and path of an event
-                // arrive as INCIDENT=, PLAYBOOK=, PATH= for `journalctl INCIDENT=42`.
+                // Event fields arrive upper-cased behind the layer's F_ prefix (F_INCIDENT=,
+                // F_PLAYBOOK=, F_PATH=), which keeps them clear of journald's own fields such
+                // as MESSAGE_ID=: `journalctl -u csirt F_INCIDENT=42`.
                 let journald = journald.with_syslog_identifier("csirt".into());
                 let _ = tracing_subscriber::registry()
                     .with(filter)
