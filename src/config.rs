@@ -194,6 +194,38 @@ pub struct LogSource {
 #[serde(deny_unknown_fields)]
 pub struct Intake {
     pub maildir: Option<PathBuf>,
+    /// Larger messages are quarantined unread (bytes; default 25 MiB).
+    #[serde(default = "default_max_size")]
+    pub max_size: usize,
+    /// More MIME parts than this (nested messages' parts included) and a message is quarantined.
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    /// Deeper MIME nesting than this and a message is quarantined.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+impl Intake {
+    /// The parser's limits.
+    pub fn limits(&self) -> crate::intake::parse::Limits {
+        crate::intake::parse::Limits {
+            max_size: self.max_size,
+            max_parts: self.max_parts,
+            max_depth: self.max_depth,
+        }
+    }
+}
+
+fn default_max_size() -> usize {
+    25 * 1024 * 1024
+}
+
+fn default_max_parts() -> usize {
+    500
+}
+
+fn default_max_depth() -> usize {
+    10
 }
 
 /// How notification mail leaves.

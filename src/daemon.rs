@@ -290,6 +290,26 @@ pub async fn run(
         (Arc::clone(&wake_notifier), stop_tasks.clone()),
         health.worker("escalator"),
     ));
+    let intake_ctx: crate::intake::maildir::SharedContext =
+        Arc::new(RwLock::new(Arc::new(crate::intake::Context::new(
+            &loaded.config,
+            &loaded.playbooks,
+            crate::notify::current(&composer),
+        ))));
+    let mail_intake = loaded
+        .config
+        .intake
+        .as_ref()
+        .and_then(|i| i.maildir.clone())
+        .map(|root| {
+            tokio::spawn(crate::intake::maildir::run(
+                Arc::clone(&store),
+                root,
+                Arc::clone(&intake_ctx),
+                stop_tasks.clone(),
+                health.worker("mail intake"),
+            ))
+        });
     let logs = LogIngest::start(
         Arc::clone(&store),
         &node,
@@ -311,6 +331,7 @@ pub async fn run(
     let mut notifier = notifier;
     let mut escalator = escalator;
     let mut logs = logs;
+    let mut mail_intake = mail_intake;
     systemd::notify(&format!(
         "READY=1\nSTATUS={}",
         status_line(&store, &loaded).await
@@ -321,6 +342,12 @@ pub async fn run(
         let writer_ended = async {
             match logs.as_mut() {
                 Some(l) => (&mut l.writer).await,
+                None => std::future::pending().await,
+            }
+        };
+        let intake_ended = async {
+            match mail_intake.as_mut() {
+                Some(task) => task.await,
                 None => std::future::pending().await,
             }
         };
@@ -344,13 +371,14 @@ pub async fn run(
             }
             _ = hangup.recv() => {
                 systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
-                let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config };
+                let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config, intake: &intake_ctx };
                 reload(&path, &mut loaded, &store, &node, live).await;
                 systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
             }
             r = &mut notifier => break Some(format!("the notifier ended: {}", task_end(r))),
             r = &mut escalator => break Some(format!("the escalator ended: {}", task_end(r))),
             r = writer_ended => break Some(format!("the log store writer ended: {}", task_end(r))),
+            r = intake_ended => break Some(format!("the mail intake ended: {}", task_end(r))),
         }
     };
     if let Some(why) = ended {
@@ -385,10 +413,16 @@ pub async fn run(
             ),
         }
     };
+    let stop_intake = async {
+        if let Some(task) = mail_intake {
+            stop_task("mail intake", task).await;
+        }
+    };
     tokio::join!(
         stop_logs,
         stop_task("notifier", notifier),
-        stop_task("escalator", escalator)
+        stop_task("escalator", escalator),
+        stop_intake
     );
     beat(&store, &node, started_at, "stopped".into()).await;
     store.close().await;
@@ -446,6 +480,7 @@ struct Live<'a> {
     matcher: &'a RwLock<Arc<Matcher>>,
     composer: &'a RwLock<Arc<Composer>>,
     escalator: &'a RwLock<Arc<EscalatorConfig>>,
+    intake: &'a RwLock<Arc<crate::intake::Context>>,
 }
 
 fn swap<T>(slot: &RwLock<Arc<T>>, value: T) {
@@ -492,8 +527,16 @@ async fn reload(path: &Path, loaded: &mut Loaded, store: &Store, node: &str, liv
                     "[notify] transport changed: that takes a restart; templates, recipients and escalations are reloaded now"
                 );
             }
+            let composer = Arc::new(composer);
+            swap(
+                live.intake,
+                crate::intake::Context::new(&new.config, &new.playbooks, Arc::clone(&composer)),
+            );
             swap(live.matcher, compiled);
-            swap(live.composer, composer);
+            match live.composer.write() {
+                Ok(mut c) => *c = composer,
+                Err(poisoned) => *poisoned.into_inner() = composer,
+            }
             swap(live.escalator, escalator);
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;

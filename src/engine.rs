@@ -147,11 +147,30 @@ pub struct Batch {
     /// `[[logs]]` patterns started with this batch (their pre-existing files were positioned
     /// by `start_at`); recorded with the checkpoints so that a crash before it cannot re-apply it.
     pub patterns: Vec<String>,
+    /// The intake mail these hits came from: stored in the same transaction, and a redelivery
+    /// of it (same key and hash) makes the whole batch a no-op.
+    pub mail: Option<MailRecord>,
+}
+
+/// An intake mail as the store keeps it: its identity, where it came from, its raw bytes.
+#[derive(Debug, Clone)]
+pub struct MailRecord {
+    /// Message-ID, or `sha256:<hash>` when it has none.
+    pub key: String,
+    pub hash: String,
+    /// `maildir:<file>`, `stdin`, `imap:<uid>`.
+    pub source: String,
+    pub size: i64,
+    /// The message as it arrived (empty when it was too large to keep; the file is then kept
+    /// in the quarantine folder).
+    pub raw: Vec<u8>,
 }
 
 /// What a batch changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
+    /// The batch's mail was stored before: nothing was changed.
+    pub duplicate: bool,
     /// Incidents this batch opened.
     pub opened: Vec<i64>,
     /// Open incidents this batch added events to.

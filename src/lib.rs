@@ -4,6 +4,7 @@
 //! - `config`, `playbook`: what to watch and what counts as an incident (strict TOML, file:line errors)
 //! - `model`: incidents, their lifecycle and timeline
 //! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there
+//! - `intake`: mail to the CSIRT (Maildir, `csirt intake`): replies, reports, rules, quarantine
 //! - `notify`: the outbox's notifier (lettre) and the escalator (levels, reminders, cron digests)
 //! - `daemon`: the supervisor that runs sources, notifier and escalator
 //! - `cli`: what responders type; `cli::output` is the only stdout writer
@@ -13,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod engine;
+pub mod intake;
 pub mod logging;
 pub mod model;
 pub mod notify;

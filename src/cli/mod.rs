@@ -6,6 +6,7 @@
 
 mod admin;
 mod incidents;
+mod intake;
 pub mod output;
 mod playbooks;
 mod status;
@@ -68,6 +69,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Take one mail message on stdin (for an MTA's pipe): exit 0 stored, 65 quarantined,
+    /// 75 try again later
+    Intake,
     /// Print a shell completion script (bash, zsh, fish)
     Completions {
         #[arg(value_enum)]
@@ -314,6 +318,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Intake => {
+            crate::logging::init(None, "warn");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(intake::run(&cli)))
+        }
         command => {
             crate::logging::init(None, "warn");
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -326,7 +337,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
-                    Command::Daemon | Command::Completions { .. } | Command::Manpage => {
+                    Command::Daemon
+                    | Command::Intake
+                    | Command::Completions { .. }
+                    | Command::Manpage => {
                         unreachable!("handled above")
                     }
                 }

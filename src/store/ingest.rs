@@ -116,6 +116,12 @@ impl Store {
         keys.dedup();
         write!(self, tx => {
             let mut outcome = IngestOutcome::default();
+            if let Some(mail) = &batch.mail
+                && !super::mail::insert_mail!(&mut *tx, mail, "incident", None::<&str>, received_at)
+            {
+                outcome.duplicate = true;
+                return Ok(outcome);
+            }
             for (playbook, key) in &keys {
                 KeyLock::lock_key(&mut *tx, playbook, key).await?;
             }
@@ -262,6 +268,16 @@ impl Store {
             }
             for id in grown {
                 trim_evidence!(&mut *tx, id)?;
+            }
+            if let Some(mail) = &batch.mail
+                && let Some(id) = outcome.opened.first().or(outcome.joined.first())
+            {
+                sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
+                    .bind(id)
+                    .bind(&mail.key)
+                    .bind(&mail.hash)
+                    .execute(&mut *tx)
+                    .await?;
             }
             for c in &batch.checkpoints {
                 sqlx::query(

@@ -145,6 +145,7 @@ macro_rules! write {
 }
 
 mod ingest;
+pub mod mail;
 pub use ingest::LogPosition;
 pub mod outbox;
 

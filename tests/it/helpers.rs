@@ -351,5 +351,6 @@ pub fn batch(hits: Vec<csirt::engine::Hit>) -> csirt::engine::Batch {
         hits,
         checkpoints: Vec::new(),
         patterns: Vec::new(),
+        mail: None,
     }
 }

@@ -236,6 +236,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                     hits: vec![hostile],
                     checkpoints: vec![checkpoint.clone()],
                     patterns: vec![],
+                    mail: None,
                 },
                 &composer,
             )
@@ -260,6 +261,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                     hits: vec![],
                     checkpoints: vec![moved.clone()],
                     patterns: vec![],
+                    mail: None,
                 },
                 &composer,
             )

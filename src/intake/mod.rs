@@ -1,0 +1,432 @@
+//! Mail to the CSIRT's intake address, whichever way it arrives (a watched Maildir, `csirt
+//! intake` on an MTA's pipe), takes one path: parse within limits, then
+//!
+//! 1. a reply (`[CSIRT #N]` in the subject, or In-Reply-To/References naming one of our
+//!    notifications) becomes a note on incident N by its sender; from an address in
+//!    `[contacts]`, a first line `ack` or `close: <resolution>` also acts on it;
+//! 2. a forwarded message (message/rfc822, or a forward pasted inline) is a report of
+//!    suspicious mail: its indicators are extracted and reports of one campaign (same inner
+//!    Message-ID, attachment hash, or sender and subject) join one `phishing-report` incident;
+//! 3. anything else meets the playbooks' `source = "mail"` rules (on subject and text), the
+//!    `intake` playbook's last: the first playbook whose rule matches takes it.
+//!
+//! A message that breaks a limit or cannot be parsed is quarantined with its reason. Each
+//! outcome is committed in one transaction with the raw message, keyed by Message-ID (or hash)
+//! and content hash, so a redelivery changes nothing.
+
+pub mod maildir;
+pub mod parse;
+
+use crate::config::Config;
+use crate::engine::{Batch, Hit, MailRecord};
+use crate::model::{Action, Actor, Fields, Resolution, now};
+use crate::notify::compose::Composer;
+use crate::playbook::{PlaybookSet, RuleSource};
+use crate::store::{Store, StoreError};
+use parse::{Limits, Mail, Report};
+use regex::Regex;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use tracing::info;
+
+/// The playbook reports of suspicious mail go to.
+pub const REPORT_PLAYBOOK: &str = "phishing-report";
+/// The playbook that takes mail no other rule matched; its rules are tried last.
+pub const DEFAULT_PLAYBOOK: &str = "intake";
+/// Longest note taken from a reply.
+const NOTE_MAX: usize = 2000;
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Opened(i64),
+    Joined(i64),
+    /// Below a rule's threshold: stored, no incident yet.
+    Pending,
+    Noted(i64),
+    /// A contact's reply that acted on the incident (and was noted).
+    Acted {
+        incident: i64,
+        action: String,
+    },
+    /// Stored before: nothing changed.
+    Duplicate,
+    Quarantined(String),
+}
+
+impl Outcome {
+    /// For the log and `csirt intake`'s message.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Opened(id) => format!("opened incident #{id}"),
+            Outcome::Joined(id) => format!("joined incident #{id}"),
+            Outcome::Pending => "stored below its rule's threshold".into(),
+            Outcome::Noted(id) => format!("noted on incident #{id}"),
+            Outcome::Acted { incident, action } => format!("{action} incident #{incident}"),
+            Outcome::Duplicate => "already stored; nothing changed".into(),
+            Outcome::Quarantined(why) => format!("quarantined: {why}"),
+        }
+    }
+}
+
+/// What intake needs besides the store; rebuilt on reload.
+pub struct Context {
+    pub node: String,
+    pub limits: Limits,
+    pub playbooks: PlaybookSet,
+    /// Every address in `[contacts]`, lower-cased: only they may act by mail.
+    pub contacts: HashSet<String>,
+    pub composer: Arc<Composer>,
+}
+
+impl Context {
+    pub fn new(config: &Config, playbooks: &PlaybookSet, composer: Arc<Composer>) -> Context {
+        Context {
+            node: config.node_name(),
+            limits: config
+                .intake
+                .as_ref()
+                .map(|i| i.limits())
+                .unwrap_or_default(),
+            playbooks: playbooks.clone(),
+            contacts: config
+                .contacts
+                .values()
+                .flatten()
+                .map(|a| a.get_ref().to_lowercase())
+                .collect(),
+            composer,
+        }
+    }
+}
+
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[CSIRT #(\d{1,18})\]").expect("the tag pattern compiles"));
+
+/// Takes one message. An error means the store could not be reached: nothing was committed and
+/// the message must be offered again (Maildir: left in `new/`; MTA: exit 75).
+pub async fn take(
+    store: &Store,
+    ctx: &Context,
+    raw: &[u8],
+    source: &str,
+) -> Result<Outcome, StoreError> {
+    let mail = match parse::parse(raw, ctx.limits) {
+        Ok(mail) => mail,
+        Err(refusal) => return quarantine(store, ctx, raw, source, &refusal.to_string()).await,
+    };
+    let record = MailRecord {
+        key: mail.key.clone(),
+        hash: mail.hash.clone(),
+        source: source.to_string(),
+        size: mail.size as i64,
+        raw: raw.to_vec(),
+    };
+    let tag = TAG
+        .captures(&mail.subject)
+        .and_then(|c| c[1].parse::<i64>().ok());
+    if (tag.is_some() || !mail.replies_to.is_empty())
+        && let Some(incident) = store.thread_of(tag, &mail.replies_to).await?
+    {
+        return reply(store, ctx, &mail, &record, incident).await;
+    }
+    if let Some(report) = &mail.report
+        && let Some(outcome) = reported(store, ctx, &mail, report, &record).await?
+    {
+        return Ok(outcome);
+    }
+    matched(store, ctx, &mail, record).await
+}
+
+/// Keeps a refused message with its reason (its raw bytes too, unless over the size limit).
+pub async fn quarantine(
+    store: &Store,
+    ctx: &Context,
+    raw: &[u8],
+    source: &str,
+    reason: &str,
+) -> Result<Outcome, StoreError> {
+    let hash = parse::sha256(raw);
+    let record = MailRecord {
+        key: format!("sha256:{hash}"),
+        hash,
+        source: source.to_string(),
+        size: raw.len() as i64,
+        raw: if raw.len() <= ctx.limits.max_size {
+            raw.to_vec()
+        } else {
+            Vec::new()
+        },
+    };
+    store.quarantine_mail(&record, reason).await?;
+    Ok(Outcome::Quarantined(reason.to_string()))
+}
+
+/// A reply to one of our notifications: a note, and from a contact maybe an action.
+async fn reply(
+    store: &Store,
+    ctx: &Context,
+    mail: &Mail,
+    record: &MailRecord,
+    incident: i64,
+) -> Result<Outcome, StoreError> {
+    if store.mail_seen(&record.key, &record.hash).await? {
+        return Ok(Outcome::Duplicate);
+    }
+    let sender = mail.from.clone().unwrap_or_else(|| "unknown".into());
+    let actor = Actor::mail_sender(&sender);
+    let body = reply_text(&mail.text);
+    let mut acted = None;
+    if ctx.contacts.contains(&sender)
+        && let Some(action) = command(&body)
+    {
+        // Applied before the note is stored: a crash in between redelivers the mail, and the
+        // second attempt finds the action done (an invalid transition) and only notes it.
+        match store.apply(incident, &action, &actor).await {
+            Ok(_) => acted = Some(action.name().to_string()),
+            Err(StoreError::InvalidTransition { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let note = if body.is_empty() {
+        format!("(メールでの返信: {})", mail.subject)
+    } else {
+        body
+    };
+    store
+        .mail_note(record, incident, actor.as_str(), &note)
+        .await?;
+    Ok(match acted {
+        Some(action) => Outcome::Acted { incident, action },
+        None => Outcome::Noted(incident),
+    })
+}
+
+/// The reply's own text: up to the quoted original, at most `NOTE_MAX` characters.
+fn reply_text(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('>')
+            || trimmed.starts_with("-----Original")
+            || trimmed.starts_with("-------- Original")
+            || (trimmed.starts_with("On ") && trimmed.ends_with("wrote:"))
+            || trimmed.ends_with("のメッセージ:")
+            || trimmed.ends_with("wrote:")
+        {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim().chars().take(NOTE_MAX).collect()
+}
+
+/// `ack` or `close: <resolution>` on the first non-empty line.
+fn command(body: &str) -> Option<Action> {
+    let first = body.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let lower = first.to_lowercase();
+    if lower == "ack" {
+        return Some(Action::Acknowledge);
+    }
+    let resolution = lower
+        .strip_prefix("close:")?
+        .trim()
+        .parse::<Resolution>()
+        .ok()?;
+    Some(Action::Close {
+        resolution,
+        note: Some("メールでクローズ".into()),
+    })
+}
+
+/// A forwarded suspicious mail: joins its campaign's incident or opens one. None when there is
+/// no report playbook (the message then meets the rules like any other).
+async fn reported(
+    store: &Store,
+    ctx: &Context,
+    mail: &Mail,
+    report: &Report,
+    record: &MailRecord,
+) -> Result<Option<Outcome>, StoreError> {
+    let Some(playbook) = ctx.playbooks.get(REPORT_PLAYBOOK) else {
+        return Ok(None);
+    };
+    let Some(rule) = playbook.rules.first() else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    if let Some(id) = &report.message_id {
+        keys.push(format!("mid:{id}"));
+    }
+    keys.extend(
+        report
+            .attachments
+            .iter()
+            .map(|a| format!("sha256:{}", a.sha256)),
+    );
+    if let Some(from) = &report.from {
+        keys.push(format!("from:{from}|{}", report.subject));
+    }
+    if keys.is_empty() {
+        keys.push(format!("mail:{}", record.key));
+    }
+    let reporter = mail.from.clone().unwrap_or_else(|| "unknown".into());
+    let mut fields = Fields::new();
+    fields.insert("subject".into(), report.subject.clone().into());
+    fields.insert(
+        "from".into(),
+        report.from.clone().unwrap_or_default().into(),
+    );
+    fields.insert(
+        "message_id".into(),
+        report.message_id.clone().unwrap_or_default().into(),
+    );
+    for (name, value) in [
+        ("return_path", report.return_path.clone()),
+        ("reply_to", report.reply_to.clone()),
+    ] {
+        if let Some(v) = value {
+            fields.insert(name.into(), v.into());
+        }
+    }
+    for (name, list) in [
+        ("received", &report.received),
+        ("urls", &report.urls),
+        ("domains", &report.domains),
+    ] {
+        if !list.is_empty() {
+            fields.insert(name.into(), list.join("\n").into());
+        }
+    }
+    if !report.attachments.is_empty() {
+        let list: Vec<String> = report
+            .attachments
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} ({}, {} bytes, sha256 {})",
+                    a.name, a.content_type, a.size, a.sha256
+                )
+            })
+            .collect();
+        fields.insert("attachments".into(), list.join("\n").into());
+    }
+    let text = format!(
+        "{reporter} が報告: 件名「{}」差出人 {}",
+        report.subject,
+        report.from.as_deref().unwrap_or("(不明)")
+    );
+    let hit = Hit::new(
+        playbook,
+        rule,
+        fields,
+        "mail",
+        record.source.clone(),
+        record.key.clone(),
+        now(),
+        text,
+    );
+    let outcome = store
+        .mail_report(record, &hit, &keys, &reporter, &ctx.composer)
+        .await?;
+    Ok(Some(if outcome.duplicate {
+        Outcome::Duplicate
+    } else if outcome.opened {
+        Outcome::Opened(outcome.incident)
+    } else {
+        Outcome::Joined(outcome.incident)
+    }))
+}
+
+/// Any other mail: the first playbook whose mail rule matches subject and text takes it.
+async fn matched(
+    store: &Store,
+    ctx: &Context,
+    mail: &Mail,
+    record: MailRecord,
+) -> Result<Outcome, StoreError> {
+    let haystack = format!("{}\n{}", mail.subject, mail.text);
+    let mut playbooks: Vec<_> = ctx.playbooks.iter().collect();
+    // The default playbook's rules are tried last, whatever its name sorts as.
+    playbooks.sort_by_key(|p| p.id == DEFAULT_PLAYBOOK);
+    for playbook in playbooks {
+        for rule in playbook
+            .rules
+            .iter()
+            .filter(|r| r.source == RuleSource::Mail)
+        {
+            let Some(regex) = &rule.regex else {
+                continue;
+            };
+            let Some(captures) = regex.captures(&haystack) else {
+                continue;
+            };
+            let mut fields = Fields::new();
+            for name in regex.capture_names().flatten() {
+                if let Some(m) = captures.name(name) {
+                    fields.insert(name.into(), parse::one_line(m.as_str()).into());
+                }
+            }
+            fields.insert("subject".into(), mail.subject.clone().into());
+            fields.insert("from".into(), mail.from.clone().unwrap_or_default().into());
+            fields.insert("message_id".into(), mail.key.clone().into());
+            let excerpt: String = haystack.chars().take(2000).collect();
+            let hit = Hit::new(
+                playbook,
+                rule,
+                fields,
+                "mail",
+                record.source.clone(),
+                record.key.clone(),
+                now(),
+                excerpt,
+            );
+            let batch = Batch {
+                node: ctx.node.clone(),
+                hits: vec![hit],
+                mail: Some(record),
+                ..Batch::default()
+            };
+            let outcome = store.ingest(&batch, &ctx.composer).await?;
+            return Ok(if outcome.duplicate {
+                Outcome::Duplicate
+            } else if let Some(id) = outcome.opened.first() {
+                Outcome::Opened(*id)
+            } else if let Some(id) = outcome.joined.first() {
+                Outcome::Joined(*id)
+            } else {
+                Outcome::Pending
+            });
+        }
+    }
+    info!(key = %record.key, "no playbook takes this mail (no `intake` playbook?)");
+    let reason = format!(
+        "no playbook's mail rule matched and there is no `{DEFAULT_PLAYBOOK}` playbook to take it"
+    );
+    store.quarantine_mail(&record, &reason).await?;
+    Ok(Outcome::Quarantined(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_their_own_text_and_commands_come_from_the_first_line() {
+        let body = "  \nack\nlooking into it\n\nOn Tue, CSIRT wrote:\n> [CSIRT #4] ...\n";
+        assert_eq!(reply_text(body), "ack\nlooking into it");
+        assert_eq!(command(&reply_text(body)), Some(Action::Acknowledge));
+        assert!(matches!(
+            command("close: false-positive\n誤検知でした"),
+            Some(Action::Close {
+                resolution: Resolution::FalsePositive,
+                ..
+            })
+        ));
+        assert_eq!(command("close: maybe"), None);
+        assert_eq!(command("了解しました\nack"), None);
+        let japanese = "確認中です。\n\n2026年11月25日 10:00 csirt のメッセージ:\n> 本文";
+        assert_eq!(reply_text(japanese), "確認中です。");
+    }
+}

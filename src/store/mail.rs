@@ -1,0 +1,307 @@
+//! Intake mail in the store: every message kept raw in `mails` under its (key, hash), which makes
+//! a redelivery a no-op; replies that become notes (and, from a contact, actions); reports of
+//! suspicious mail joined into one incident per campaign; quarantined messages with their reason.
+
+use super::outbox::{announce, enqueue};
+use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use crate::engine::{Hit, MailRecord};
+use crate::model::{Event, Incident, now};
+use crate::notify::compose::{Composer, Occasion};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// Stores `$mail` with `$disposition`; evaluates to false when it was stored before.
+macro_rules! insert_mail {
+    ($tx:expr, $mail:expr, $disposition:expr, $reason:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO mails (message_key, content_hash, received_at, source, disposition, reason, size, raw) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_key, content_hash) DO NOTHING",
+        )
+        .bind(&$mail.key)
+        .bind(&$mail.hash)
+        .bind($at)
+        .bind(&$mail.source)
+        .bind($disposition)
+        .bind($reason)
+        .bind($mail.size)
+        .bind(&$mail.raw)
+        .execute($tx)
+        .await?
+        .rows_affected()
+            == 1
+    };
+}
+pub(super) use insert_mail;
+
+/// What became of a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadOutcome {
+    /// Added as a note to the incident.
+    Noted(i64),
+    /// Stored before: nothing changed.
+    Duplicate(i64),
+}
+
+/// What became of a report of suspicious mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportOutcome {
+    pub incident: i64,
+    pub opened: bool,
+    pub duplicate: bool,
+}
+
+/// A quarantined message, for `csirt status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Quarantined {
+    pub received_at: DateTime<Utc>,
+    pub source: String,
+    pub reason: String,
+}
+
+impl Store {
+    /// Whether the message was stored before.
+    pub async fn mail_seen(&self, key: &str, hash: &str) -> Result<bool, StoreError> {
+        let n: i64 = read!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM mails WHERE message_key = $1 AND content_hash = $2",
+        )
+        .bind(key)
+        .bind(hash)
+        .fetch_one(pool)
+        .await?);
+        Ok(n > 0)
+    }
+
+    /// The incident a reply belongs to: `tag` (from `[CSIRT #N]`) when that incident exists,
+    /// else the incident of one of our notifications named by In-Reply-To/References.
+    pub async fn thread_of(
+        &self,
+        tag: Option<i64>,
+        replies_to: &[String],
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(id) = tag {
+            let found: Option<i64> = read!(self, pool => sqlx::query_scalar("SELECT id FROM incidents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?);
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        for id in replies_to {
+            let found: Option<Option<i64>> = read!(self, pool => sqlx::query_scalar(
+                "SELECT incident_id FROM outbox WHERE message_id = $1",
+            )
+            .bind(format!("<{id}>"))
+            .fetch_optional(pool)
+            .await?);
+            if let Some(Some(incident)) = found {
+                return Ok(Some(incident));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a reply as a note on `incident` by `actor`, with the mail, in one transaction.
+    pub async fn mail_note(
+        &self,
+        mail: &MailRecord,
+        incident: i64,
+        actor: &str,
+        note: &str,
+    ) -> Result<ThreadOutcome, StoreError> {
+        let at = now();
+        write!(self, tx => {
+            if !insert_mail!(&mut *tx, mail, "note", None::<&str>, at) {
+                return Ok(ThreadOutcome::Duplicate(incident));
+            }
+            sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
+                .bind(incident)
+                .bind(&mail.key)
+                .bind(&mail.hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, 'note', $4)")
+                .bind(incident)
+                .bind(at)
+                .bind(actor)
+                .bind(note)
+                .execute(&mut *tx)
+                .await?;
+            Ok(ThreadOutcome::Noted(incident))
+        })
+    }
+
+    /// A report of suspicious mail: joins the open incident that shares one of `keys` (the inner
+    /// Message-ID, an attachment hash, sender and subject) or opens one from `hit` (with its first
+    /// mail), records the reporter, and stores the mail, in one transaction.
+    pub async fn mail_report(
+        &self,
+        mail: &MailRecord,
+        hit: &Hit,
+        keys: &[String],
+        reporter: &str,
+        composer: &Composer,
+    ) -> Result<ReportOutcome, StoreError> {
+        let at = now();
+        write!(self, tx => {
+            if !insert_mail!(&mut *tx, mail, "incident", None::<&str>, at) {
+                let incident: Option<i64> = sqlx::query_scalar(
+                    "SELECT incident_id FROM mails WHERE message_key = $1 AND content_hash = $2",
+                )
+                .bind(&mail.key)
+                .bind(&mail.hash)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(ReportOutcome { incident: incident.unwrap_or(0), opened: false, duplicate: true });
+            }
+            let mut open: Option<i64> = None;
+            for key in keys {
+                open = sqlx::query_scalar(
+                    "SELECT i.id FROM report_keys k JOIN incidents i ON i.id = k.incident_id \
+                     WHERE k.report_key = $1 AND i.playbook = $2 AND i.status <> 'closed' ORDER BY i.id LIMIT 1",
+                )
+                .bind(key)
+                .bind(&hit.playbook)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if open.is_some() {
+                    break;
+                }
+            }
+            let (id, opened) = match open {
+                Some(id) => {
+                    let fields: Json<crate::model::Fields> =
+                        sqlx::query_scalar("SELECT fields FROM incidents WHERE id = $1")
+                            .bind(id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let mut fields = fields.0;
+                    add_reporter(&mut fields, reporter);
+                    sqlx::query(
+                        "UPDATE incidents SET event_count = event_count + 1, fields = $2, \
+                         last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(Json(&fields))
+                    .bind(hit.observed_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    (id, false)
+                }
+                None => {
+                    let mut fields = hit.fields.clone();
+                    add_reporter(&mut fields, reporter);
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
+                         event_count, first_seen, last_seen, opened_at) \
+                         VALUES ($1, $2, $3, $4, 'open', $5, $6, 1, $7, $7, $8) RETURNING id",
+                    )
+                    .bind(&hit.playbook)
+                    .bind(&hit.category)
+                    .bind(&hit.title)
+                    .bind(hit.severity.as_str())
+                    .bind(format!("report:{}", keys.first().map(String::as_str).unwrap_or(&mail.key)))
+                    .bind(Json(&fields))
+                    .bind(hit.observed_at)
+                    .bind(at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, 'opened', $4)")
+                        .bind(id)
+                        .bind(at)
+                        .bind(format!("mail:{reporter}"))
+                        .bind(&hit.title)
+                        .execute(&mut *tx)
+                        .await?;
+                    (id, true)
+                }
+            };
+            sqlx::query(
+                "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, \
+                 observed_at, received_at, text, fields) VALUES ($1, $2, $3, $4, 'mail', $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(&hit.playbook)
+            .bind(&hit.rule)
+            .bind(&hit.dedupe_key)
+            .bind(&hit.source)
+            .bind(&hit.locator)
+            .bind(hit.observed_at)
+            .bind(at)
+            .bind(&hit.text)
+            .bind(Json(&hit.fields))
+            .execute(&mut *tx)
+            .await?;
+            for key in keys {
+                sqlx::query("INSERT INTO report_keys (report_key, incident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(key)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
+                .bind(id)
+                .bind(&mail.key)
+                .bind(&mail.hash)
+                .execute(&mut *tx)
+                .await?;
+            if opened {
+                announce!(tx, composer, id, Occasion::Opened, at);
+            }
+            Ok(ReportOutcome { incident: id, opened, duplicate: false })
+        })
+    }
+
+    /// Keeps a message that could not be taken, with the reason; false if it was kept before.
+    pub async fn quarantine_mail(
+        &self,
+        mail: &MailRecord,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        write!(self, tx => {
+            Ok(insert_mail!(&mut *tx, mail, "quarantined", Some(reason), at))
+        })
+    }
+
+    /// The latest quarantined messages.
+    pub async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, String, Option<String>)> = read!(self, pool => sqlx::query_as(
+            "SELECT received_at, source, reason FROM mails WHERE disposition = 'quarantined' ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(received_at, source, reason)| Quarantined {
+                received_at,
+                source,
+                reason: reason.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The raw bytes of the intake mails of an incident, oldest first (what an analyst saw arrive).
+    pub async fn mails_of(&self, incident: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT message_key, raw FROM mails WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(incident)
+        .fetch_all(pool)
+        .await?))
+    }
+}
+
+/// Adds `reporter` to the incident's `reporters` field (a comma-separated list, once each).
+fn add_reporter(fields: &mut crate::model::Fields, reporter: &str) {
+    let mut list: Vec<String> = fields
+        .get("reporters")
+        .and_then(|v| v.as_str())
+        .map(|s| s.split(", ").map(str::to_string).collect())
+        .unwrap_or_default();
+    if !list.iter().any(|r| r == reporter) {
+        list.push(reporter.to_string());
+    }
+    fields.insert("reporters".into(), list.join(", ").into());
+}
