@@ -213,7 +213,8 @@ fn body_text(message: &mail_parser::Message<'_>) -> String {
         .map(|t| t.into_owned())
         .or_else(|| message.body_html(0).map(|h| html_text(&h)))
         .unwrap_or_default();
-    let mut text = text.replace('\0', "\u{2400}");
+    // CRLF as sent becomes LF, as everywhere else in csirt's text.
+    let mut text = text.replace("\r\n", "\n").replace('\0', "\u{2400}");
     if text.len() > TEXT_MAX {
         let mut cut = TEXT_MAX;
         while !text.is_char_boundary(cut) {

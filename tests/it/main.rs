@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod daemon;
 mod ingest;
+mod intake;
 mod logs;
 mod mail_out;
 mod notify;

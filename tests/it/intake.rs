@@ -1,0 +1,366 @@
+//! Mail intake through the real binary: `csirt intake` on stdin with the corpus in
+//! tests/fixtures/mail (both backends), replies that thread and act, a store that is away, and
+//! a Maildir watched by the daemon.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+on_both_backends!(
+    the_corpus_goes_in_with_the_right_outcomes,
+    replies_thread_as_notes_and_contacts_act_by_mail,
+);
+
+fn corpus(name: &str) -> Vec<u8> {
+    let path = repo().join("tests/fixtures/mail").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `csirt intake` with `raw` on stdin.
+fn intake(env: &Env, raw: &[u8]) -> Output {
+    let mut child = env
+        .command(&["intake"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn csirt intake");
+    // The child may stop reading early (a message over the limit): a broken pipe is its right.
+    let _ = child.stdin.take().expect("stdin").write_all(raw);
+    child.wait_with_output().expect("wait for csirt intake")
+}
+
+fn incidents(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.csirt(&["incidents", "list", "--status", "all", "--json"]);
+    assert_exit(&out, 0);
+    json(&out).as_array().expect("array").clone()
+}
+
+fn by_playbook<'a>(all: &'a [serde_json::Value], playbook: &str) -> Vec<&'a serde_json::Value> {
+    all.iter().filter(|i| i["playbook"] == playbook).collect()
+}
+
+fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
+    let env = Env::new(backend);
+    for name in [
+        "utf8_plain.eml",
+        "iso2022jp.eml",
+        "shift_jis.eml",
+        "euc_jp.eml",
+        "crlf_escape_subject.eml",
+        "nul_bytes.eml",
+        "eightbit_headers.eml",
+        "broken_boundary.eml",
+        "unknown_charset.eml",
+        "truncated_base64.eml",
+        "broken_encoded_word.eml",
+    ] {
+        let out = intake(&env, &corpus(name));
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains("opened incident #"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    let all = incidents(&env);
+    let titles: Vec<&str> = by_playbook(&all, "intake")
+        .iter()
+        .map(|i| i["title"].as_str().expect("title"))
+        .collect();
+    for want in [
+        "報告受付: ホームページの表示がおかしい",
+        "報告受付: USBメモリを紛失しました",
+        "報告受付: ①㈱北上システム～障害連絡",
+        "報告受付: ウイルス検知のお知らせ",
+        "報告受付: 生のUTF-8ヘッダ",
+    ] {
+        assert!(titles.contains(&want), "{want} not in {titles:#?}");
+    }
+    for title in &titles {
+        assert!(
+            !title.chars().any(|c| c.is_control()),
+            "a control character survived into a title: {title:?}"
+        );
+    }
+
+    // Two staff forward the same message: one incident, both reporters; an inline forward of
+    // another campaign: another.
+    for (name, want) in [
+        ("report_staff1.eml", "opened incident #"),
+        ("report_staff2.eml", "joined incident #"),
+        ("report_inline.eml", "opened incident #"),
+    ] {
+        let out = intake(&env, &corpus(name));
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
+    }
+    let all = incidents(&env);
+    let reports = by_playbook(&all, "phishing-report");
+    assert_eq!(reports.len(), 2, "{reports:#?}");
+    let campaign = reports
+        .iter()
+        .find(|i| i["event_count"] == 2)
+        .expect("the campaign reported twice");
+    assert_eq!(
+        campaign["title"],
+        "標的型攻撃メールの報告: 【至急】マイナンバー関連書類のご確認"
+    );
+    let fields = &campaign["fields"];
+    assert_eq!(
+        fields["reporters"],
+        "staff1@city.kitakami.example.jp, staff2@city.kitakami.example.jp"
+    );
+    assert_eq!(fields["from"], "soumu@iwate-pref.example.com");
+    assert_eq!(fields["return_path"], "bounce@attacker.example");
+    assert!(
+        fields["urls"]
+            .as_str()
+            .expect("urls")
+            .contains("https://login.iwate-pref.example.com.attacker.example/verify?id=4711")
+    );
+    assert!(
+        fields["attachments"]
+            .as_str()
+            .expect("attachments")
+            .contains("請求書.pdf.zip (application/zip, 1028 bytes, sha256 ")
+    );
+
+    // Redelivery changes nothing.
+    let before = incidents(&env);
+    for name in ["report_staff1.eml", "utf8_plain.eml"] {
+        let out = intake(&env, &corpus(name));
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
+    }
+    assert_eq!(incidents(&env), before);
+
+    // Not mail: quarantined, exit 65, and csirt status counts it.
+    let out = intake(&env, &corpus("not_mail.eml"));
+    assert_exit(&out, 65);
+    assert!(
+        stderr(&out).contains("not a mail message"),
+        "{}",
+        stderr(&out)
+    );
+    let status = json(&env.csirt(&["status", "--json"]));
+    assert_eq!(status["overview"]["quarantined_mails"], 1, "{status}");
+
+    // Every new incident has its first mail, with a clean subject.
+    block_on(async {
+        let store = env.store().await;
+        let outbox = store.outbox().await.expect("outbox");
+        assert_eq!(outbox.len(), 11 + 2, "{outbox:#?}");
+        for row in &outbox {
+            assert!(
+                !row.subject.chars().any(|c| c.is_control()),
+                "{:?}",
+                row.subject
+            );
+        }
+        store.close().await;
+    });
+}
+
+fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
+    let env = Env::new(backend);
+    let out = intake(&env, &corpus("utf8_plain.eml"));
+    assert_exit(&out, 0);
+    let id = incidents(&env)[0]["id"].as_i64().expect("id");
+    let thread = block_on(async {
+        let store = env.store().await;
+        let outbox = store.outbox().await.expect("outbox");
+        store.close().await;
+        outbox[0].message_id.clone()
+    });
+    let reply = |from: &str, subject: &str, in_reply_to: &str, body: &str, n: u32| {
+        format!(
+            "From: {from}\r\nTo: csirt@example.jp\r\nSubject: {subject}\r\n\
+             Message-ID: <reply-{n}@example.jp>\r\nIn-Reply-To: {in_reply_to}\r\n\
+             Date: Wed, 25 Nov 2026 10:00:00 +0900\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+        )
+        .into_bytes()
+    };
+    // Someone outside the contacts replies with a command: only a note.
+    let out = intake(
+        &env,
+        &reply(
+            "citizen@example.net",
+            &format!("Re: [CSIRT #{id}] 【重要度:中】報告受付"),
+            "<nothing@example.net>",
+            "close: resolved\r\nもう直りました",
+            1,
+        ),
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("noted on incident #{id}")),
+        "{}",
+        stderr(&out)
+    );
+    // The duty contact acknowledges by replying to the notification (no tag needed).
+    let out = intake(
+        &env,
+        &reply(
+            "duty@example.jp",
+            "Re: ホームページの件",
+            &thread,
+            "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+            2,
+        ),
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("acknowledged incident #{id}")),
+        "{}",
+        stderr(&out)
+    );
+    let show = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(show["status"], "acknowledged", "{show}");
+    let timeline = show["timeline"].as_array().expect("timeline");
+    let notes: Vec<(&str, &str)> = timeline
+        .iter()
+        .filter(|t| t["action"] == "note")
+        .map(|t| {
+            (
+                t["actor"].as_str().expect("actor"),
+                t["detail"].as_str().expect("detail"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                "mail:citizen@example.net",
+                "close: resolved\nもう直りました"
+            ),
+            ("mail:duty@example.jp", "ack\n確認します。"),
+        ]
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t["action"] == "acknowledged" && t["actor"] == "mail:duty@example.jp"),
+        "{timeline:#?}"
+    );
+    // The same reply delivered again: nothing changes.
+    let out = intake(
+        &env,
+        &reply(
+            "duty@example.jp",
+            "Re: ホームページの件",
+            &thread,
+            "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+            2,
+        ),
+    );
+    assert_exit(&out, 0);
+    let again = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(again["timeline"], show["timeline"]);
+}
+
+#[test]
+fn a_store_that_is_away_makes_the_mta_retry() {
+    let env = Env::new(Backend::Sqlite);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let url_line = text
+        .lines()
+        .find(|l| l.starts_with("url = "))
+        .expect("url line")
+        .to_string();
+    env.write_config(&text.replace(
+        &url_line,
+        "url = \"postgres://postgres@127.0.0.1:1/csirt?connect_timeout=2\"",
+    ));
+    let out = intake(&env, &corpus("utf8_plain.eml"));
+    assert_exit(&out, 75);
+    assert!(
+        stderr(&out).contains("the MTA should retry later"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A delivery as an MDA makes it: written in tmp/, renamed into new/.
+fn deliver(maildir: &Path, name: &str, raw: &[u8]) {
+    let tmp = maildir.join("tmp").join(name);
+    std::fs::write(&tmp, raw).expect("write into tmp/");
+    std::fs::rename(&tmp, maildir.join("new").join(name)).expect("rename into new/");
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_daemon_takes_a_maildir_and_quarantines_what_it_must() {
+    use crate::logs::Daemon;
+    let env = Env::new(Backend::Sqlite);
+    let maildir: PathBuf = env.dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    crate::logs::configure_default(&env);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&format!(
+        "{}\n[intake]\nmaildir = \"{}\"\nmax_size = 10485760\n",
+        text,
+        maildir.display()
+    ));
+    let mut daemon = Daemon::start(&env);
+    deliver(&maildir, "1764030000.M1P1.host", &corpus("iso2022jp.eml"));
+    deliver(
+        &maildir,
+        "1764030001.M2P1.host",
+        &corpus("report_staff1.eml"),
+    );
+    deliver(&maildir, "1764030002.M3P1.host", &corpus("not_mail.eml"));
+    // A 50 MiB attachment: over this config's 10 MiB limit, quarantined unread.
+    let mut big = corpus("utf8_plain.eml");
+    big.extend(std::iter::repeat_n(b'A', 50 * 1024 * 1024));
+    deliver(&maildir, "1764030003.M4P1.host", &big);
+    daemon.wait("every message taken", &env, |_| {
+        (files(&maildir.join("new")).is_empty()).then_some(())
+    });
+    assert_eq!(
+        files(&maildir.join("cur")),
+        ["1764030000.M1P1.host:2,S", "1764030001.M2P1.host:2,S"]
+    );
+    assert_eq!(
+        files(&maildir.join(".Quarantine/new")),
+        ["1764030002.M3P1.host", "1764030003.M4P1.host"]
+    );
+    // Quarantined unchanged.
+    assert_eq!(
+        std::fs::read(maildir.join(".Quarantine/new/1764030003.M4P1.host"))
+            .expect("read")
+            .len(),
+        big.len()
+    );
+    let status = json(&env.csirt(&["status", "--json"]));
+    assert_eq!(status["overview"]["quarantined_mails"], 2, "{status}");
+    let errors = status["recent_errors"].to_string();
+    assert!(errors.contains("over the 10485760-byte limit"), "{errors}");
+    assert!(errors.contains("not a mail message"), "{errors}");
+    let all = incidents(&env);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    // Delivered again (an MDA retry): moved, nothing changes.
+    deliver(&maildir, "1764030009.M9P1.host", &corpus("iso2022jp.eml"));
+    daemon.wait("the redelivery taken", &env, |_| {
+        (files(&maildir.join("new")).is_empty()).then_some(())
+    });
+    assert_eq!(incidents(&env), all);
+    daemon.stop();
+}
