@@ -59,7 +59,7 @@ async fn take(cli: &Cli) -> anyhow::Result<Outcome> {
         let reason = format!("message over the {}-byte limit", ctx.limits.max_size);
         crate::intake::quarantine(&store, &ctx, &raw, "stdin", &reason).await?
     } else {
-        crate::intake::take(&store, &ctx, &raw, "stdin").await?
+        crate::intake::take(&store, &ctx, raw, "stdin").await?
     };
     store.close().await;
     Ok(outcome)

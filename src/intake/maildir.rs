@@ -72,7 +72,7 @@ pub async fn take_file(
         .await?
     } else {
         match std::fs::read(file) {
-            Ok(raw) => super::take(store, ctx, &raw, &source).await?,
+            Ok(raw) => super::take(store, ctx, raw, &source).await?,
             Err(e) => unread(format!("cannot read {}: {e}", file.display())).await?,
         }
     };

@@ -24,7 +24,8 @@ macro_rules! insert_mail {
         .bind($disposition)
         .bind($reason)
         .bind($mail.size)
-        .bind(&$mail.raw)
+        // Borrowed, not copied: sqlx would clone a Vec bound by reference.
+        .bind($mail.raw.as_slice())
         .execute($tx)
         .await?
         .rows_affected()
