@@ -71,8 +71,8 @@ echo "== throughput: $COUNT messages into new/" >&2
 config run
 start run
 T0=$(date +%s.%N)
-for f in "$TMP/stage"/*; do mv "$f" "$TMP/run/Maildir/new/"; done
-T_MOVED=$(date +%s.%N)
+# One process renames them all (2,000 mv processes would take longer than the daemon).
+"$PY" -c 'import os,sys; [os.rename(os.path.join(sys.argv[1], f), os.path.join(sys.argv[2], f)) for f in sorted(os.listdir(sys.argv[1]))]' "$TMP/stage" "$TMP/run/Maildir/new"
 while :; do
     n=$(count_mails "$TMP/run/csirt.db")
     [[ "$n" -ge "$COUNT" ]] && [[ -z "$(ls -A "$TMP/run/Maildir/new")" ]] && break
@@ -99,7 +99,7 @@ wall = $T1 - $T0
 base = $BASE
 print("csirt mail intake benchmark (%s, 2-core shared VM; page cache warm)" % "$(git rev-parse --short HEAD)")
 print("mix      %d messages, %.1f MiB: 70%% ~10 KB Japanese text (UTF-8 / ISO-2022-JP / Shift_JIS), 30%% forwarded reports of 20 campaigns with 40 KB attachments" % (count, total / 2**20))
-print("csirt    %.3f s from the first mv into new/ to the last commit: %.0f messages/s (daemon CPU %.2f s); incidents opened: %s (text, reports)" % (wall, count / wall, $CPU, "$INCIDENTS"))
+print("csirt    %.3f s from the first rename into new/ to the last commit: %.0f messages/s (daemon CPU %.2f s); incidents opened: %s (text, reports)" % (wall, count / wall, $CPU, "$INCIDENTS"))
 print("baseline Python email package, parse + subject + body + every part decoded: %.3f s = %.0f messages/s" % (base, count / base))
 print("ratio    csirt committed %.1fx the messages/s Python's parser only parses" % ((count / wall) / (count / base)))
 print("target   >= 500 messages/s: %s" % ("MET" if count / wall >= 500 else "NOT MET"))
