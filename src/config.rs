@@ -203,6 +203,42 @@ pub struct Intake {
     /// Deeper MIME nesting than this and a message is quarantined.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
+    /// `[intake.imap]`: a mailbox read over IMAP.
+    #[serde(default)]
+    pub imap: Option<Imap>,
+}
+
+/// `[intake.imap]`. The password comes from `password_file`, else
+/// `$CREDENTIALS_DIRECTORY/imap-password` (systemd `LoadCredential=`); never inline.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    pub host: String,
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    /// `tls` (993, the default), `starttls` (143), or `none` (loopback only).
+    #[serde(default = "default_imap_tls")]
+    pub tls: Tls,
+    pub username: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// A PEM file of CA certificates to trust besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_imap_port() -> u16 {
+    993
+}
+
+fn default_imap_tls() -> Tls {
+    Tls::Tls
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
 }
 
 impl Intake {
@@ -465,6 +501,21 @@ impl Config {
                     line: 0,
                 },
                 message: "[smtp] has both password and password_file: keep one".into(),
+            });
+        }
+        if let Some(imap) = self.intake.as_ref().and_then(|i| i.imap.as_ref())
+            && imap.tls == Tls::None
+            && !matches!(imap.host.as_str(), "127.0.0.1" | "::1" | "localhost")
+        {
+            return Err(TomlError::Invalid {
+                location: toml_file::Location {
+                    path: path.to_path_buf(),
+                    line: 0,
+                },
+                message: format!(
+                    "[intake.imap] tls = \"none\" would send the password in clear to {}: use \"tls\" or \"starttls\" (\"none\" is for 127.0.0.1 only)",
+                    imap.host
+                ),
             });
         }
         for source in &self.logs {

@@ -310,6 +310,20 @@ pub async fn run(
                 health.worker("mail intake"),
             ))
         });
+    let imap_intake = loaded
+        .config
+        .intake
+        .as_ref()
+        .and_then(|i| i.imap.clone())
+        .map(|imap| {
+            tokio::spawn(crate::intake::imap::run(
+                Arc::clone(&store),
+                imap,
+                Arc::clone(&intake_ctx),
+                stop_tasks.clone(),
+                health.worker("IMAP intake"),
+            ))
+        });
     let logs = LogIngest::start(
         Arc::clone(&store),
         &node,
@@ -332,6 +346,7 @@ pub async fn run(
     let mut escalator = escalator;
     let mut logs = logs;
     let mut mail_intake = mail_intake;
+    let mut imap_intake = imap_intake;
     systemd::notify(&format!(
         "READY=1\nSTATUS={}",
         status_line(&store, &loaded).await
@@ -347,6 +362,12 @@ pub async fn run(
         };
         let intake_ended = async {
             match mail_intake.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        };
+        let imap_ended = async {
+            match imap_intake.as_mut() {
                 Some(task) => task.await,
                 None => std::future::pending().await,
             }
@@ -379,6 +400,7 @@ pub async fn run(
             r = &mut escalator => break Some(format!("the escalator ended: {}", task_end(r))),
             r = writer_ended => break Some(format!("the log store writer ended: {}", task_end(r))),
             r = intake_ended => break Some(format!("the mail intake ended: {}", task_end(r))),
+            r = imap_ended => break Some(format!("the IMAP intake ended: {}", task_end(r))),
         }
     };
     if let Some(why) = ended {
@@ -416,6 +438,9 @@ pub async fn run(
     let stop_intake = async {
         if let Some(task) = mail_intake {
             stop_task("mail intake", task).await;
+        }
+        if let Some(task) = imap_intake {
+            stop_task("IMAP intake", task).await;
         }
     };
     tokio::join!(

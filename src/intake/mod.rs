@@ -14,6 +14,7 @@
 //! outcome is committed in one transaction with the raw message, keyed by Message-ID (or hash)
 //! and content hash, so a redelivery changes nothing.
 
+pub mod imap;
 pub mod maildir;
 pub mod parse;
 

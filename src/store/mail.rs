@@ -283,6 +283,37 @@ impl Store {
             .collect())
     }
 
+    /// How far the IMAP `account` has been read: `(uidvalidity, last_uid)`.
+    pub async fn imap_position(&self, account: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(
+            read!(self, pool => sqlx::query_as("SELECT uidvalidity, last_uid FROM imap_state WHERE account = $1")
+            .bind(account)
+            .fetch_optional(pool)
+            .await?),
+        )
+    }
+
+    /// Records that `account` has been read up to `last_uid` under `uidvalidity`.
+    pub async fn set_imap_position(
+        &self,
+        account: &str,
+        uidvalidity: i64,
+        last_uid: i64,
+    ) -> Result<(), StoreError> {
+        write!(self, tx => {
+            sqlx::query(
+                "INSERT INTO imap_state (account, uidvalidity, last_uid) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account) DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
+            )
+            .bind(account)
+            .bind(uidvalidity)
+            .bind(last_uid)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// The raw bytes of the intake mails of an incident, oldest first (what an analyst saw arrive).
     pub async fn mails_of(&self, incident: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(read!(self, pool => sqlx::query_as(

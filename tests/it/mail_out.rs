@@ -236,7 +236,7 @@ fn a_refused_mail_is_recorded_as_failed_and_shown_by_status() {
 
 /// A private CA (as the city runs its own) and a server certificate for 127.0.0.1 signed by it,
 /// made with openssl in `dir`: returns (ca.pem, server.pem, server.key).
-fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

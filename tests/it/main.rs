@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod daemon;
+mod imap;
 mod ingest;
 mod intake;
 mod logs;
