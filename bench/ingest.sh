@@ -133,6 +133,7 @@ update_interval = "15m"
 [contacts]
 duty = ["csirt-duty@city.kitakami.example.jp"]
 lead = ["johoseisaku-lead@city.kitakami.example.jp"]
+tokatsu = ["tokatsu@city.kitakami.example.jp"]
 ciso = ["ciso@city.kitakami.example.jp"]
 EOF
 }

@@ -38,6 +38,7 @@ dir = "$TMP/$1/outbox"
 [contacts]
 duty = ["duty@city.kitakami.example.jp"]
 lead = ["lead@city.kitakami.example.jp"]
+tokatsu = ["tokatsu@city.kitakami.example.jp"]
 ciso = ["ciso@city.kitakami.example.jp"]
 TOML
 }

@@ -397,7 +397,7 @@ fn bad_config_gets_one_line_with_file_and_line() {
             good.replace("sqlite://", "mysql://"),
             ":4: unsupported store URL scheme `mysql`",
         ),
-        (format!("{good}\n[store\n"), ":20: "),
+        (format!("{good}\n[store\n"), ":21: "),
     ];
     for (text, needle) in cases {
         env.write_config(&text);
@@ -501,7 +501,7 @@ fn playbook_check_lists_every_error_as_file_line() {
     );
     assert!(
         err.contains(&format!(
-            "{}:2: duplicate playbook id `ssh-bruteforce`",
+            "{}:9: duplicate playbook id `ssh-bruteforce`",
             pb.join("zz-copy.toml").display()
         )),
         "{err}"
@@ -556,7 +556,7 @@ fn config_check_says_what_it_would_watch() {
         "{text}"
     );
     assert!(
-        text.contains("playbooks:") && text.contains("(3 loaded)"),
+        text.contains("playbooks:") && text.contains("(12 loaded)"),
         "{text}"
     );
 }

@@ -230,6 +230,7 @@ dir = "{}/mail"
 [contacts]
 duty = ["duty@example.jp"]
 lead = ["lead@example.jp"]
+tokatsu = ["tokatsu@example.jp"]
 ciso = ["ciso@example.jp"]
 "#,
         playbooks.display(),

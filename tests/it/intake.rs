@@ -70,9 +70,15 @@ fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
         .iter()
         .map(|i| i["title"].as_str().expect("title"))
         .collect();
+    // The ISO-2022-JP report of a lost USB memory goes to its own playbook.
+    let loss = by_playbook(&all, "device-loss");
+    assert_eq!(loss.len(), 1, "{all:#?}");
+    assert_eq!(
+        loss[0]["title"],
+        "端末・記録媒体の紛失・盗難: USBメモリを紛失しました"
+    );
     for want in [
         "報告受付: ホームページの表示がおかしい",
-        "報告受付: USBメモリを紛失しました",
         "報告受付: ①㈱北上システム～障害連絡",
         "報告受付: ウイルス検知のお知らせ",
         "報告受付: 生のUTF-8ヘッダ",

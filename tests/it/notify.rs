@@ -150,7 +150,7 @@ fn escalation_levels_fire_once_with_two_daemons_racing(backend: Backend) {
         );
         assert_eq!(
             escalations[1].recipients(),
-            ["ciso@example.jp", "duty@example.jp"]
+            ["tokatsu@example.jp", "ciso@example.jp", "duty@example.jp"]
         );
         assert!(escalations[1].subject.contains("【未受付・第2段階】"));
         assert_eq!(a.incident(id).await.expect("incident").escalation_level, 2);
