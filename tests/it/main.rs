@@ -11,5 +11,6 @@ mod intake;
 mod logs;
 mod mail_out;
 mod notify;
+mod playbooks;
 mod store;
 mod systemd;

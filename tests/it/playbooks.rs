@@ -1,0 +1,202 @@
+//! The 北上市CSIRT playbook set against its samples in tests/fixtures/playbooks: every log
+//! playbook matches each of its positive lines (capturing the real address where a line tries to
+//! forge one) and none of its negative lines, through the real matcher (`csirt playbooks test`);
+//! every mail playbook takes its positive sample through `csirt intake` and not its negative one.
+
+use crate::helpers::*;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures/playbooks")
+}
+
+/// `(id, positive or negative, path)` of every sample with extension `ext`.
+fn samples(ext: &str) -> Vec<(String, String, PathBuf)> {
+    let mut out: Vec<(String, String, PathBuf)> = std::fs::read_dir(fixtures())
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            let (id, kind) = stem.rsplit_once('.')?;
+            Some((id.to_string(), kind.to_string(), p.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn dry_run(env: &Env, id: &str, path: &std::path::Path) -> serde_json::Value {
+    let out = env.csirt(&[
+        "playbooks",
+        "test",
+        id,
+        path.to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    assert_exit(&out, 0);
+    json(&out)
+}
+
+#[test]
+fn every_log_playbook_fires_on_its_samples_and_only_on_them() {
+    let env = Env::new(Backend::Sqlite);
+    let samples = samples("log");
+    let ids: Vec<&str> = samples.iter().map(|(id, _, _)| id.as_str()).collect();
+    for id in [
+        "ssh-bruteforce",
+        "rdp-bruteforce",
+        "web-attack",
+        "web-defacement",
+        "malware",
+        "ransomware",
+        "dos",
+        "ids-alert",
+    ] {
+        assert!(
+            ids.iter().filter(|i| **i == id).count() == 2,
+            "{id} needs a positive and a negative sample"
+        );
+    }
+    for (id, kind, path) in &samples {
+        let lines = std::fs::read_to_string(path)
+            .expect("sample")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count();
+        let result = dry_run(&env, id, path);
+        let want = if kind == "positive" { lines } else { 0 };
+        assert_eq!(
+            result["matched"].as_u64(),
+            Some(want as u64),
+            "{}: {kind} sample: {result:#}",
+            path.display()
+        );
+    }
+}
+
+/// Text injected into a user name, a file name or a request cannot forge the captured value.
+#[test]
+fn captured_addresses_are_the_real_ones() {
+    let env = Env::new(Backend::Sqlite);
+    let ssh = dry_run(
+        &env,
+        "ssh-bruteforce",
+        &fixtures().join("ssh-bruteforce.positive.log"),
+    );
+    let ips: Vec<&str> = ssh["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            "203.0.113.5",
+            "203.0.113.5",
+            "2001:db8::5",
+            "198.51.100.7",
+            "attacker.example.net",
+            "203.0.113.9",
+            "203.0.113.10",
+            "203.0.113.11",
+            "203.0.113.12",
+            "203.0.113.13",
+            "203.0.113.14",
+            "203.0.113.15",
+            "203.0.113.16",
+        ]
+    );
+    let malware = dry_run(&env, "malware", &fixtures().join("malware.positive.log"));
+    assert_eq!(
+        malware["matches"][2]["fields"]["signature"],
+        "Win.Ransomware.Lockbit-10011"
+    );
+    let ids = dry_run(
+        &env,
+        "ids-alert",
+        &fixtures().join("ids-alert.positive.log"),
+    );
+    assert_eq!(ids["matches"][0]["fields"]["ip"], "203.0.113.80");
+    assert_eq!(
+        ids["matches"][0]["fields"]["signature"],
+        "ET EXPLOIT Possible Apache Log4j RCE Attempt"
+    );
+}
+
+fn intake(env: &Env, raw: &[u8]) -> String {
+    let mut child = env
+        .command(&["intake"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn csirt intake");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(raw)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_exit(&out, 0);
+    stderr(&out)
+}
+
+#[test]
+fn every_mail_playbook_takes_its_samples_and_only_them() {
+    let env = Env::new(Backend::Sqlite);
+    for (id, kind, path) in samples("eml") {
+        let said = intake(&env, &std::fs::read(&path).expect("sample"));
+        let opened: i64 = said
+            .rsplit('#')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: {said}", path.display()));
+        let show = json(&env.csirt(&["incidents", "show", &opened.to_string(), "--json"]));
+        let playbook = show["playbook"].as_str().expect("playbook");
+        if kind == "positive" {
+            assert_eq!(playbook, id, "{}: {show:#}", path.display());
+        } else {
+            assert_eq!(playbook, "intake", "{}: {show:#}", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_set_is_complete_for_a_responder_at_3_am() {
+    let set = csirt::playbook::load(&repo().join("playbooks"), None).expect("the set loads");
+    for p in set.iter() {
+        assert!(p.steps.len() >= 3, "{}: {} steps", p.id, p.steps.len());
+        assert!(!p.escalations.is_empty(), "{}: no escalation", p.id);
+        assert!(
+            !p.title.is_ascii(),
+            "{}: the title is not in Japanese",
+            p.id
+        );
+    }
+    for (id, deadline) in [
+        ("info-leak", "個人情報保護委員会への速報"),
+        ("info-leak", "個人情報保護委員会への確報 (30日以内)"),
+        ("info-leak", "本人への通知"),
+        ("device-loss", "個人情報保護委員会への速報"),
+    ] {
+        let p = set.get(id).expect(id);
+        assert!(
+            p.deadlines.iter().any(|d| d.name.starts_with(deadline)),
+            "{id}: no deadline {deadline}"
+        );
+    }
+    // The quick start's config names the contact groups the set escalates to.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_csirt"))
+        .arg("--config")
+        .arg(repo().join("config/csirt.example.toml"))
+        .args(["playbooks", "check"])
+        .arg(repo().join("playbooks"))
+        .output()
+        .expect("run csirt playbooks check");
+    assert_exit(&out, 0);
+}
