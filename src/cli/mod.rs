@@ -158,7 +158,8 @@ pub enum PlaybooksCommand {
     Check { path: Option<PathBuf> },
     /// Dry run of one playbook over a log file, like fail2ban-regex: nothing is stored
     Test {
-        /// A playbook id from the configured set, or the path of a playbook file
+        /// A playbook id from the configured set, `all` for the whole set as the daemon applies
+        /// it to a file of this name, or the path of a playbook file
         playbook: String,
         /// The log file to read from its beginning
         logfile: PathBuf,

@@ -117,6 +117,9 @@ struct MatchJson<'a> {
     fields: Fields,
 }
 
+/// The playbook argument that means the whole set.
+const ALL: &str = "all";
+
 /// The dry run: every line of `logfile` through one playbook's log rules (whatever their
 /// `files` globs say) and the in-memory correlation, nothing stored.
 fn dry_run(
@@ -154,9 +157,18 @@ fn dry_run(
     } else {
         id_or_path.to_string()
     };
-    let Some(rules) = matcher.rules_of(&id) else {
-        let known: Vec<&str> = matcher.playbooks().iter().map(|p| p.id.as_str()).collect();
-        anyhow::bail!("no playbook `{id}` (known: {})", known.join(", "));
+    // `all`: the whole set, as the daemon applies it to a file of this name (`files` globs).
+    let rules = if id == ALL {
+        matcher.rules_for(logfile)
+    } else {
+        let Some(rules) = matcher.rules_of(&id) else {
+            let known: Vec<&str> = matcher.playbooks().iter().map(|p| p.id.as_str()).collect();
+            anyhow::bail!(
+                "no playbook `{id}` (known: {}, or `{ALL}`)",
+                known.join(", ")
+            );
+        };
+        rules
     };
     let mut tail = Tail::open(logfile, Start::Beginning, MAX_LINE)
         .with_context(|| format!("cannot read {}", logfile.display()))?;
@@ -237,17 +249,28 @@ fn dry_run(
             MAX_LINE / 1024
         ))?;
     }
-    let playbook = matcher.playbooks().get(&id).context("playbook vanished")?;
     let mut table = Table::new(vec!["ルール (rule)", "一致 (matches)"], 0);
-    for rule in &playbook.rules {
-        table.row(vec![
-            rule.name.clone(),
-            per_rule
-                .get(rule.name.as_str())
-                .copied()
-                .unwrap_or(0)
-                .to_string(),
-        ]);
+    let shown: Vec<&crate::playbook::Playbook> = if id == ALL {
+        matcher.playbooks().iter().collect()
+    } else {
+        vec![matcher.playbooks().get(&id).context("playbook vanished")?]
+    };
+    for playbook in shown {
+        for rule in &playbook.rules {
+            let name = if id == ALL {
+                format!("{}/{}", playbook.id, rule.name)
+            } else {
+                rule.name.clone()
+            };
+            table.row(vec![
+                name,
+                per_rule
+                    .get(rule.name.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
+            ]);
+        }
     }
     out.table(&table)?;
     out.line(&format!(
