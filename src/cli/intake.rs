@@ -52,7 +52,8 @@ async fn take(cli: &Cli) -> anyhow::Result<Outcome> {
         .lock()
         .take(ctx.limits.max_size as u64 + 1)
         .read_to_end(&mut raw)?;
-    let store = Store::open(&config.store.url, Role::Migrate).await?;
+    // Opened, never created: a store made by the MTA's user would lock the daemon out.
+    let store = Store::open(&config.store.url, Role::Cli).await?;
     store.ensure_schema_current().await?;
     let outcome = if raw.len() > ctx.limits.max_size {
         // The rest is not read: the MTA keeps the message in its bounce.

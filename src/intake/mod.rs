@@ -2,8 +2,11 @@
 //! intake` on an MTA's pipe), takes one path: parse within limits, then
 //!
 //! 1. a reply (`[CSIRT #N]` in the subject, or In-Reply-To/References naming one of our
-//!    notifications) becomes a note on incident N by its sender; from an address in
-//!    `[contacts]`, a first line `ack` or `close: <resolution>` also acts on it;
+//!    notifications) becomes a note on incident N by its sender; a reply to our notification
+//!    from an address in `[contacts]` with a first line `ack` or `close: <resolution>` also
+//!    acts on it (a subject tag alone never acts: anyone can type one);
+//! 0. a machine's message (bounce, delivery report, auto-reply) is only ever a note on the
+//!    incident it names, else quarantined: it can never open an incident and start a loop;
 //! 2. a forwarded message (message/rfc822, or a forward pasted inline) is a report of
 //!    suspicious mail: its indicators are extracted and reports of one campaign (same inner
 //!    Message-ID, attachment hash, or sender and subject) join one `phishing-report` incident;
@@ -127,10 +130,34 @@ pub async fn take(
     let tag = TAG
         .captures(&mail.subject)
         .and_then(|c| c[1].parse::<i64>().ok());
-    if (tag.is_some() || !mail.replies_to.is_empty())
-        && let Some(incident) = store.thread_of(tag, &mail.replies_to).await?
-    {
-        return reply(store, ctx, &mail, &record, incident).await;
+    // A bounce carries our own notification inside: its Message-ID names the thread too.
+    let mut references = mail.replies_to.clone();
+    if let Some(inner) = mail.report.as_ref().and_then(|r| r.message_id.clone()) {
+        references.push(inner);
+    }
+    let by_reference = if references.is_empty() {
+        None
+    } else {
+        store.thread_of(None, &references).await?
+    };
+    let thread = match by_reference {
+        Some(id) => Some(id),
+        None if tag.is_some() => store.thread_of(tag, &[]).await?,
+        None => None,
+    };
+    if let Some(incident) = thread {
+        // Acting needs a reply to our own notification of that incident: a subject tag is
+        // easily typed by anyone, the Message-ID of a mail sent only to the contacts is not.
+        let may_act = by_reference == Some(incident) && !mail.automatic;
+        return reply(store, ctx, &mail, &record, incident, may_act).await;
+    }
+    if mail.automatic {
+        // A bounce or auto-reply that names no incident must not open one: its notification
+        // would bounce again, and so on.
+        let reason =
+            "automatic message (bounce, delivery report or auto-reply) that names no incident";
+        store.quarantine_mail(&record, reason).await?;
+        return Ok(Outcome::Quarantined(reason.into()));
     }
     if let Some(report) = &mail.report
         && let Some(outcome) = reported(store, ctx, &mail, report, &record).await?
@@ -171,6 +198,7 @@ async fn reply(
     mail: &Mail,
     record: &MailRecord,
     incident: i64,
+    may_act: bool,
 ) -> Result<Outcome, StoreError> {
     if store.mail_seen(&record.key, &record.hash).await? {
         return Ok(Outcome::Duplicate);
@@ -179,7 +207,8 @@ async fn reply(
     let actor = Actor::mail_sender(&sender);
     let body = reply_text(&mail.text);
     let mut acted = None;
-    if ctx.contacts.contains(&sender)
+    if may_act
+        && ctx.contacts.contains(&sender)
         && let Some(action) = command(&body)
     {
         // Applied before the note is stored: a crash in between redelivers the mail, and the

@@ -93,6 +93,9 @@ pub struct Mail {
     /// The text body (or the HTML body's text), at most 64 KiB.
     pub text: String,
     pub report: Option<Report>,
+    /// Sent by a machine (Auto-Submitted other than `no`, a delivery report, a bounce or an
+    /// auto-reply): never opens an incident, so no mail loop can start.
+    pub automatic: bool,
     /// MIME parts with a decoding problem (a broken base64, an unknown charset), kept going.
     pub damaged_parts: usize,
 }
@@ -113,6 +116,17 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(Refusal::Empty);
+    }
+    // mail-parser follows un-encoded message/rfc822 parts without a depth limit, and a chain of
+    // them (30 bytes a level) would overflow the stack in parsing or dropping: count them in the
+    // raw bytes first. Attached messages side by side count too; more than max_depth of either
+    // is not what a person forwards.
+    let nested = count_ascii_ci(raw, b"message/rfc822");
+    if nested > limits.max_depth {
+        return Err(Refusal::TooDeep {
+            depth: nested,
+            limit: limits.max_depth,
+        });
     }
     let hash = sha256(raw);
     let message = MessageParser::default()
@@ -162,13 +176,37 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
         .iter()
         .filter(|p| p.is_encoding_problem)
         .count();
-    let report = forwarded(&message).or_else(|| inline_forward(&text));
+    let subject = one_line(message.subject().unwrap_or(""));
+    let report = forwarded(&message).or_else(|| inline_forward(&subject, &text));
+    let auto_submitted = message
+        .header_raw("Auto-Submitted")
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+    let delivery_report = message.content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
+    let from_daemon = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .is_some_and(|a| {
+            let local = a.split('@').next().unwrap_or("").to_ascii_lowercase();
+            local == "mailer-daemon" || local == "postmaster"
+        });
+    let auto_reply = message.header_raw("X-Autoreply").is_some()
+        || message.header_raw("Precedence").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "bulk" | "junk" | "auto_reply"
+            )
+        });
     Ok(Mail {
         key,
         message_id,
         hash,
         size: raw.len(),
-        subject: one_line(message.subject().unwrap_or("")),
+        subject,
         from: message
             .from()
             .and_then(|a| a.first())
@@ -177,8 +215,16 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
         replies_to,
         text,
         report,
+        automatic: auto_submitted || delivery_report || from_daemon || auto_reply,
         damaged_parts,
     })
+}
+
+/// Occurrences of `needle` (lower-case ASCII) in `hay`, ignoring ASCII case.
+fn count_ascii_ci(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .filter(|w| w.eq_ignore_ascii_case(needle))
+        .count()
 }
 
 fn count_parts(message: &mail_parser::Message<'_>) -> usize {
@@ -341,18 +387,27 @@ fn urls_in(text: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// Markers mail clients put above an inline forward, in English and Japanese.
-const FORWARD_MARKERS: [&str; 5] = [
+const FORWARD_MARKERS: [&str; 3] = [
     "---------- Forwarded message ---------",
-    "-------- Original Message --------",
-    "-----Original Message-----",
     "-------- 転送されたメッセージ --------",
     "-------- Forwarded Message --------",
 ];
+/// Markers that also head a quoted reply: a forward only when the subject says so.
+const ORIGINAL_MARKERS: [&str; 2] = [
+    "-------- Original Message --------",
+    "-----Original Message-----",
+];
 
 /// A forward pasted into the body: the header lines after the marker, and the rest as the body.
-fn inline_forward(text: &str) -> Option<Report> {
-    let start = FORWARD_MARKERS
+fn inline_forward(subject: &str, text: &str) -> Option<Report> {
+    let lower = subject.to_lowercase();
+    let forwarded_subject = ["fwd:", "fw:", "転送:", "転送："]
         .iter()
+        .any(|p| lower.starts_with(p));
+    let markers = FORWARD_MARKERS
+        .iter()
+        .chain(ORIGINAL_MARKERS.iter().filter(|_| forwarded_subject));
+    let start = markers
         .filter_map(|m| text.find(m).map(|i| i + m.len()))
         .min()?;
     let rest = &text[start..];
@@ -586,5 +641,50 @@ mod tests {
             parse(&corpus("report_staff1.eml"), few),
             Err(Refusal::TooManyParts { limit: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_deep_chain_of_attached_messages_is_refused_before_parsing() {
+        let mut raw = b"From: a@example.jp\r\nSubject: deep\r\n".to_vec();
+        for _ in 0..5000 {
+            raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw.extend_from_slice(b"From: b@example.jp\r\n\r\nbody\r\n");
+        assert!(matches!(
+            parse(&raw, Limits::default()),
+            Err(Refusal::TooDeep { limit: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn machines_are_recognised_and_quoted_replies_are_not_forwards() {
+        let bounce = b"From: MAILER-DAEMON@mx.example.jp\r\nSubject: Undelivered Mail\r\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\
+            Content-Type: text/plain\r\n\r\ngone\r\n--b--\r\n";
+        assert!(parse(bounce, Limits::default()).expect("parsed").automatic);
+        let vacation = b"From: taro@example.jp\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\n\r\naway\r\n";
+        assert!(
+            parse(vacation, Limits::default())
+                .expect("parsed")
+                .automatic
+        );
+        let person =
+            b"From: taro@example.jp\r\nSubject: Re: x\r\nAuto-Submitted: no\r\n\r\nhello\r\n";
+        assert!(!parse(person, Limits::default()).expect("parsed").automatic);
+        let quoted = "From: taro@example.jp\r\nSubject: Re: USB\r\n\r\nUSBメモリを紛失しました。\r\n\r\n\
+            -----Original Message-----\r\nFrom: hanako@example.jp\r\nSubject: USB\r\n\r\nhttps://example.jp/\r\n";
+        assert!(
+            parse(quoted.as_bytes(), Limits::default())
+                .expect("parsed")
+                .report
+                .is_none()
+        );
+        let forwarded = quoted.replace("Subject: Re: USB", "Subject: FW: USB");
+        assert!(
+            parse(forwarded.as_bytes(), Limits::default())
+                .expect("parsed")
+                .report
+                .is_some()
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 /// Serialises writers of one dedupe key across daemons. SQLite needs nothing: BEGIN IMMEDIATE
 /// already makes each transaction the only writer.
-trait KeyLock {
+pub(super) trait KeyLock {
     fn lock_key(
         &mut self,
         playbook: &str,
@@ -79,6 +79,7 @@ macro_rules! trim_evidence {
         .await
     };
 }
+pub(super) use trim_evidence;
 
 /// A node's position in a log file, for `csirt status`.
 #[derive(Debug, Clone, serde::Serialize)]

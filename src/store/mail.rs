@@ -2,8 +2,10 @@
 //! a redelivery a no-op; replies that become notes (and, from a contact, actions); reports of
 //! suspicious mail joined into one incident per campaign; quarantined messages with their reason.
 
+use super::ingest::{KeyLock, trim_evidence};
 use super::outbox::{announce, enqueue};
 use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use crate::engine::EVIDENCE_KEEP;
 use crate::engine::{Hit, MailRecord};
 use crate::model::{Event, Incident, now};
 use crate::notify::compose::{Composer, Occasion};
@@ -145,6 +147,9 @@ impl Store {
     ) -> Result<ReportOutcome, StoreError> {
         let at = now();
         write!(self, tx => {
+            // Reports of one campaign arrive in parallel (several MTA pipes, Maildir and IMAP):
+            // on PostgreSQL they take turns, as SQLite's single writer makes them.
+            KeyLock::lock_key(&mut *tx, &hit.playbook, "report").await?;
             if !insert_mail!(&mut *tx, mail, "incident", None::<&str>, at) {
                 let incident: Option<i64> = sqlx::query_scalar(
                     "SELECT incident_id FROM mails WHERE message_key = $1 AND content_hash = $2",
@@ -233,6 +238,8 @@ impl Store {
             .bind(Json(&hit.fields))
             .execute(&mut *tx)
             .await?;
+            // Evidence stays bounded however many staff report one campaign (invariant 6).
+            trim_evidence!(&mut *tx, id)?;
             for key in keys {
                 sqlx::query("INSERT INTO report_keys (report_key, incident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(key)

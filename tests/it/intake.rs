@@ -253,6 +253,39 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
             .any(|t| t["action"] == "acknowledged" && t["actor"] == "mail:duty@example.jp"),
         "{timeline:#?}"
     );
+    // A forged sender with only the subject tag: a note, never an action.
+    let out = intake(
+        &env,
+        &reply(
+            "lead@example.jp",
+            &format!("Re: [CSIRT #{id}] 報告受付"),
+            "<forged@example.net>",
+            "close: resolved",
+            3,
+        ),
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("noted on incident #{id}")),
+        "{}",
+        stderr(&out)
+    );
+    // A bounce that names no incident is quarantined, never an incident (no mail loop).
+    let bounce = b"From: MAILER-DAEMON@mx.example.jp\r\nTo: csirt@example.jp\r\n\
+        Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-1@mx.example.jp>\r\n\
+        Auto-Submitted: auto-replied\r\n\r\nThe mail could not be delivered.\r\n";
+    let out = intake(&env, bounce);
+    assert_exit(&out, 65);
+    assert!(
+        stderr(&out).contains("automatic message"),
+        "{}",
+        stderr(&out)
+    );
+    let show = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(
+        show["status"], "acknowledged",
+        "the forged close acted: {show}"
+    );
     // The same reply delivered again: nothing changes.
     let out = intake(
         &env,
