@@ -93,12 +93,36 @@ pub async fn run_notifier(
         for row in rows {
             // Each mail is a piece of work of its own: a long outbox is not a stuck notifier.
             health.busy();
-            let result = mailer.send(&row).await;
+            let mut result = mailer.send(&row).await;
+            let mut refused_note = None;
+            if matches!(result, Err(SendError::Permanent(_))) && row.recipients().len() > 1 {
+                // Refused as a whole (lettre stops at the first refused RCPT): one address each,
+                // so a departed employee in a contact group does not silence the rest.
+                let each = mailer.send_each(&row).await;
+                let refused: Vec<String> = each
+                    .iter()
+                    .filter_map(|(to, r)| r.as_ref().err().map(|e| format!("{to}: {e}")))
+                    .collect();
+                if each.iter().any(|(_, r)| r.is_ok()) {
+                    warn!(
+                        outbox = row.id,
+                        "some recipients refused: {}",
+                        refused.join("; ")
+                    );
+                    refused_note = Some(format!("refused: {}", refused.join("; ")));
+                    result = Ok(());
+                } else if let Some((_, Err(e))) = each
+                    .into_iter()
+                    .find(|(_, r)| matches!(r, Err(SendError::Transient(_))))
+                {
+                    result = Err(e);
+                }
+            }
             let at = now();
             let recorded = match &result {
                 Ok(()) => {
                     info!(outbox = row.id, incident = row.incident_id, kind = %row.kind, message_id = %row.message_id, "mail sent");
-                    store.outbox_sent(row.id, at).await
+                    store.outbox_sent(row.id, at, refused_note.as_deref()).await
                 }
                 Err(SendError::Transient(e)) => {
                     let next = retry_at(at, row.attempts, retry_after);

@@ -183,6 +183,11 @@ impl Mailer {
     /// Builds the message of an outbox row: its stored Message-ID (a resend is recognisable),
     /// threaded under the incident's first mail.
     pub fn message(&self, row: &Outgoing) -> Result<Message, SendError> {
+        self.message_to(row, &row.recipients())
+    }
+
+    /// The message of `row` addressed to `recipients` only.
+    fn message_to(&self, row: &Outgoing, recipients: &[String]) -> Result<Message, SendError> {
         let mut builder: MessageBuilder = Message::builder()
             .from(self.from.clone())
             .subject(row.subject.clone())
@@ -195,8 +200,7 @@ impl Mailer {
                 .references(parent.clone());
         }
         let mut any = false;
-        let recipients = row.recipients();
-        for to in &recipients {
+        for to in recipients {
             match to.parse::<Mailbox>() {
                 Ok(mailbox) => {
                     builder = builder.to(mailbox);
@@ -220,7 +224,24 @@ impl Mailer {
 
     /// Sends one row; Ok once the server (or the file system) took it.
     pub async fn send(&self, row: &Outgoing) -> Result<(), SendError> {
-        let message = self.message(row)?;
+        self.deliver(self.message(row)?).await
+    }
+
+    /// Sends `row` to each recipient on its own (after a refusal of the whole message): one
+    /// address that no longer exists must not keep the mail from everyone else.
+    pub async fn send_each(&self, row: &Outgoing) -> Vec<(String, Result<(), SendError>)> {
+        let mut results = Vec::new();
+        for to in row.recipients() {
+            let result = match self.message_to(row, std::slice::from_ref(&to)) {
+                Ok(message) => self.deliver(message).await,
+                Err(e) => Err(e),
+            };
+            results.push((to, result));
+        }
+        results
+    }
+
+    async fn deliver(&self, message: Message) -> Result<(), SendError> {
         match &self.inner {
             Inner::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
                 if e.is_permanent() {

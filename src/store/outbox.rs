@@ -190,12 +190,18 @@ impl Store {
         })
     }
 
-    /// The server accepted the mail.
-    pub async fn outbox_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// The server accepted the mail (`note`: the recipients it refused, if some were).
+    pub async fn outbox_sent(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
         write!(self, tx => {
-            sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $2, claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE id = $1")
+            sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $2, claimed_by = NULL, claimed_until = NULL, last_error = $3 WHERE id = $1")
                 .bind(id)
                 .bind(now)
+                .bind(note)
                 .execute(&mut *tx)
                 .await?;
             Ok(())

@@ -345,3 +345,36 @@ fn starttls_trusts_the_city_ca_from_ca_file_and_nothing_else() {
     );
     daemon.stop();
 }
+
+/// One address that no longer exists in a contact group: the others still get the mail, and
+/// the refused address is recorded on the sent row.
+#[test]
+fn a_refused_address_does_not_silence_the_rest_of_the_group() {
+    let env = Env::new(Backend::Sqlite);
+    let port = free_port();
+    let sink = SmtpSink::start(port, &env.dir.path().join("smtp"), "refuse-gone");
+    configure_smtp(&env, port);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&text.replace(
+        "duty = [\"duty@example.jp\"]",
+        "duty = [\"gone@example.jp\", \"duty@example.jp\"]",
+    ));
+    let auth = log_dir(&env).join("auth.log");
+    std::fs::File::create(&auth).expect("create auth.log");
+    let mut daemon = Daemon::start(&env);
+    append(&auth, five_failures("203.0.113.67", 0));
+    let mail = daemon.wait("the mail to the rest of the group", &env, |_| {
+        sink.received().first().cloned()
+    });
+    assert_eq!(read_mail(&mail)["to"], "duty@example.jp");
+    let row = daemon.wait("the row marked sent", &env, |env| {
+        let rows = with_store(env, "outbox", async |store| Ok(store.outbox().await?));
+        rows.into_iter().find(|r| r.status == "sent")
+    });
+    let note = row.last_error.unwrap_or_default();
+    assert!(
+        note.contains("gone@example.jp") && note.contains("550"),
+        "{note}"
+    );
+    daemon.stop();
+}

@@ -373,7 +373,10 @@ fn a_claim_runs_out_and_the_same_message_is_claimed_again(backend: Backend) {
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].message_id, first[0].message_id);
         assert_eq!(after[0].attempts, 2);
-        store.outbox_sent(after[0].id, now()).await.expect("sent");
+        store
+            .outbox_sent(after[0].id, now(), None)
+            .await
+            .expect("sent");
         let done = store
             .claim_outbox("node-b", later(60), 20, 10, &composer)
             .await
