@@ -12,8 +12,10 @@ use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// One rule's match on a line.
 #[derive(Debug)]
@@ -23,12 +25,25 @@ pub struct Match<'a> {
     pub fields: Fields,
 }
 
-/// Which rules read one file (decided once per file, from the rules' `files` globs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which rules read one file (decided once per file, from the rules' `files` globs), with a
+/// `RegexSet` of only those text rules: a file pays for the rules that read it, not for the
+/// whole set (auth.log does not run the web-attack patterns).
+#[derive(Debug, Clone)]
 pub struct FileRules {
     text: Vec<bool>,
     json: Vec<bool>,
+    set: Arc<RegexSet>,
+    /// The matcher's text-rule index of each pattern of `set`.
+    index: Arc<Vec<usize>>,
 }
+
+impl PartialEq for FileRules {
+    fn eq(&self, other: &FileRules) -> bool {
+        self.text == other.text && self.json == other.json
+    }
+}
+
+impl Eq for FileRules {}
 
 impl FileRules {
     /// Whether any rule reads the file at all.
@@ -37,11 +52,17 @@ impl FileRules {
     }
 }
 
+/// A compiled selection of text rules and the matcher's index of each of its patterns.
+type CompiledSet = (Arc<RegexSet>, Arc<Vec<usize>>);
+
 /// The compiled log rules of a playbook set.
 pub struct Matcher {
     playbooks: PlaybookSet,
-    set: RegexSet,
-    /// `(playbook, rule)` indices of the set's patterns, in set order.
+    /// Every text rule's pattern, in `text` order.
+    patterns: Vec<String>,
+    /// The compiled sets, one per distinct selection of text rules (files share them).
+    sets: Mutex<HashMap<Vec<bool>, CompiledSet>>,
+    /// `(playbook, rule)` indices of the text rules.
     text: Vec<(usize, usize)>,
     /// `(playbook, rule)` indices of the JSON rules.
     json: Vec<(usize, usize)>,
@@ -69,15 +90,57 @@ impl Matcher {
             }
         }
         // Each pattern passed its own size cap at load; the set gets room for all of them.
-        let set = RegexSetBuilder::new(&patterns)
+        // Compiling the whole set once here proves every selection of it compiles too.
+        let all = RegexSetBuilder::new(&patterns)
             .size_limit(64 << 20)
             .build()?;
+        let everything = vec![true; patterns.len()];
+        let index = Arc::new((0..patterns.len()).collect::<Vec<_>>());
+        let sets = Mutex::new(HashMap::from([(everything, (Arc::new(all), index))]));
         Ok(Matcher {
             playbooks,
-            set,
+            patterns,
+            sets,
             text,
             json,
         })
+    }
+
+    /// The rules selected by `text` and `json`, with their compiled set.
+    fn select(&self, text: Vec<bool>, json: Vec<bool>) -> FileRules {
+        let mut sets = match self.sets.lock() {
+            Ok(sets) => sets,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (set, index) = match sets.get(&text) {
+            Some((set, index)) => (Arc::clone(set), Arc::clone(index)),
+            None => {
+                let index: Vec<usize> = (0..text.len()).filter(|i| text[*i]).collect();
+                let patterns = index.iter().map(|i| self.patterns[*i].as_str());
+                let compiled = match RegexSetBuilder::new(patterns).size_limit(64 << 20).build() {
+                    Ok(set) => (Arc::new(set), Arc::new(index)),
+                    // Cannot happen (the whole set compiled); if it did, the whole set with the
+                    // selection applied per match is still correct, only slower.
+                    Err(_) => {
+                        let everything = vec![true; self.patterns.len()];
+                        let (set, index) = &sets[&everything];
+                        let keep: Vec<usize> = index.iter().copied().collect();
+                        (Arc::clone(set), Arc::new(keep))
+                    }
+                };
+                sets.insert(
+                    text.clone(),
+                    (Arc::clone(&compiled.0), Arc::clone(&compiled.1)),
+                );
+                compiled
+            }
+        };
+        FileRules {
+            text,
+            json,
+            set,
+            index,
+        }
     }
 
     /// The playbooks this matcher was built from.
@@ -104,27 +167,28 @@ impl Matcher {
                     }
                 })
         };
-        FileRules {
-            text: self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
-            json: self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),
-        }
+        self.select(
+            self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
+            self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),
+        )
     }
 
     /// Every log rule of one playbook, whatever the file (the dry run, like `fail2ban-regex`,
     /// tests a playbook against any file). `None` when there is no such playbook.
     pub fn rules_of(&self, playbook: &str) -> Option<FileRules> {
         let p = self.playbooks.iter().position(|pb| pb.id == playbook)?;
-        Some(FileRules {
-            text: self.text.iter().map(|(i, _)| *i == p).collect(),
-            json: self.json.iter().map(|(i, _)| *i == p).collect(),
-        })
+        Some(self.select(
+            self.text.iter().map(|(i, _)| *i == p).collect(),
+            self.json.iter().map(|(i, _)| *i == p).collect(),
+        ))
     }
 
     /// Appends the matches of `line` under `rules` to `out`.
     pub fn scan<'a>(&'a self, rules: &FileRules, line: &str, out: &mut Vec<Match<'a>>) {
         let start = out.len();
-        if self.set.is_match(line) {
-            for index in self.set.matches(line).iter() {
+        if rules.set.is_match(line) {
+            for found in rules.set.matches(line).iter() {
+                let index = rules.index[found];
                 if !rules.text[index] {
                     continue;
                 }
