@@ -200,37 +200,34 @@ async fn reply(
     incident: i64,
     may_act: bool,
 ) -> Result<Outcome, StoreError> {
-    if store.mail_seen(&record.key, &record.hash).await? {
-        return Ok(Outcome::Duplicate);
-    }
     let sender = mail.from.clone().unwrap_or_else(|| "unknown".into());
     let actor = Actor::mail_sender(&sender);
     let body = reply_text(&mail.text);
-    let mut acted = None;
-    if may_act
-        && ctx.contacts.contains(&sender)
-        && let Some(action) = command(&body)
-    {
-        // Applied before the note is stored: a crash in between redelivers the mail, and the
-        // second attempt finds the action done (an invalid transition) and only notes it.
-        match store.apply(incident, &action, &actor).await {
-            Ok(_) => acted = Some(action.name().to_string()),
-            Err(StoreError::InvalidTransition { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let action = if may_act && ctx.contacts.contains(&sender) {
+        command(&body)
+    } else {
+        None
+    };
     let note = if body.is_empty() {
         format!("(メールでの返信: {})", mail.subject)
     } else {
         body
     };
-    store
-        .mail_note(record, incident, actor.as_str(), &note)
-        .await?;
-    Ok(match acted {
-        Some(action) => Outcome::Acted { incident, action },
-        None => Outcome::Noted(incident),
-    })
+    // The action, the note and the mail commit together: a redelivery finds the mail stored
+    // and changes nothing, even after a responder has reopened the incident since.
+    Ok(
+        match store
+            .mail_note(record, incident, actor.as_str(), &note, action.as_ref())
+            .await?
+        {
+            crate::store::mail::ThreadOutcome::Acted(incident, name) => Outcome::Acted {
+                incident,
+                action: name.to_string(),
+            },
+            crate::store::mail::ThreadOutcome::Noted(incident) => Outcome::Noted(incident),
+            crate::store::mail::ThreadOutcome::Duplicate(_) => Outcome::Duplicate,
+        },
+    )
 }
 
 /// The reply's own text: up to the quoted original, at most `NOTE_MAX` characters.

@@ -7,7 +7,7 @@ use super::outbox::{announce, enqueue};
 use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
 use crate::engine::EVIDENCE_KEEP;
 use crate::engine::{Hit, MailRecord};
-use crate::model::{Event, Incident, now};
+use crate::model::{Action, Event, Incident, now};
 use crate::notify::compose::{Composer, Occasion};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -41,6 +41,8 @@ pub(super) use insert_mail;
 pub enum ThreadOutcome {
     /// Added as a note to the incident.
     Noted(i64),
+    /// The mail's command acted on the incident (and the mail was noted).
+    Acted(i64, &'static str),
     /// Stored before: nothing changed.
     Duplicate(i64),
 }
@@ -62,18 +64,6 @@ pub struct Quarantined {
 }
 
 impl Store {
-    /// Whether the message was stored before.
-    pub async fn mail_seen(&self, key: &str, hash: &str) -> Result<bool, StoreError> {
-        let n: i64 = read!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM mails WHERE message_key = $1 AND content_hash = $2",
-        )
-        .bind(key)
-        .bind(hash)
-        .fetch_one(pool)
-        .await?);
-        Ok(n > 0)
-    }
-
     /// The incident a reply belongs to: `tag` (from `[CSIRT #N]`) when that incident exists,
     /// else the incident of one of our notifications named by In-Reply-To/References.
     pub async fn thread_of(
@@ -104,13 +94,16 @@ impl Store {
         Ok(None)
     }
 
-    /// Stores a reply as a note on `incident` by `actor`, with the mail, in one transaction.
+    /// Stores a reply as a note on `incident` by `actor`, with the mail, in one transaction; with
+    /// `action` (acknowledge or close, from a contact's reply) applied in the same transaction
+    /// when the incident's status allows it, so a redelivery can never apply it twice.
     pub async fn mail_note(
         &self,
         mail: &MailRecord,
         incident: i64,
         actor: &str,
         note: &str,
+        action: Option<&Action>,
     ) -> Result<ThreadOutcome, StoreError> {
         let at = now();
         write!(self, tx => {
@@ -123,6 +116,42 @@ impl Store {
                 .bind(&mail.hash)
                 .execute(&mut *tx)
                 .await?;
+            let mut acted = None;
+            if let Some(action) = action {
+                let changed = match action {
+                    Action::Acknowledge => sqlx::query(
+                        "UPDATE incidents SET status = 'acknowledged', acknowledged_at = $2 WHERE id = $1 AND status = 'open'",
+                    )
+                    .bind(incident)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    Action::Close { resolution, .. } => sqlx::query(
+                        "UPDATE incidents SET status = 'closed', closed_at = $2, resolution = $3 \
+                         WHERE id = $1 AND status IN ('open', 'acknowledged')",
+                    )
+                    .bind(incident)
+                    .bind(at)
+                    .bind(resolution.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    // Mail commands are only these two.
+                    _ => 0,
+                };
+                if changed == 1 {
+                    sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(incident)
+                        .bind(at)
+                        .bind(actor)
+                        .bind(action.name())
+                        .bind(action.detail())
+                        .execute(&mut *tx)
+                        .await?;
+                    acted = Some(action.name());
+                }
+            }
             sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, 'note', $4)")
                 .bind(incident)
                 .bind(at)
@@ -130,7 +159,10 @@ impl Store {
                 .bind(note)
                 .execute(&mut *tx)
                 .await?;
-            Ok(ThreadOutcome::Noted(incident))
+            Ok(match acted {
+                Some(name) => ThreadOutcome::Acted(incident, name),
+                None => ThreadOutcome::Noted(incident),
+            })
         })
     }
 

@@ -300,6 +300,25 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     assert_exit(&out, 0);
     let again = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
     assert_eq!(again["timeline"], show["timeline"]);
+    // A close by mail, a responder's reopen, then the same mail again: it stays open.
+    let close = reply(
+        "duty@example.jp",
+        "Re: ホームページの件",
+        &thread,
+        "close: false-positive\r\n誤検知でした",
+        4,
+    );
+    let out = intake(&env, &close);
+    assert!(
+        stderr(&out).contains(&format!("closed incident #{id}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit(&env.csirt(&["incidents", "reopen", &id.to_string()]), 0);
+    let out = intake(&env, &close);
+    assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
+    let last = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(last["status"], "open", "{last}");
 }
 
 #[test]
