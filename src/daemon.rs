@@ -29,6 +29,10 @@ use tracing::{error, info, warn};
 /// How often the daemon records that it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
+/// The last heartbeat of a daemon that stopped cleanly says this (`csirt status` shows it as
+/// stopped, not running).
+pub const STOPPED_SUMMARY: &str = "stopped";
+
 /// A heartbeat older than this means the daemon is gone or stuck (four missed beats).
 pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(60);
 
@@ -449,7 +453,7 @@ pub async fn run(
         stop_task("escalator", escalator),
         stop_intake
     );
-    beat(&store, &node, started_at, "stopped".into()).await;
+    beat(&store, &node, started_at, STOPPED_SUMMARY.into()).await;
     store.close().await;
     info!(node = %node, "csirt daemon stopped");
     Ok(())

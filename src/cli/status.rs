@@ -68,6 +68,8 @@ struct DaemonJson {
     heartbeat: Heartbeat,
     age_seconds: i64,
     stale: bool,
+    /// The daemon recorded a clean stop as its last beat.
+    stopped: bool,
 }
 
 pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -123,6 +125,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             let age = (now - h.beat_at).num_seconds();
             DaemonJson {
                 stale: age > HEARTBEAT_STALE_AFTER.as_secs() as i64,
+                stopped: h.summary == crate::daemon::STOPPED_SUMMARY,
                 age_seconds: age,
                 heartbeat: h,
             }
@@ -174,7 +177,9 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         }
         for d in &daemons {
             let h = &d.heartbeat;
-            let state = if d.stale {
+            let state = if d.stopped {
+                "停止 (stopped)"
+            } else if d.stale {
                 "応答なし (STALE)"
             } else {
                 "稼働中"
