@@ -157,6 +157,10 @@ impl Store {
             let mut open_of: HashMap<(&str, &str), Option<i64>> = HashMap::new();
             // Incidents whose evidence grew: trimmed once, at the end of the batch.
             let mut grown: Vec<i64> = Vec::new();
+            // Incidents this transaction already holds (updated or opened here, so no one can
+            // close them before it commits), with their later hits: counted in one UPDATE and
+            // stored as evidence only where trimming would keep them.
+            let mut held: HashMap<i64, Vec<&crate::engine::Hit>> = HashMap::new();
             for hit in &batch.hits {
                 let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
                 let open = match open_of.get(&slot) {
@@ -174,6 +178,10 @@ impl Store {
                     }
                 };
                 if let Some(id) = open {
+                    if let Some(later) = held.get_mut(&id) {
+                        later.push(hit);
+                        continue;
+                    }
                     let joined = sqlx::query(
                         "UPDATE incidents SET event_count = event_count + 1, \
                          last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END, \
@@ -187,6 +195,7 @@ impl Store {
                     .rows_affected();
                     if joined == 1 {
                         insert_event!(&mut *tx, Some(id), hit, received_at)?;
+                        held.insert(id, Vec::new());
                         if !grown.contains(&id) {
                             grown.push(id);
                         }
@@ -266,6 +275,42 @@ impl Store {
                 announce!(tx, composer, id, Occasion::Opened, received_at);
                 outcome.opened.push(id);
                 open_of.insert(slot, Some(id));
+                held.insert(id, Vec::new());
+            }
+            for (id, later) in &held {
+                let (Some(first), Some(last)) = (
+                    later.iter().map(|h| h.observed_at).min(),
+                    later.iter().map(|h| h.observed_at).max(),
+                ) else {
+                    continue;
+                };
+                sqlx::query(
+                    "UPDATE incidents SET event_count = event_count + $2, \
+                     last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END, \
+                     first_seen = CASE WHEN $4 < first_seen THEN $4 ELSE first_seen END WHERE id = $1",
+                )
+                .bind(id)
+                .bind(later.len() as i64)
+                .bind(last)
+                .bind(first)
+                .execute(&mut *tx)
+                .await?;
+                // Evidence keeps the first and the last EVIDENCE_KEEP events: of these hits, only
+                // those that can be among them are stored (the trim below settles the rest).
+                let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE incident_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let keep_first = (EVIDENCE_KEEP - stored).max(0) as usize;
+                let keep_last = EVIDENCE_KEEP as usize;
+                for (i, hit) in later.iter().enumerate() {
+                    if i < keep_first || i + keep_last >= later.len() {
+                        insert_event!(&mut *tx, Some(*id), hit, received_at)?;
+                    }
+                }
+                if !grown.contains(id) {
+                    grown.push(*id);
+                }
             }
             for id in grown {
                 trim_evidence!(&mut *tx, id)?;
