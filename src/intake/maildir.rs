@@ -30,20 +30,13 @@ pub fn prepare(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What was done with one file.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Moved {
-    Cur(PathBuf),
-    Quarantine(PathBuf),
-}
-
 /// Takes one file from `new/`: commits its effect, then moves it. An error leaves it in place.
 pub async fn take_file(
     store: &Store,
     ctx: &Context,
     root: &Path,
     file: &Path,
-) -> Result<(Outcome, Moved), crate::store::StoreError> {
+) -> Result<Outcome, crate::store::StoreError> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -76,24 +69,18 @@ pub async fn take_file(
             Err(e) => unread(format!("cannot read {}: {e}", file.display())).await?,
         }
     };
-    let moved = match &outcome {
-        Outcome::Quarantined(_) => {
-            let to = root.join(QUARANTINE).join("new").join(&name);
-            Moved::Quarantine(to)
-        }
+    let to = match &outcome {
+        Outcome::Quarantined(_) => root.join(QUARANTINE).join("new").join(&name),
         _ => {
-            let base = name.split(":2,").next().unwrap_or(&name).to_string();
-            Moved::Cur(root.join("cur").join(format!("{base}:2,S")))
+            let base = name.split(":2,").next().unwrap_or(&name);
+            root.join("cur").join(format!("{base}:2,S"))
         }
     };
-    let to = match &moved {
-        Moved::Cur(p) | Moved::Quarantine(p) => p,
-    };
-    if let Err(e) = std::fs::rename(file, to) {
+    if let Err(e) = std::fs::rename(file, &to) {
         // Committed but not moved: the next pass finds it again and only moves it.
         warn!(file = %file.display(), to = %to.display(), "cannot move the message: {e}");
     }
-    Ok((outcome, moved))
+    Ok(outcome)
 }
 
 /// The files waiting in `new/`, oldest name first (delivery names start with a timestamp).
@@ -163,7 +150,7 @@ pub async fn run(
                         Err(poisoned) => Arc::clone(&poisoned.into_inner()),
                     };
                     match take_file(&store, &ctx_now, &root, &file).await {
-                        Ok((outcome, _)) => {
+                        Ok(outcome) => {
                             if failing {
                                 info!("store reachable again; mail intake resumed");
                                 failing = false;

@@ -96,8 +96,6 @@ pub struct Mail {
     /// Sent by a machine (Auto-Submitted other than `no`, a delivery report, a bounce or an
     /// auto-reply): never opens an incident, so no mail loop can start.
     pub automatic: bool,
-    /// MIME parts with a decoding problem (a broken base64, an unknown charset), kept going.
-    pub damaged_parts: usize,
 }
 
 /// Hex SHA-256.
@@ -171,11 +169,6 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
     }
     replies_to.retain(|id| !id.is_empty());
     let text = body_text(&message);
-    let damaged_parts = message
-        .parts
-        .iter()
-        .filter(|p| p.is_encoding_problem)
-        .count();
     let subject = one_line(message.subject().unwrap_or(""));
     let report = forwarded(&message).or_else(|| inline_forward(&subject, &text));
     let auto_submitted = message
@@ -216,7 +209,6 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
         text,
         report,
         automatic: auto_submitted || delivery_report || from_daemon || auto_reply,
-        damaged_parts,
     })
 }
 

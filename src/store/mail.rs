@@ -9,7 +9,6 @@ use crate::engine::EVIDENCE_KEEP;
 use crate::engine::{Hit, MailRecord};
 use crate::model::{Action, Event, Incident, now};
 use crate::notify::compose::{Composer, Occasion};
-use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 /// Stores `$mail` with `$disposition`; evaluates to false when it was stored before.
@@ -53,14 +52,6 @@ pub struct ReportOutcome {
     pub incident: i64,
     pub opened: bool,
     pub duplicate: bool,
-}
-
-/// A quarantined message, for `csirt status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Quarantined {
-    pub received_at: DateTime<Utc>,
-    pub source: String,
-    pub reason: String,
 }
 
 impl Store {
@@ -304,24 +295,6 @@ impl Store {
         })
     }
 
-    /// The latest quarantined messages.
-    pub async fn quarantined(&self, limit: i64) -> Result<Vec<Quarantined>, StoreError> {
-        let rows: Vec<(DateTime<Utc>, String, Option<String>)> = read!(self, pool => sqlx::query_as(
-            "SELECT received_at, source, reason FROM mails WHERE disposition = 'quarantined' ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(pool)
-        .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(received_at, source, reason)| Quarantined {
-                received_at,
-                source,
-                reason: reason.unwrap_or_default(),
-            })
-            .collect())
-    }
-
     /// How far the IMAP `account` has been read: `(uidvalidity, last_uid)`.
     pub async fn imap_position(&self, account: &str) -> Result<Option<(i64, i64)>, StoreError> {
         Ok(
@@ -351,16 +324,6 @@ impl Store {
             .await?;
             Ok(())
         })
-    }
-
-    /// The raw bytes of the intake mails of an incident, oldest first (what an analyst saw arrive).
-    pub async fn mails_of(&self, incident: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Ok(read!(self, pool => sqlx::query_as(
-            "SELECT message_key, raw FROM mails WHERE incident_id = $1 ORDER BY id",
-        )
-        .bind(incident)
-        .fetch_all(pool)
-        .await?))
     }
 }
 

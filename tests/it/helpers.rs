@@ -355,3 +355,34 @@ pub fn batch(hits: Vec<csirt::engine::Hit>) -> csirt::engine::Batch {
         mail: None,
     }
 }
+
+/// A port nothing listens on now (for a test server on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A message of the intake corpus in tests/fixtures/mail.
+pub fn corpus(name: &str) -> Vec<u8> {
+    let path = repo().join("tests/fixtures/mail").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+impl Env {
+    /// `csirt intake` with `raw` on stdin.
+    pub fn intake(&self, raw: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(&["intake"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn csirt intake");
+        // The child may stop reading early (a message over the limit): a broken pipe is its right.
+        let _ = child.stdin.take().expect("stdin").write_all(raw);
+        child.wait_with_output().expect("wait for csirt intake")
+    }
+}

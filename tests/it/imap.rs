@@ -4,7 +4,6 @@
 
 use crate::helpers::*;
 use crate::logs::{Daemon, configure_default};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,13 +14,6 @@ const DOVECOT: &str = "/usr/sbin/dovecot";
 struct Dovecot {
     config: PathBuf,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Dovecot {
@@ -134,10 +126,6 @@ impl Drop for Dovecot {
             .stderr(std::process::Stdio::null())
             .status();
     }
-}
-
-fn corpus(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures/mail").join(name)).expect("corpus")
 }
 
 fn configure_imap(env: &Env, port: u16, tls: &str) {

@@ -4,33 +4,12 @@
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 
 on_both_backends!(
     the_corpus_goes_in_with_the_right_outcomes,
     replies_thread_as_notes_and_contacts_act_by_mail,
 );
-
-fn corpus(name: &str) -> Vec<u8> {
-    let path = repo().join("tests/fixtures/mail").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `csirt intake` with `raw` on stdin.
-fn intake(env: &Env, raw: &[u8]) -> Output {
-    let mut child = env
-        .command(&["intake"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn csirt intake");
-    // The child may stop reading early (a message over the limit): a broken pipe is its right.
-    let _ = child.stdin.take().expect("stdin").write_all(raw);
-    child.wait_with_output().expect("wait for csirt intake")
-}
 
 fn incidents(env: &Env) -> Vec<serde_json::Value> {
     let out = env.csirt(&["incidents", "list", "--status", "all", "--json"]);
@@ -57,7 +36,7 @@ fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
         "truncated_base64.eml",
         "broken_encoded_word.eml",
     ] {
-        let out = intake(&env, &corpus(name));
+        let out = env.intake(&corpus(name));
         assert_exit(&out, 0);
         assert!(
             stderr(&out).contains("opened incident #"),
@@ -99,7 +78,7 @@ fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
         ("report_staff2.eml", "joined incident #"),
         ("report_inline.eml", "opened incident #"),
     ] {
-        let out = intake(&env, &corpus(name));
+        let out = env.intake(&corpus(name));
         assert_exit(&out, 0);
         assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
     }
@@ -137,14 +116,14 @@ fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
     // Redelivery changes nothing.
     let before = incidents(&env);
     for name in ["report_staff1.eml", "utf8_plain.eml"] {
-        let out = intake(&env, &corpus(name));
+        let out = env.intake(&corpus(name));
         assert_exit(&out, 0);
         assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
     }
     assert_eq!(incidents(&env), before);
 
     // Not mail: quarantined, exit 65, and csirt status counts it.
-    let out = intake(&env, &corpus("not_mail.eml"));
+    let out = env.intake(&corpus("not_mail.eml"));
     assert_exit(&out, 65);
     assert!(
         stderr(&out).contains("not a mail message"),
@@ -172,7 +151,7 @@ fn the_corpus_goes_in_with_the_right_outcomes(backend: Backend) {
 
 fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     let env = Env::new(backend);
-    let out = intake(&env, &corpus("utf8_plain.eml"));
+    let out = env.intake(&corpus("utf8_plain.eml"));
     assert_exit(&out, 0);
     let id = incidents(&env)[0]["id"].as_i64().expect("id");
     let thread = block_on(async {
@@ -191,16 +170,13 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         .into_bytes()
     };
     // Someone outside the contacts replies with a command: only a note.
-    let out = intake(
-        &env,
-        &reply(
-            "citizen@example.net",
-            &format!("Re: [CSIRT #{id}] 【重要度:中】報告受付"),
-            "<nothing@example.net>",
-            "close: resolved\r\nもう直りました",
-            1,
-        ),
-    );
+    let out = env.intake(&reply(
+        "citizen@example.net",
+        &format!("Re: [CSIRT #{id}] 【重要度:中】報告受付"),
+        "<nothing@example.net>",
+        "close: resolved\r\nもう直りました",
+        1,
+    ));
     assert_exit(&out, 0);
     assert!(
         stderr(&out).contains(&format!("noted on incident #{id}")),
@@ -208,16 +184,13 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         stderr(&out)
     );
     // The duty contact acknowledges by replying to the notification (no tag needed).
-    let out = intake(
-        &env,
-        &reply(
-            "duty@example.jp",
-            "Re: ホームページの件",
-            &thread,
-            "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
-            2,
-        ),
-    );
+    let out = env.intake(&reply(
+        "duty@example.jp",
+        "Re: ホームページの件",
+        &thread,
+        "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+        2,
+    ));
     assert_exit(&out, 0);
     assert!(
         stderr(&out).contains(&format!("acknowledged incident #{id}")),
@@ -254,16 +227,13 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "{timeline:#?}"
     );
     // A forged sender with only the subject tag: a note, never an action.
-    let out = intake(
-        &env,
-        &reply(
-            "lead@example.jp",
-            &format!("Re: [CSIRT #{id}] 報告受付"),
-            "<forged@example.net>",
-            "close: resolved",
-            3,
-        ),
-    );
+    let out = env.intake(&reply(
+        "lead@example.jp",
+        &format!("Re: [CSIRT #{id}] 報告受付"),
+        "<forged@example.net>",
+        "close: resolved",
+        3,
+    ));
     assert_exit(&out, 0);
     assert!(
         stderr(&out).contains(&format!("noted on incident #{id}")),
@@ -274,7 +244,7 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     let bounce = b"From: MAILER-DAEMON@mx.example.jp\r\nTo: csirt@example.jp\r\n\
         Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-1@mx.example.jp>\r\n\
         Auto-Submitted: auto-replied\r\n\r\nThe mail could not be delivered.\r\n";
-    let out = intake(&env, bounce);
+    let out = env.intake(bounce);
     assert_exit(&out, 65);
     assert!(
         stderr(&out).contains("automatic message"),
@@ -287,16 +257,13 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "the forged close acted: {show}"
     );
     // The same reply delivered again: nothing changes.
-    let out = intake(
-        &env,
-        &reply(
-            "duty@example.jp",
-            "Re: ホームページの件",
-            &thread,
-            "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
-            2,
-        ),
-    );
+    let out = env.intake(&reply(
+        "duty@example.jp",
+        "Re: ホームページの件",
+        &thread,
+        "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+        2,
+    ));
     assert_exit(&out, 0);
     let again = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
     assert_eq!(again["timeline"], show["timeline"]);
@@ -308,14 +275,14 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "close: false-positive\r\n誤検知でした",
         4,
     );
-    let out = intake(&env, &close);
+    let out = env.intake(&close);
     assert!(
         stderr(&out).contains(&format!("closed incident #{id}")),
         "{}",
         stderr(&out)
     );
     assert_exit(&env.csirt(&["incidents", "reopen", &id.to_string()]), 0);
-    let out = intake(&env, &close);
+    let out = env.intake(&close);
     assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
     let last = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
     assert_eq!(last["status"], "open", "{last}");
@@ -334,7 +301,7 @@ fn a_store_that_is_away_makes_the_mta_retry() {
         &url_line,
         "url = \"postgres://postgres@127.0.0.1:1/csirt?connect_timeout=2\"",
     ));
-    let out = intake(&env, &corpus("utf8_plain.eml"));
+    let out = env.intake(&corpus("utf8_plain.eml"));
     assert_exit(&out, 75);
     assert!(
         stderr(&out).contains("the MTA should retry later"),

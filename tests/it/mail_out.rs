@@ -5,7 +5,6 @@
 
 use crate::helpers::*;
 use crate::logs::{Daemon, append, configure_default, failure, log_dir, with_store};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,13 +81,6 @@ impl Drop for SmtpSink {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The config of `configure_default` with mail going to SMTP on `port` (no TLS), fast retries

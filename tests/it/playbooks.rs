@@ -4,9 +4,7 @@
 //! every mail playbook takes its positive sample through `csirt intake` and not its negative one.
 
 use crate::helpers::*;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 fn fixtures() -> PathBuf {
     repo().join("tests/fixtures/playbooks")
@@ -127,30 +125,13 @@ fn captured_addresses_are_the_real_ones() {
     );
 }
 
-fn intake(env: &Env, raw: &[u8]) -> String {
-    let mut child = env
-        .command(&["intake"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn csirt intake");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(raw)
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert_exit(&out, 0);
-    stderr(&out)
-}
-
 #[test]
 fn every_mail_playbook_takes_its_samples_and_only_them() {
     let env = Env::new(Backend::Sqlite);
     for (id, kind, path) in samples("eml") {
-        let said = intake(&env, &std::fs::read(&path).expect("sample"));
+        let out = env.intake(&std::fs::read(&path).expect("sample"));
+        assert_exit(&out, 0);
+        let said = stderr(&out);
         let opened: i64 = said
             .rsplit('#')
             .next()
