@@ -571,7 +571,7 @@ async fn reload(path: &Path, loaded: &mut Loaded, store: &Store, node: &str, liv
             *loaded = new;
         }
         Err(e) => {
-            let message = crate::cli::output::error_chain(&e);
+            let message = crate::text::error_chain(&e);
             error!("reload refused, the previous configuration keeps running: {message}");
             if let Err(e) = store.record_error(node, "reload", &message).await {
                 warn!(error = %e, "cannot record the reload error in the store");

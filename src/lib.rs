@@ -22,5 +22,6 @@ pub mod playbook;
 pub mod source;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod timestamp;
 pub mod toml_file;

@@ -28,7 +28,7 @@ pub(super) async fn run(cli: &Cli) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "csirt intake: {}; the MTA should retry later",
-                super::output::error_chain(&e)
+                crate::text::error_chain(&e)
             );
             ExitCode::from(EX_TEMPFAIL)
         }

@@ -280,7 +280,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("csirt: {}", output::error_chain(&e));
+            eprintln!("csirt: {}", crate::text::error_chain(&e));
             ExitCode::FAILURE
         }
     }

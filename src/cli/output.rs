@@ -7,66 +7,13 @@
 
 use crate::model::{Event, Incident, TimelineEntry};
 use crate::playbook::Playbook;
+use crate::text::{long_time, remaining, sanitize, short_time};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-
-/// Formats an error and its causes on one line, each cause once. (anyhow's `{:#}` repeats a
-/// cause whose Display already includes its source, as sqlx's errors do.)
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    // Multi-line errors (a playbook set's list) keep their lines; each line is made safe.
-    out.lines()
-        .map(|l| sanitize(l).into_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
-/// the invisible format characters that reorder or hide text (bidi overrides, zero-width).
-fn is_unsafe(c: char) -> bool {
-    c.is_control() || is_invisible_format(c)
-}
-
-/// Bidi overrides and zero-width characters: they reorder or hide text on screen.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// Makes text safe for a terminal: unsafe characters become visible escapes (`\x1b`, `\u{202e}`),
-/// so the evidence stays readable and nothing is executed.
-pub fn sanitize(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if is_unsafe(c) && (c as u32) < 0x100 => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
 
 /// Display width of sanitized text.
 fn width(s: &str) -> usize {
@@ -90,44 +37,6 @@ fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     }
     out.push('…');
     Cow::Owned(out)
-}
-
-/// A time in the configured zone, to the minute (tables).
-pub fn short_time(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
-}
-
-/// A time in the configured zone with seconds and zone name (detail views).
-pub fn long_time(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S %Z")
-        .to_string()
-}
-
-/// "3分前", "2時間前": how long ago, for heartbeats.
-pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - t).num_seconds().max(0);
-    match secs {
-        s if s < 60 => format!("{s}秒前"),
-        s if s < 3_600 => format!("{}分前", s / 60),
-        s if s < 86_400 => format!("{}時間前", s / 3_600),
-        s => format!("{}日前", s / 86_400),
-    }
-}
-
-/// "残り2日3時間" or "3時間超過": how far a deadline is.
-pub fn remaining(due: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (due - now).num_seconds();
-    let span = |s: i64| match s {
-        s if s < 3_600 => format!("{}分", s / 60),
-        s if s < 86_400 => format!("{}時間", s / 3_600),
-        s => format!("{}日{}時間", s / 86_400, (s % 86_400) / 3_600),
-    };
-    if secs >= 0 {
-        format!("残り{}", span(secs))
-    } else {
-        format!("{}超過", span(-secs))
-    }
 }
 
 /// A text table whose `flex` column shrinks so that the whole fits `max_width`.
@@ -226,7 +135,7 @@ impl Output {
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
         let text = serde_json::to_string_pretty(value)?;
         for c in text.chars() {
-            if is_invisible_format(c) {
+            if crate::text::is_invisible_format(c) {
                 write!(self.out, "\\u{:04x}", c as u32)?;
             } else {
                 write!(self.out, "{c}")?;
@@ -414,18 +323,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escape_sequences_are_neutralised() {
-        let hostile = "root\u{1b}]0;pwned\u{7}\u{1b}[2J user\u{202e}gnp.exe\u{9b}31m";
-        let safe = sanitize(hostile);
-        assert!(!safe.chars().any(is_unsafe), "{safe}");
-        assert_eq!(
-            safe,
-            "root\\x1b]0;pwned\\x07\\x1b[2J user\\u{202e}gnp.exe\\x9b31m"
-        );
-        assert!(matches!(sanitize("北上市 ssh"), Cow::Borrowed(_)));
-    }
-
-    #[test]
     fn tables_line_up_with_double_width_text() {
         let mut t = Table::new(vec!["件名", "ID"], 0);
         t.row(vec!["SSH総当たり攻撃".into(), "#1".into()]);
@@ -455,18 +352,5 @@ mod tests {
             assert!(width(line) <= 20, "{line:?} is {} wide", width(line));
         }
         assert!(rendered.contains('…'));
-    }
-
-    #[test]
-    fn deadlines_read_naturally() {
-        let now = DateTime::<Utc>::UNIX_EPOCH;
-        assert_eq!(
-            remaining(now + chrono::TimeDelta::hours(51), now),
-            "残り2日3時間"
-        );
-        assert_eq!(
-            remaining(now - chrono::TimeDelta::minutes(90), now),
-            "1時間超過"
-        );
     }
 }

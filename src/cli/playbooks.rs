@@ -1,6 +1,6 @@
 //! `csirt playbooks …`: list and validate the playbook set.
 
-use super::output::{Output, Table, sanitize, short_time};
+use super::output::{Output, Table};
 use super::{Cli, EncodingArg, PlaybooksCommand, load_config};
 use crate::engine::{DryIncident, DryRun, Hit};
 use crate::model::{Fields, now};
@@ -8,6 +8,7 @@ use crate::playbook::matcher::Matcher;
 use crate::playbook::{self, PlaybookSet};
 use crate::source::logfile::{Line, Start, Tail};
 use crate::source::logs::MAX_LINE;
+use crate::text::{sanitize, short_time};
 use anyhow::Context;
 use serde::Serialize;
 use std::borrow::Cow;

@@ -1,12 +1,13 @@
 //! `csirt status`: is the store there, is its schema right, are the daemons alive, what is
 //! waiting. Exits 1 when something needs a sysadmin, so it can serve as a monitoring check.
 
-use super::output::{Output, ago, error_chain, long_time};
+use super::output::Output;
 use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
 use crate::store::{DaemonError, Heartbeat, LogPosition, Overview, Role, SchemaVersion, Store};
+use crate::text::{ago, error_chain, long_time};
 use serde::Serialize;
 use std::process::ExitCode;
 

@@ -453,31 +453,9 @@ fn clean_id(id: &str) -> String {
     one_line(id.trim().trim_start_matches('<').trim_end_matches('>'))
 }
 
-/// Text from a header, safe anywhere: every control character (CR, LF, ESC, NUL...) becomes a
-/// space, runs of spaces collapse, and the result is cut at `LINE_MAX` characters.
+/// Text from a header, safe anywhere: on one line, at most `LINE_MAX` characters.
 pub fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(LINE_MAX * 4));
-    let mut space = false;
-    for c in s.chars() {
-        let c = if c.is_control() || c.is_whitespace() {
-            ' '
-        } else {
-            c
-        };
-        if c == ' ' {
-            if space || out.is_empty() {
-                continue;
-            }
-            space = true;
-        } else {
-            space = false;
-        }
-        out.push(c);
-        if out.chars().count() >= LINE_MAX {
-            break;
-        }
-    }
-    out.trim_end().to_string()
+    crate::text::flatten(s, LINE_MAX)
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 //! a mail with the stock wording beats no mail. Everything that came from a log line or a mail is
 //! stripped of control characters before it reaches a header or a body.
 
-use crate::cli::output::{long_time, remaining, sanitize};
 use crate::config::Config;
 use crate::model::{Event, Incident};
 use crate::playbook::PlaybookSet;
+use crate::text::{long_time, remaining, sanitize};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use minijinja::{Environment, Value, context};
@@ -316,7 +316,7 @@ impl Composer {
             new_events => new_events,
             level => level,
             escalated_to => escalated_to,
-            open_for => crate::cli::output::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
+            open_for => crate::text::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
             deadline => deadline,
             commands => context! {
                 show => format!("csirt incidents show {}", incident.id),
@@ -454,34 +454,13 @@ fn clean(s: &str) -> String {
 /// at most `SUBJECT_MAX` characters. lettre encodes what is not ASCII (RFC 2047).
 pub fn subject_line(s: &str) -> String {
     // Controls become spaces first (a CR/LF must not even show as an escape in a subject);
-    // what `sanitize` then catches is the rest (bidi overrides and the like).
-    let flat: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() || c.is_whitespace() {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    let mut out = String::with_capacity(flat.len());
-    let mut space = false;
-    for c in sanitize(&flat).chars() {
-        if c == ' ' {
-            if space || out.is_empty() {
-                continue;
-            }
-            space = true;
-        } else {
-            space = false;
-        }
-        out.push(c);
-    }
-    let trimmed = out.trim_end();
-    match trimmed.char_indices().nth(SUBJECT_MAX) {
-        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
-        None => trimmed.to_string(),
+    // what `sanitize` then catches is the rest (bidi overrides and the like), which it turns
+    // into escapes without spaces, so the flattened text stays flat.
+    let flat = crate::text::flatten(s, usize::MAX);
+    let safe = sanitize(&flat);
+    match safe.char_indices().nth(SUBJECT_MAX) {
+        Some((cut, _)) => format!("{}…", &safe[..cut]),
+        None => safe.into_owned(),
     }
 }
 

@@ -1,0 +1,169 @@
+//! Text helpers that every layer shares: making outside text safe for a terminal or a header,
+//! flattening it to one line, formatting times and durations for people, and error chains.
+//!
+//! Pure functions over strings; never does I/O and never imports another csirt module, so the
+//! store, the notifier, the daemon and the CLI can all use it without pointing upwards.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use std::borrow::Cow;
+
+/// Formats an error and its causes on one line, each cause once. (anyhow's `{:#}` repeats a
+/// cause whose Display already includes its source, as sqlx's errors do.)
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    // Multi-line errors (a playbook set's list) keep their lines; each line is made safe.
+    out.lines()
+        .map(|l| sanitize(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
+/// the invisible format characters that reorder or hide text (bidi overrides, zero-width).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || is_invisible_format(c)
+}
+
+/// Bidi overrides and zero-width characters: they reorder or hide text on screen.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Makes text safe for a terminal: unsafe characters become visible escapes (`\x1b`, `\u{202e}`),
+/// so the evidence stays readable and nothing is executed.
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if is_unsafe(c) && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Text from outside on one line: every control character (CR, LF, ESC, NUL...) and whitespace
+/// becomes a space, runs of spaces collapse, the ends are trimmed, and at most `max` characters
+/// are kept. A CR/LF must not even show as an escape in a header.
+pub fn flatten(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max.saturating_mul(4)));
+    let mut kept = 0;
+    let mut space = false;
+    for c in s.chars() {
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        out.push(c);
+        kept += 1;
+        if kept >= max {
+            break;
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// A time in the configured zone, to the minute (tables).
+pub fn short_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A time in the configured zone with seconds and zone name (detail views).
+pub fn long_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// "3分前", "2時間前": how long ago, for heartbeats.
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}秒前"),
+        s if s < 3_600 => format!("{}分前", s / 60),
+        s if s < 86_400 => format!("{}時間前", s / 3_600),
+        s => format!("{}日前", s / 86_400),
+    }
+}
+
+/// "残り2日3時間" or "3時間超過": how far a deadline is.
+pub fn remaining(due: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (due - now).num_seconds();
+    let span = |s: i64| match s {
+        s if s < 3_600 => format!("{}分", s / 60),
+        s if s < 86_400 => format!("{}時間", s / 3_600),
+        s => format!("{}日{}時間", s / 86_400, (s % 86_400) / 3_600),
+    };
+    if secs >= 0 {
+        format!("残り{}", span(secs))
+    } else {
+        format!("{}超過", span(-secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_neutralised() {
+        let hostile = "root\u{1b}]0;pwned\u{7}\u{1b}[2J user\u{202e}gnp.exe\u{9b}31m";
+        let safe = sanitize(hostile);
+        assert!(!safe.chars().any(is_unsafe), "{safe}");
+        assert_eq!(
+            safe,
+            "root\\x1b]0;pwned\\x07\\x1b[2J user\\u{202e}gnp.exe\\x9b31m"
+        );
+        assert!(matches!(sanitize("北上市 ssh"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn deadlines_read_naturally() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(
+            remaining(now + chrono::TimeDelta::hours(51), now),
+            "残り2日3時間"
+        );
+        assert_eq!(
+            remaining(now - chrono::TimeDelta::minutes(90), now),
+            "1時間超過"
+        );
+    }
+
+    #[test]
+    fn flattened_text_is_one_trimmed_line_within_its_limit() {
+        assert_eq!(flatten("  a \t\r\n b\x1b[2J  ", 100), "a b [2J");
+        assert_eq!(flatten("長長長長", 2), "長長");
+        assert_eq!(flatten("\r\n", 10), "");
+    }
+}
