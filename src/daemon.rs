@@ -8,12 +8,12 @@
 //! a store that goes away is logged, and the writer retries the same batch until it commits
 //! (the reader waits meanwhile), so nothing read is lost and nothing is committed twice.
 
+use crate::compose::Composer;
 use crate::config::Config;
 use crate::engine::Batch;
 use crate::model::now;
-use crate::notify::compose::Composer;
-use crate::notify::transport::Mailer;
-use crate::notify::{EscalatorConfig, SharedComposer};
+use crate::notifier::transport::Mailer;
+use crate::notifier::{EscalatorConfig, SharedComposer};
 use crate::playbook::matcher::Matcher;
 use crate::playbook::{self, PlaybookSet};
 use crate::source::logs::{LogReader, Notice, ReaderHandle, Resume};
@@ -174,7 +174,7 @@ async fn write_batches(
         loop {
             // Each attempt is one piece of work: retrying a store that is away is not stuck.
             health.busy();
-            let composer = crate::notify::current(&composer);
+            let composer = crate::notifier::current(&composer);
             match store.ingest(&batch, &composer).await {
                 Ok(outcome) => {
                     if failing {
@@ -232,7 +232,7 @@ fn build_composer(
     config: &Config,
     playbooks: &PlaybookSet,
 ) -> anyhow::Result<Composer> {
-    let dir = crate::notify::compose::template_dir(path);
+    let dir = crate::compose::template_dir(path);
     Ok(Composer::new(config, playbooks, dir.as_deref())?)
 }
 
@@ -274,7 +274,7 @@ pub async fn run(
     let health = crate::systemd::Health::new();
     let wake_notifier = Arc::new(tokio::sync::Notify::new());
     let stop_tasks = tokio_util::sync::CancellationToken::new();
-    let notifier = tokio::spawn(crate::notify::run_notifier(
+    let notifier = tokio::spawn(crate::notifier::run_notifier(
         Arc::clone(&store),
         mailer,
         Arc::clone(&composer),
@@ -286,7 +286,7 @@ pub async fn run(
         (Arc::clone(&wake_notifier), stop_tasks.clone()),
         health.worker("notifier"),
     ));
-    let escalator = tokio::spawn(crate::notify::run_escalator(
+    let escalator = tokio::spawn(crate::notifier::run_escalator(
         Arc::clone(&store),
         Arc::clone(&composer),
         Arc::clone(&escalator_config),
@@ -298,7 +298,7 @@ pub async fn run(
         Arc::new(RwLock::new(Arc::new(crate::intake::Context::new(
             &loaded.config,
             &loaded.playbooks,
-            crate::notify::current(&composer),
+            crate::notifier::current(&composer),
         ))));
     let mail_intake = loaded
         .config
@@ -351,7 +351,7 @@ pub async fn run(
     let mut logs = logs;
     let mut mail_intake = mail_intake;
     let mut imap_intake = imap_intake;
-    systemd::notify(&format!(
+    systemd::sd_notify(&format!(
         "READY=1\nSTATUS={}",
         status_line(&store, &loaded).await
     ));
@@ -380,13 +380,13 @@ pub async fn run(
             _ = &mut shutdown => break None,
             _ = ticker.tick() => {
                 let status = status_line(&store, &loaded).await;
-                systemd::notify(&format!("STATUS={status}"));
+                systemd::sd_notify(&format!("STATUS={status}"));
                 beat(&store, &node, started_at, status).await
             }
             _ = watchdog_ticker.tick(), if watchdog.is_some() => {
                 let limit = watchdog.unwrap_or(Duration::MAX);
                 match health.stuck(limit) {
-                    None => systemd::notify("WATCHDOG=1"),
+                    None => systemd::sd_notify("WATCHDOG=1"),
                     Some((name, busy)) => error!(
                         worker = name,
                         busy_s = busy.as_secs(),
@@ -395,10 +395,10 @@ pub async fn run(
                 }
             }
             _ = hangup.recv() => {
-                systemd::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
+                systemd::sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
                 let live = Live { matcher: &matcher, composer: &composer, escalator: &escalator_config, intake: &intake_ctx };
                 reload(&path, &mut loaded, &store, &node, live).await;
-                systemd::notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
+                systemd::sd_notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
             }
             r = &mut notifier => break Some(format!("the notifier ended: {}", task_end(r))),
             r = &mut escalator => break Some(format!("the escalator ended: {}", task_end(r))),
@@ -411,10 +411,10 @@ pub async fn run(
         // A worker died: exit non-zero so that systemd restarts the whole daemon, rather than
         // run on half alive. Everything committed stays; the rest is read again at the start.
         error!("{why}; exiting so that systemd restarts the daemon");
-        systemd::notify(&format!("STOPPING=1\nSTATUS={why}"));
+        systemd::sd_notify(&format!("STOPPING=1\nSTATUS={why}"));
         anyhow::bail!("{why}");
     }
-    systemd::notify("STOPPING=1");
+    systemd::sd_notify("STOPPING=1");
     // Everything stops at once, within about 3 s: the reader at its next batch, the writer after
     // committing what is queued, the notifier after the mail in hand (what it has not sent stays
     // in the outbox for the next start).

@@ -10,6 +10,7 @@
 //! - `cli`: what responders type; `cli::output` is the only stdout writer
 
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod duration;
@@ -17,7 +18,7 @@ pub mod engine;
 pub mod intake;
 pub mod logging;
 pub mod model;
-pub mod notify;
+pub mod notifier;
 pub mod playbook;
 pub mod source;
 pub mod store;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// Sends `state` (newline-separated `KEY=VALUE` lines) to systemd, if it is listening.
-pub fn notify(state: &str) {
+pub fn sd_notify(state: &str) {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

@@ -2,8 +2,8 @@
 
 use super::output::Output;
 use super::{Cli, load_config};
+use crate::compose::{Composer, template_dir};
 use crate::config::{Config, Transport};
-use crate::notify::compose::{Composer, template_dir};
 use crate::store::{Role, Store};
 use std::process::ExitCode;
 

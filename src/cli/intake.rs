@@ -4,8 +4,8 @@
 //! is unavailable, so the MTA keeps the message and tries again.
 
 use super::{Cli, load_config};
+use crate::compose::{Composer, template_dir};
 use crate::intake::{Context, Outcome};
-use crate::notify::compose::{Composer, template_dir};
 use crate::store::{Role, Store};
 use anyhow::Context as _;
 use std::io::Read;

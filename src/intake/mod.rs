@@ -21,13 +21,13 @@ pub mod imap;
 pub mod maildir;
 pub mod parse;
 
+use crate::compose::Composer;
 use crate::config::Config;
 use crate::engine::{Batch, Hit, MailRecord};
 use crate::model::{Action, Actor, Fields, Resolution, now};
-use crate::notify::compose::Composer;
 use crate::playbook::{PlaybookSet, RuleSource};
 use crate::store::{Store, StoreError};
-use parse::{Limits, Mail, Report};
+use parse::{Limits, ParsedMail, Report};
 use regex::Regex;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
@@ -195,7 +195,7 @@ pub async fn quarantine(
 async fn reply(
     store: &Store,
     ctx: &Context,
-    mail: &Mail,
+    mail: &ParsedMail,
     record: &MailRecord,
     incident: i64,
     may_act: bool,
@@ -273,7 +273,7 @@ fn command(body: &str) -> Option<Action> {
 async fn reported(
     store: &Store,
     ctx: &Context,
-    mail: &Mail,
+    mail: &ParsedMail,
     report: &Report,
     record: &MailRecord,
 ) -> Result<Option<Outcome>, StoreError> {
@@ -371,7 +371,7 @@ async fn reported(
 async fn matched(
     store: &Store,
     ctx: &Context,
-    mail: &Mail,
+    mail: &ParsedMail,
     record: MailRecord,
 ) -> Result<Outcome, StoreError> {
     let haystack = format!("{}\n{}", mail.subject, mail.text);

@@ -78,7 +78,7 @@ pub struct Report {
 
 /// A parsed intake message.
 #[derive(Debug, Clone)]
-pub struct Mail {
+pub struct ParsedMail {
     /// The Message-ID (without angle brackets), or `sha256:<hash>` when it has none.
     pub key: String,
     pub message_id: Option<String>,
@@ -105,7 +105,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Parses `raw` within `limits`.
-pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
+pub fn parse(raw: &[u8], limits: Limits) -> Result<ParsedMail, Refusal> {
     if raw.len() > limits.max_size {
         return Err(Refusal::TooLarge {
             size: raw.len(),
@@ -194,7 +194,7 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<Mail, Refusal> {
                 "bulk" | "junk" | "auto_reply"
             )
         });
-    Ok(Mail {
+    Ok(ParsedMail {
         key,
         message_id,
         hash,
@@ -469,7 +469,7 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    fn parsed(name: &str) -> Mail {
+    fn parsed(name: &str) -> ParsedMail {
         parse(&corpus(name), Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 

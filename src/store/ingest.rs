@@ -3,10 +3,10 @@
 
 use super::outbox::{announce, enqueue};
 use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use crate::compose::{Composer, Occasion};
 use crate::engine::{Batch, Checkpoint, EVIDENCE_KEEP, IngestOutcome};
 use crate::model::now;
 use crate::model::{Event, Incident};
-use crate::notify::compose::{Composer, Occasion};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::collections::HashMap;

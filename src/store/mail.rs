@@ -5,10 +5,10 @@
 use super::ingest::{KeyLock, trim_evidence};
 use super::outbox::{announce, enqueue};
 use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use crate::compose::{Composer, Occasion};
 use crate::engine::EVIDENCE_KEEP;
 use crate::engine::{Hit, MailRecord};
 use crate::model::{Action, Event, Incident, now};
-use crate::notify::compose::{Composer, Occasion};
 use sqlx::types::Json;
 
 /// Stores `$mail` with `$disposition`; evaluates to false when it was stored before.

@@ -9,8 +9,8 @@
 //! when its lease runs out, and resent with the same Message-ID.
 
 use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use crate::compose::{Composer, Occasion};
 use crate::model::{Event, Incident};
-use crate::notify::compose::{Composer, Occasion};
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// How long a claim on an outbox row lasts: far longer than one SMTP transaction, so a row is

@@ -191,12 +191,12 @@ impl Env {
     }
 
     /// The mail composer the daemon would build from this environment's config and playbooks.
-    pub fn composer(&self) -> csirt::notify::compose::Composer {
+    pub fn composer(&self) -> csirt::compose::Composer {
         let config = csirt::config::Config::load(&self.config).expect("test config");
         let contacts = config.contacts.keys().cloned().collect();
         let playbooks =
             csirt::playbook::load(&config.playbooks, Some(&contacts)).expect("test playbooks");
-        csirt::notify::compose::Composer::new(&config, &playbooks, None).expect("composer")
+        csirt::compose::Composer::new(&config, &playbooks, None).expect("composer")
     }
 
     /// Rewrites the config, for tests of bad configs.

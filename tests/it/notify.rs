@@ -6,9 +6,9 @@
 use crate::helpers::*;
 use crate::on_both_backends;
 use chrono::{DateTime, TimeDelta, Utc};
+use csirt::compose::Composer;
 use csirt::engine::Hit;
 use csirt::model::{Action, Actor, now};
-use csirt::notify::compose::Composer;
 use csirt::playbook::PlaybookSet;
 use csirt::store::Store;
 
@@ -411,7 +411,7 @@ fn custom_templates_replace_the_built_in_ones_and_broken_ones_are_refused() {
         let composer = Composer::new(
             &config,
             &playbooks,
-            csirt::notify::compose::template_dir(&env.config).as_deref(),
+            csirt::compose::template_dir(&env.config).as_deref(),
         )
         .expect("composer");
         let store = env.store().await;

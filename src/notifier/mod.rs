@@ -8,14 +8,13 @@
 //! mail clients recognise. Transient failures back off exponentially with jitter up to an hour;
 //! a 5xx reply marks the row failed with the server's words, for `csirt status`.
 
-pub mod compose;
 pub mod transport;
 
+use crate::compose::Composer;
 use crate::config::Config;
 use crate::model::now;
 use crate::store::Store;
 use chrono::{DateTime, TimeDelta, Utc};
-use compose::Composer;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;

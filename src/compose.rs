@@ -21,8 +21,8 @@ use tracing::warn;
 const INCIDENT: &str = "incident.txt";
 const DIGEST: &str = "digest.txt";
 const BUILT_IN: [(&str, &str); 2] = [
-    (INCIDENT, include_str!("../../templates/incident.txt")),
-    (DIGEST, include_str!("../../templates/digest.txt")),
+    (INCIDENT, include_str!("../templates/incident.txt")),
+    (DIGEST, include_str!("../templates/digest.txt")),
 ];
 
 /// Where replacements for the built-in templates live: `templates/` beside the config file.
@@ -88,7 +88,7 @@ impl Occasion {
 
 /// A composed mail, ready for the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mail {
+pub struct Notification {
     pub kind: &'static str,
     pub message_id: String,
     pub in_reply_to: Option<String>,
@@ -236,7 +236,7 @@ impl Composer {
         evidence: &[Event],
         thread: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Mail {
+    ) -> Notification {
         let recipients = match occasion {
             Occasion::Escalation { to, .. } => {
                 let mut all = self.addresses(to);
@@ -324,7 +324,7 @@ impl Composer {
                 close => format!("csirt incidents close {} --resolution resolved --note \"対応内容\"", incident.id),
             },
         };
-        Mail {
+        Notification {
             kind: occasion.kind(),
             message_id: self.message_id(&format!("{}.{}", incident.id, occasion.kind()), now),
             in_reply_to: thread.map(str::to_string),
@@ -341,13 +341,13 @@ impl Composer {
         to: &[String],
         incidents: &[Incident],
         now: DateTime<Utc>,
-    ) -> Mail {
+    ) -> Notification {
         let subject = subject_line(&format!(
             "[CSIRT] 未クローズのインシデント {} 件 ({})",
             incidents.len(),
             self.tz_now(now)
         ));
-        Mail {
+        Notification {
             kind: "digest",
             message_id: self.message_id("digest", now),
             in_reply_to: None,
@@ -361,12 +361,12 @@ impl Composer {
     }
 
     /// One mail for a flood of new incidents, in place of one each.
-    pub fn flood_digest(&self, incidents: &[Incident], now: DateTime<Utc>) -> Mail {
+    pub fn flood_digest(&self, incidents: &[Incident], now: DateTime<Utc>) -> Notification {
         let subject = subject_line(&format!(
             "[CSIRT] 新規インシデント {} 件 (まとめて通知)",
             incidents.len()
         ));
-        Mail {
+        Notification {
             kind: "flood",
             message_id: self.message_id("flood", now),
             in_reply_to: None,
