@@ -204,6 +204,16 @@ impl Action {
         }
     }
 
+    /// Whether a change arriving this way may make this action at all. By mail only
+    /// acknowledging and closing: a mail's assignment or reopening would be a new way to act on
+    /// an incident, with its own proof to ask for.
+    pub fn permitted_by(&self, origin: Origin) -> bool {
+        match origin {
+            Origin::Responder => true,
+            Origin::Mail => matches!(self, Self::Acknowledge | Self::Close { .. }),
+        }
+    }
+
     /// What the incident's status becomes.
     pub fn next_status(&self, current: Status) -> Status {
         match self {
@@ -226,6 +236,15 @@ impl Action {
             },
         }
     }
+}
+
+/// How a change reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A responder at the CLI.
+    Responder,
+    /// A command in a reply to one of our notifications.
+    Mail,
 }
 
 /// Who made a change: an operating-system user, the daemon, or a mail sender.

@@ -2,38 +2,13 @@
 //! a redelivery a no-op; replies that become notes (and, from a contact, actions); reports of
 //! suspicious mail joined into one incident per campaign; quarantined messages with their reason.
 
-use super::ingest::{KeyLock, trim_evidence};
-use super::outbox::{announce, enqueue};
-use super::{Backend, EventRow, INCIDENT_COLUMNS, IncidentRow, Store, StoreError};
+use super::incidents::refused;
+use super::sql::{NewEventRow, NewIncidentRow, Sql};
+use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
-use crate::engine::EVIDENCE_KEEP;
 use crate::engine::{Hit, MailRecord};
-use crate::model::{Action, Event, Incident, now};
+use crate::model::{Action, Fields, Origin, now};
 use sqlx::types::Json;
-
-/// Stores `$mail` with `$disposition`; evaluates to false when it was stored before.
-macro_rules! insert_mail {
-    ($tx:expr, $mail:expr, $disposition:expr, $reason:expr, $at:expr) => {
-        sqlx::query(
-            "INSERT INTO mails (message_key, content_hash, received_at, source, disposition, reason, size, raw) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_key, content_hash) DO NOTHING",
-        )
-        .bind(&$mail.key)
-        .bind(&$mail.hash)
-        .bind($at)
-        .bind(&$mail.source)
-        .bind($disposition)
-        .bind($reason)
-        .bind($mail.size)
-        // Borrowed, not copied: sqlx would clone a Vec bound by reference.
-        .bind($mail.raw.as_slice())
-        .execute($tx)
-        .await?
-        .rows_affected()
-            == 1
-    };
-}
-pub(super) use insert_mail;
 
 /// What became of a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,59 +72,34 @@ impl Store {
         action: Option<&Action>,
     ) -> Result<ThreadOutcome, StoreError> {
         let at = now();
-        write!(self, tx => {
-            if !insert_mail!(&mut *tx, mail, "note", None::<&str>, at) {
+        if let Some(action) = action
+            && !action.permitted_by(Origin::Mail)
+        {
+            // The intake only parses `ack` and `close:`; anything else reaching here is a bug,
+            // and it must be loud rather than a silent no-op.
+            return Err(StoreError::Conflict(format!(
+                "`{}` cannot be done by mail (only acknowledge and close)",
+                action.name()
+            )));
+        }
+        transaction!(self, tx => {
+            if !tx.insert_mail(mail, "note", None, at).await? {
                 return Ok(ThreadOutcome::Duplicate(incident));
             }
-            sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
-                .bind(incident)
-                .bind(&mail.key)
-                .bind(&mail.hash)
-                .execute(&mut *tx)
-                .await?;
+            tx.link_mail(mail, incident).await?;
             let mut acted = None;
             if let Some(action) = action {
-                let changed = match action {
-                    Action::Acknowledge => sqlx::query(
-                        "UPDATE incidents SET status = 'acknowledged', acknowledged_at = $2 WHERE id = $1 AND status = 'open'",
-                    )
-                    .bind(incident)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
-                    Action::Close { resolution, .. } => sqlx::query(
-                        "UPDATE incidents SET status = 'closed', closed_at = $2, resolution = $3 \
-                         WHERE id = $1 AND status IN ('open', 'acknowledged')",
-                    )
-                    .bind(incident)
-                    .bind(at)
-                    .bind(resolution.as_str())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
-                    // Mail commands are only these two.
-                    _ => 0,
-                };
-                if changed == 1 {
-                    sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(incident)
-                        .bind(at)
-                        .bind(actor)
-                        .bind(action.name())
-                        .bind(action.detail())
-                        .execute(&mut *tx)
-                        .await?;
+                // The same guarded transition as a responder's: a mail cannot acknowledge what is
+                // closed or close it twice. A refused command is still kept as the note below.
+                if tx.transition(incident, action, at).await? == 1 {
+                    tx.insert_timeline(incident, at, actor, action.name(), &action.detail()).await?;
                     acted = Some(action.name());
+                } else {
+                    let status = tx.status_of(incident).await?;
+                    tracing::info!(incident, "mail command not applied: {}", refused(incident, status, action));
                 }
             }
-            sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, 'note', $4)")
-                .bind(incident)
-                .bind(at)
-                .bind(actor)
-                .bind(note)
-                .execute(&mut *tx)
-                .await?;
+            tx.insert_timeline(incident, at, actor, "note", note).await?;
             Ok(match acted {
                 Some(name) => ThreadOutcome::Acted(incident, name),
                 None => ThreadOutcome::Noted(incident),
@@ -169,11 +119,11 @@ impl Store {
         composer: &Composer,
     ) -> Result<ReportOutcome, StoreError> {
         let at = now();
-        write!(self, tx => {
+        transaction!(self, tx => {
             // Reports of one campaign arrive in parallel (several MTA pipes, Maildir and IMAP):
             // on PostgreSQL they take turns, as SQLite's single writer makes them.
-            KeyLock::lock_key(&mut *tx, &hit.playbook, "report").await?;
-            if !insert_mail!(&mut *tx, mail, "incident", None::<&str>, at) {
+            tx.lock_key(&hit.playbook, "report").await?;
+            if !tx.insert_mail(mail, "incident", None, at).await? {
                 let incident: Option<i64> = sqlx::query_scalar(
                     "SELECT incident_id FROM mails WHERE message_key = $1 AND content_hash = $2",
                 )
@@ -199,70 +149,41 @@ impl Store {
             }
             let (id, opened) = match open {
                 Some(id) => {
-                    let fields: Json<crate::model::Fields> =
-                        sqlx::query_scalar("SELECT fields FROM incidents WHERE id = $1")
-                            .bind(id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    let mut fields = fields.0;
+                    let mut fields = tx.incident(id).await?.fields;
                     add_reporter(&mut fields, reporter);
-                    sqlx::query(
-                        "UPDATE incidents SET event_count = event_count + 1, fields = $2, \
-                         last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(Json(&fields))
-                    .bind(hit.observed_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("UPDATE incidents SET fields = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(Json(&fields))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.add_hits(id, 1, hit.observed_at, hit.observed_at).await?;
                     (id, false)
                 }
                 None => {
                     let mut fields = hit.fields.clone();
                     add_reporter(&mut fields, reporter);
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
-                         event_count, first_seen, last_seen, opened_at) \
-                         VALUES ($1, $2, $3, $4, 'open', $5, $6, 1, $7, $7, $8) RETURNING id",
-                    )
-                    .bind(&hit.playbook)
-                    .bind(&hit.category)
-                    .bind(&hit.title)
-                    .bind(hit.severity.as_str())
-                    .bind(format!("report:{}", keys.first().map(String::as_str).unwrap_or(&mail.key)))
-                    .bind(Json(&fields))
-                    .bind(hit.observed_at)
-                    .bind(at)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, 'opened', $4)")
-                        .bind(id)
-                        .bind(at)
-                        .bind(format!("mail:{reporter}"))
-                        .bind(&hit.title)
-                        .execute(&mut *tx)
+                    let key = format!("report:{}", keys.first().map(String::as_str).unwrap_or(&mail.key));
+                    let id = tx
+                        .insert_incident(&NewIncidentRow {
+                            playbook: &hit.playbook,
+                            category: &hit.category,
+                            title: &hit.title,
+                            severity: hit.severity.as_str(),
+                            dedupe_key: &key,
+                            fields: &fields,
+                            event_count: 1,
+                            first_seen: hit.observed_at,
+                            last_seen: hit.observed_at,
+                            opened_at: at,
+                        })
                         .await?;
+                    tx.insert_timeline(id, at, &format!("mail:{reporter}"), "opened", &hit.title).await?;
                     (id, true)
                 }
             };
-            sqlx::query(
-                "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, \
-                 observed_at, received_at, text, fields) VALUES ($1, $2, $3, $4, 'mail', $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(&hit.playbook)
-            .bind(&hit.rule)
-            .bind(&hit.dedupe_key)
-            .bind(&hit.source)
-            .bind(&hit.locator)
-            .bind(hit.observed_at)
-            .bind(at)
-            .bind(&hit.text)
-            .bind(Json(&hit.fields))
-            .execute(&mut *tx)
-            .await?;
+            tx.insert_event(Some(id), &NewEventRow::from(hit), at).await?;
             // Evidence stays bounded however many staff report one campaign (invariant 6).
-            trim_evidence!(&mut *tx, id)?;
+            tx.trim_evidence(id).await?;
             for key in keys {
                 sqlx::query("INSERT INTO report_keys (report_key, incident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(key)
@@ -270,14 +191,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
-                .bind(id)
-                .bind(&mail.key)
-                .bind(&mail.hash)
-                .execute(&mut *tx)
-                .await?;
+            tx.link_mail(mail, id).await?;
             if opened {
-                announce!(tx, composer, id, Occasion::Opened, at);
+                tx.announce(composer, id, &Occasion::Opened, at).await?;
             }
             Ok(ReportOutcome { incident: id, opened, duplicate: false })
         })
@@ -290,8 +206,8 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let at = now();
-        write!(self, tx => {
-            Ok(insert_mail!(&mut *tx, mail, "quarantined", Some(reason), at))
+        transaction!(self, tx => {
+            Ok(tx.insert_mail(mail, "quarantined", Some(reason), at).await?)
         })
     }
 
@@ -312,7 +228,7 @@ impl Store {
         uidvalidity: i64,
         last_uid: i64,
     ) -> Result<(), StoreError> {
-        write!(self, tx => {
+        transaction!(self, tx => {
             sqlx::query(
                 "INSERT INTO imap_state (account, uidvalidity, last_uid) VALUES ($1, $2, $3) \
                  ON CONFLICT (account) DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
@@ -328,7 +244,7 @@ impl Store {
 }
 
 /// Adds `reporter` to the incident's `reporters` field (a comma-separated list, once each).
-fn add_reporter(fields: &mut crate::model::Fields, reporter: &str) {
+fn add_reporter(fields: &mut Fields, reporter: &str) {
     let mut list: Vec<String> = fields
         .get("reporters")
         .and_then(|v| v.as_str())

@@ -1,0 +1,150 @@
+//! What falls due on an open incident at `now`, from its stored times alone: an update mail
+//! (new events since the last mail, once `update_interval` has passed), an escalation level
+//! (while unacknowledged), deadline reminders. Pure: the store's escalator pass applies it, with
+//! at-most-once guaranteed by its keys, so a restart neither loses nor repeats a step.
+
+use crate::model::{Incident, Status};
+use crate::playbook::{Escalation, Playbook};
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Everything due on one incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Events since the last mail, when an update mail is due.
+    pub update: Option<i64>,
+    /// The levels to record as fired (those skipped while no daemon ran are recorded with the
+    /// highest, which alone is mailed: never a burst of stale ones) and whom it reaches.
+    pub escalation: Option<LevelDue>,
+    /// Deadlines within their reminder period: `(name, due)`.
+    pub reminders: Vec<(String, DateTime<Utc>)>,
+}
+
+/// An escalation level that fell due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelDue {
+    /// Levels `from..=level` are recorded as fired.
+    pub from: i64,
+    pub level: i64,
+    pub to: Vec<String>,
+}
+
+/// What the notification state of an incident says: how many events the last mail covered and
+/// when the last update went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notified {
+    pub events: i64,
+    pub last_update_at: Option<DateTime<Utc>>,
+}
+
+/// What is due on `incident` at `now`. Without its playbook (removed since it opened) only
+/// updates are.
+pub fn due(
+    incident: &Incident,
+    notified: Notified,
+    playbook: Option<&Playbook>,
+    now: DateTime<Utc>,
+    update_interval: TimeDelta,
+) -> Due {
+    let mut due = Due::default();
+    let since = notified.last_update_at.unwrap_or(incident.opened_at);
+    if incident.event_count > notified.events && now - since >= update_interval {
+        due.update = Some(incident.event_count - notified.events);
+    }
+    let Some(playbook) = playbook else {
+        return due;
+    };
+    if incident.status == Status::Open
+        && let Some((level, to)) = due_level(&playbook.escalations, incident.opened_at, now)
+        && level > incident.escalation_level
+    {
+        due.escalation = Some(LevelDue {
+            from: incident.escalation_level + 1,
+            level,
+            to,
+        });
+    }
+    for deadline in &playbook.deadlines {
+        let at = incident.opened_at + deadline.within.to_chrono();
+        let before = deadline
+            .remind_before
+            .map(|s| s.to_chrono())
+            .unwrap_or(TimeDelta::days(1));
+        if now >= at - before && now <= at {
+            due.reminders.push((deadline.name.clone(), at));
+        }
+    }
+    due
+}
+
+/// The highest escalation level due `now` for an incident opened at `opened`, with whom it
+/// reaches. Levels count from 1; a `repeat` on the last level adds a level per period.
+pub fn due_level(
+    levels: &[Escalation],
+    opened: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(i64, Vec<String>)> {
+    let elapsed = now - opened;
+    let reached = levels
+        .iter()
+        .take_while(|l| elapsed >= l.after.to_chrono())
+        .count();
+    if reached == 0 {
+        return None;
+    }
+    let last = &levels[reached - 1];
+    let mut level = reached as i64;
+    if reached == levels.len()
+        && let Some(repeat) = last.repeat
+        && repeat.to_chrono() > TimeDelta::zero()
+    {
+        let over = elapsed - last.after.to_chrono();
+        level += over.num_seconds() / repeat.to_chrono().num_seconds().max(1);
+    }
+    Some((level, last.to.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::Span;
+
+    fn level(after: u64, to: &str, repeat: Option<u64>) -> Escalation {
+        Escalation {
+            after: Span::from_secs(after),
+            to: vec![to.into()],
+            repeat: repeat.map(Span::from_secs),
+        }
+    }
+
+    #[test]
+    fn levels_fall_due_in_order_and_repeat_on_the_last() {
+        let opened = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
+            .expect("time")
+            .to_utc();
+        let at = |s: i64| opened + TimeDelta::seconds(s);
+        let levels = [level(1800, "lead", None), level(7200, "ciso", Some(3600))];
+        assert_eq!(due_level(&levels, opened, at(1799)), None);
+        assert_eq!(
+            due_level(&levels, opened, at(1800)),
+            Some((1, vec!["lead".into()]))
+        );
+        assert_eq!(due_level(&levels, opened, at(7199)).map(|l| l.0), Some(1));
+        assert_eq!(
+            due_level(&levels, opened, at(7200)),
+            Some((2, vec!["ciso".into()]))
+        );
+        assert_eq!(
+            due_level(&levels, opened, at(7200 + 3599)).map(|l| l.0),
+            Some(2)
+        );
+        assert_eq!(
+            due_level(&levels, opened, at(7200 + 3600)).map(|l| l.0),
+            Some(3)
+        );
+        assert_eq!(
+            due_level(&levels, opened, at(7200 + 3 * 3600)).map(|l| l.0),
+            Some(5)
+        );
+        assert_eq!(due_level(&[], opened, at(99_999)), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! A rule's match made ready to be stored: the title and dedupe key rendered from the match's
+//! fields, NUL bytes made visible. Never touches the store.
+
+use crate::model::{Fields, Severity};
+use crate::playbook::{Playbook, Rule, Threshold};
+use chrono::{DateTime, Utc};
+
+/// A rule's match, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub playbook: String,
+    pub category: String,
+    pub severity: Severity,
+    pub title: String,
+    pub dedupe_key: String,
+    pub rule: String,
+    pub threshold: Option<Threshold>,
+    /// `log` or `mail`.
+    pub kind: &'static str,
+    /// The file path or mailbox.
+    pub source: String,
+    /// The line number or Message-ID.
+    pub locator: String,
+    pub observed_at: DateTime<Utc>,
+    pub text: String,
+    pub fields: Fields,
+}
+
+impl Hit {
+    /// A hit of `rule` of `playbook` with the match's `fields`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        playbook: &Playbook,
+        rule: &Rule,
+        fields: Fields,
+        kind: &'static str,
+        source: String,
+        locator: String,
+        observed_at: DateTime<Utc>,
+        text: String,
+    ) -> Hit {
+        // PostgreSQL refuses NUL in TEXT and in JSONB: a NUL from a log line becomes U+2400 (␀),
+        // visible to the analyst, before the title and the dedupe key are derived from it.
+        let mut fields = fields;
+        for value in fields.values_mut() {
+            if let serde_json::Value::String(s) = value
+                && s.contains('\0')
+            {
+                *s = s.replace('\0', "\u{2400}");
+            }
+        }
+        let text = if text.contains('\0') {
+            text.replace('\0', "\u{2400}")
+        } else {
+            text
+        };
+        Hit {
+            playbook: playbook.id.clone(),
+            category: playbook.category.clone(),
+            severity: playbook.severity,
+            title: render_title(&playbook.title, &fields),
+            dedupe_key: dedupe_key(&playbook.dedupe, &fields),
+            rule: rule.name.clone(),
+            threshold: rule.threshold,
+            kind,
+            source,
+            locator,
+            observed_at,
+            text,
+            fields,
+        }
+    }
+}
+
+/// Fills `{field}` placeholders from the hit's fields; an absent field stays as written.
+pub fn render_title(template: &str, fields: &Fields) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if fields.contains_key(&after[..close]) => {
+                match &fields[&after[..close]] {
+                    serde_json::Value::String(s) => out.push_str(s),
+                    other => out.push_str(&other.to_string()),
+                }
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `ip=203.0.113.5` (fields in the playbook's `dedupe` order, joined with `,`); empty when the
+/// playbook dedupes on nothing, which makes one open incident per playbook.
+pub fn dedupe_key(fields_to_use: &[String], fields: &Fields) -> String {
+    let mut key = String::new();
+    for name in fields_to_use {
+        if !key.is_empty() {
+            key.push(',');
+        }
+        key.push_str(name);
+        key.push('=');
+        match fields.get(name) {
+            Some(serde_json::Value::String(s)) => key.push_str(s),
+            Some(other) => key.push_str(&other.to_string()),
+            None => {}
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn titles_and_keys_are_rendered_from_fields() {
+        let f = fields(&[("ip", "203.0.113.5"), ("user", "root")]);
+        assert_eq!(
+            render_title("SSH総当たり攻撃 ({ip}) {user} {missing} {", &f),
+            "SSH総当たり攻撃 (203.0.113.5) root {missing} {"
+        );
+        assert_eq!(
+            dedupe_key(&["ip".into(), "user".into()], &f),
+            "ip=203.0.113.5,user=root"
+        );
+        assert_eq!(dedupe_key(&[], &f), "");
+    }
+}

@@ -1,0 +1,22 @@
+//! The decisions between a match and what the store records, as plain functions over values,
+//! unit-tested without a database (STYLE 18):
+//!
+//! - `hit`: a rule's match made ready to store (title, dedupe key);
+//! - `batch`: what one transaction commits (hits, checkpoints, the mail they came from);
+//! - `correlate`: join the open incident, wait below the threshold, or open one (and the dry run);
+//! - `evidence`: which events an incident keeps;
+//! - `due`: which update, escalation level or reminder is due.
+//!
+//! Lifecycle transitions (which action from which status, by whom) are `model::Action`'s.
+//! Nothing here does I/O or knows which backend the store runs.
+
+mod batch;
+mod correlate;
+pub mod due;
+mod evidence;
+mod hit;
+
+pub use batch::{Batch, Checkpoint, IngestOutcome, MailRecord};
+pub use correlate::{DryIncident, DryRun, Step, after_window, on_hit};
+pub use evidence::{EVIDENCE_KEEP, worth_storing};
+pub use hit::{Hit, dedupe_key, render_title};

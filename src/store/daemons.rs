@@ -1,0 +1,134 @@
+//! The daemons' own records: heartbeats, the recent errors `csirt status` shows, and the counts
+//! of its overview.
+
+use super::{Backend, Store, StoreError};
+use crate::model::{Severity, now};
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+/// A daemon's last sign of life.
+#[derive(Debug, Clone, PartialEq, FromRow, serde::Serialize)]
+pub struct Heartbeat {
+    pub node: String,
+    pub pid: i64,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub beat_at: DateTime<Utc>,
+    pub summary: String,
+}
+
+/// A refusal or failure recorded for `csirt status`.
+#[derive(Debug, Clone, PartialEq, FromRow, serde::Serialize)]
+pub struct DaemonError {
+    pub at: DateTime<Utc>,
+    pub node: String,
+    pub component: String,
+    pub message: String,
+}
+
+/// The numbers `csirt status` shows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Overview {
+    /// Not-closed incidents per severity, most severe first.
+    pub open_by_severity: Vec<(Severity, i64)>,
+    pub outbox_pending: i64,
+    pub outbox_failed: i64,
+    pub quarantined_mails: i64,
+}
+
+/// How many errors the store keeps for `csirt status`; older ones are dropped.
+const KEPT_ERRORS: i64 = 1_000;
+
+impl Store {
+    /// Records that the daemon on `node` is alive.
+    pub async fn beat(&self, beat: &Heartbeat) -> Result<(), StoreError> {
+        transaction!(self, tx => {
+            sqlx::query(
+                "INSERT INTO daemon_heartbeats (node, pid, version, started_at, beat_at, summary) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, \
+                 version = excluded.version, started_at = excluded.started_at, beat_at = excluded.beat_at, \
+                 summary = excluded.summary",
+            )
+            .bind(&beat.node)
+            .bind(beat.pid)
+            .bind(&beat.version)
+            .bind(beat.started_at)
+            .bind(beat.beat_at)
+            .bind(&beat.summary)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Every daemon's last heartbeat, most recent first.
+    pub async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT node, pid, version, started_at, beat_at, summary FROM daemon_heartbeats ORDER BY beat_at DESC",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Records a refusal or failure for `csirt status`, keeping the most recent ones only.
+    pub async fn record_error(
+        &self,
+        node: &str,
+        component: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        transaction!(self, tx => {
+            sqlx::query("INSERT INTO daemon_errors (at, node, component, message) VALUES ($1, $2, $3, $4)")
+                .bind(at)
+                .bind(node)
+                .bind(component)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM daemon_errors WHERE id <= (SELECT MAX(id) FROM daemon_errors) - $1")
+                .bind(KEPT_ERRORS)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The most recent recorded errors, newest first.
+    pub async fn recent_errors(&self, limit: i64) -> Result<Vec<DaemonError>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT at, node, component, message FROM daemon_errors ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Counts for `csirt status`.
+    pub async fn overview(&self) -> Result<Overview, StoreError> {
+        type Counts = Vec<(String, i64)>;
+        let (by_severity, outbox, quarantined): (Counts, Counts, i64) = read!(self, pool => (
+            sqlx::query_as("SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity")
+                .fetch_all(pool)
+                .await?,
+            sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE status <> 'sent' GROUP BY status")
+                .fetch_all(pool)
+                .await?,
+            sqlx::query_scalar("SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'")
+                .fetch_one(pool)
+                .await?,
+        ));
+        let count_of = |rows: &[(String, i64)], key: &str| {
+            rows.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+        };
+        Ok(Overview {
+            open_by_severity: Severity::ALL
+                .iter()
+                .map(|s| (*s, count_of(&by_severity, s.as_str())))
+                .collect(),
+            outbox_pending: count_of(&outbox, "pending"),
+            outbox_failed: count_of(&outbox, "failed"),
+            quarantined_mails: quarantined,
+        })
+    }
+}

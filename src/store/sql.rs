@@ -1,0 +1,496 @@
+//! Every statement that more than one store operation runs, written once for both backends.
+//!
+//! `Sql` is implemented for SQLite's and PostgreSQL's connections by one macro body, so a
+//! transaction of either backend calls `tx.insert_timeline(…)` and the two cannot drift apart;
+//! only the per-key lock differs (PostgreSQL's advisory lock; SQLite's BEGIN IMMEDIATE already
+//! makes each transaction the only writer). Values from logs and mail reach SQL only as bound
+//! parameters; the few statements formatted at run time format only our own enums' names.
+
+use super::StoreError;
+use super::rows::{EventRow, INCIDENT_COLUMNS, IncidentRow};
+use crate::compose::{Composer, Notification, Occasion};
+use crate::engine::{EVIDENCE_KEEP, Hit, MailRecord};
+use crate::model::{Action, Event, Fields, Incident, Status};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// An incident to insert (status `open`).
+pub(super) struct NewIncidentRow<'a> {
+    pub playbook: &'a str,
+    pub category: &'a str,
+    pub title: &'a str,
+    pub severity: &'a str,
+    pub dedupe_key: &'a str,
+    pub fields: &'a Fields,
+    pub event_count: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// An event to insert: a hit, or a responder's evidence.
+pub(super) struct NewEventRow<'a> {
+    pub playbook: &'a str,
+    pub rule: &'a str,
+    pub dedupe_key: &'a str,
+    pub kind: &'a str,
+    pub source: &'a str,
+    pub locator: &'a str,
+    pub observed_at: DateTime<Utc>,
+    pub text: &'a str,
+    pub fields: &'a Fields,
+}
+
+impl<'a> From<&'a Hit> for NewEventRow<'a> {
+    fn from(h: &'a Hit) -> NewEventRow<'a> {
+        NewEventRow {
+            playbook: &h.playbook,
+            rule: &h.rule,
+            dedupe_key: &h.dedupe_key,
+            kind: h.kind,
+            source: &h.source,
+            locator: &h.locator,
+            observed_at: h.observed_at,
+            text: &h.text,
+            fields: &h.fields,
+        }
+    }
+}
+
+/// The statements, on a connection inside a transaction.
+pub(super) trait Sql: Send {
+    /// Serialises writers of one dedupe key across daemons, until the transaction ends.
+    fn lock_key(
+        &mut self,
+        playbook: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Inserts an open incident; a second open incident of the same playbook and key is a
+    /// unique violation (the partial index `incidents_open_key`).
+    fn insert_incident(
+        &mut self,
+        row: &NewIncidentRow<'_>,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+
+    /// The incident with this id (which the transaction knows exists).
+    fn incident(&mut self, id: i64) -> impl Future<Output = Result<Incident, StoreError>> + Send;
+
+    /// The open incident of `playbook` and `key`, if any.
+    fn open_incident_of(
+        &mut self,
+        playbook: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
+
+    /// Counts `hits` more events, seen between `first` and `last`, on incident `id` unless it
+    /// was closed meanwhile; the number of rows changed (0 when closed).
+    fn add_hits(
+        &mut self,
+        id: i64,
+        hits: i64,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// Stores one event, of `incident` or pending (None) below its threshold.
+    fn insert_event(
+        &mut self,
+        incident: Option<i64>,
+        event: &NewEventRow<'_>,
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Adds `hit` to its key's threshold window (the pending events, dropping those older than
+    /// `since`, which can never count again: the window state per key stays bounded by the
+    /// threshold's count) and returns the window's count and earliest hit.
+    fn pending_window(
+        &mut self,
+        hit: &Hit,
+        since: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(i64, Option<DateTime<Utc>>), sqlx::Error>> + Send;
+
+    /// How many events incident `id` stores.
+    fn count_events(&mut self, id: i64) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+
+    /// The incident's stored evidence, oldest first.
+    fn events(&mut self, id: i64) -> impl Future<Output = Result<Vec<Event>, sqlx::Error>> + Send;
+
+    /// Keeps the first and last `EVIDENCE_KEEP` events of incident `id`, deleting those
+    /// between: evidence stays bounded however long an attack goes on.
+    fn trim_evidence(&mut self, id: i64) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Appends to the incident's timeline (the database refuses updates and deletes there).
+    fn insert_timeline(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Applies `action`'s change to incident `id` if its status allows it (the check is part of
+    /// the UPDATE, so two racing writers cannot both succeed); the number of rows changed.
+    fn transition(
+        &mut self,
+        id: i64,
+        action: &Action,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// The incident's status; `NotFound` when there is no such incident.
+    fn status_of(&mut self, id: i64) -> impl Future<Output = Result<Status, StoreError>> + Send;
+
+    /// Stores an intake mail with its disposition; false when it was stored before (same key
+    /// and content hash), which makes a redelivery a no-op.
+    fn insert_mail(
+        &mut self,
+        mail: &MailRecord,
+        disposition: &str,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+    /// Records which incident a stored mail went to.
+    fn link_mail(
+        &mut self,
+        mail: &MailRecord,
+        incident: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Puts a notification in the outbox, due at once.
+    fn enqueue(
+        &mut self,
+        incident: Option<i64>,
+        mail: &Notification,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Composes the mail about incident `id` on `occasion` from what the transaction sees, puts
+    /// it in the outbox, and records what it covered. The first mail becomes the thread.
+    fn announce(
+        &mut self,
+        composer: &Composer,
+        id: i64,
+        occasion: &Occasion,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Notification, StoreError>> + Send;
+}
+
+/// The statements both backends run as written.
+macro_rules! shared_statements {
+    () => {
+        async fn insert_incident(&mut self, row: &NewIncidentRow<'_>) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar(
+                "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
+                 event_count, first_seen, last_seen, opened_at) \
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10) RETURNING id",
+            )
+            .bind(row.playbook)
+            .bind(row.category)
+            .bind(row.title)
+            .bind(row.severity)
+            .bind(row.dedupe_key)
+            .bind(Json(row.fields))
+            .bind(row.event_count)
+            .bind(row.first_seen)
+            .bind(row.last_seen)
+            .bind(row.opened_at)
+            .fetch_one(&mut *self)
+            .await
+        }
+
+        async fn incident(&mut self, id: i64) -> Result<Incident, StoreError> {
+            let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
+            let row: Option<IncidentRow> =
+                sqlx::query_as(&sql).bind(id).fetch_optional(&mut *self).await?;
+            row.ok_or(StoreError::NotFound(id))?.try_into()
+        }
+
+        async fn open_incident_of(&mut self, playbook: &str, key: &str) -> Result<Option<i64>, sqlx::Error> {
+            sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status <> 'closed'",
+            )
+            .bind(playbook)
+            .bind(key)
+            .fetch_optional(&mut *self)
+            .await
+        }
+
+        async fn add_hits(
+            &mut self,
+            id: i64,
+            hits: i64,
+            first: DateTime<Utc>,
+            last: DateTime<Utc>,
+        ) -> Result<u64, sqlx::Error> {
+            Ok(sqlx::query(
+                "UPDATE incidents SET event_count = event_count + $2, \
+                 last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END, \
+                 first_seen = CASE WHEN $4 < first_seen THEN $4 ELSE first_seen END \
+                 WHERE id = $1 AND status <> 'closed'",
+            )
+            .bind(id)
+            .bind(hits)
+            .bind(last)
+            .bind(first)
+            .execute(&mut *self)
+            .await?
+            .rows_affected())
+        }
+
+        async fn insert_event(
+            &mut self,
+            incident: Option<i64>,
+            event: &NewEventRow<'_>,
+            received_at: DateTime<Utc>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, \
+                 observed_at, received_at, text, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(incident)
+            .bind(event.playbook)
+            .bind(event.rule)
+            .bind(event.dedupe_key)
+            .bind(event.kind)
+            .bind(event.source)
+            .bind(event.locator)
+            .bind(event.observed_at)
+            .bind(received_at)
+            .bind(event.text)
+            .bind(Json(event.fields))
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+        }
+
+        async fn pending_window(
+            &mut self,
+            hit: &Hit,
+            since: DateTime<Utc>,
+            received_at: DateTime<Utc>,
+        ) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+            sqlx::query(
+                "DELETE FROM events WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL AND observed_at < $3",
+            )
+            .bind(&hit.playbook)
+            .bind(&hit.dedupe_key)
+            .bind(since)
+            .execute(&mut *self)
+            .await?;
+            self.insert_event(None, &NewEventRow::from(hit), received_at).await?;
+            sqlx::query_as(
+                "SELECT COUNT(*), MIN(observed_at) FROM events \
+                 WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL",
+            )
+            .bind(&hit.playbook)
+            .bind(&hit.dedupe_key)
+            .fetch_one(&mut *self)
+            .await
+        }
+
+        async fn count_events(&mut self, id: i64) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE incident_id = $1")
+                .bind(id)
+                .fetch_one(&mut *self)
+                .await
+        }
+
+        async fn events(&mut self, id: i64) -> Result<Vec<Event>, sqlx::Error> {
+            let rows: Vec<EventRow> = sqlx::query_as(
+                "SELECT kind, rule, source, locator, observed_at, text, fields FROM events \
+                 WHERE incident_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut *self)
+            .await?;
+            Ok(rows.into_iter().map(Event::from).collect())
+        }
+
+        async fn trim_evidence(&mut self, id: i64) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "DELETE FROM events WHERE incident_id = $1 \
+                 AND id > (SELECT id FROM events WHERE incident_id = $1 ORDER BY id LIMIT 1 OFFSET $2) \
+                 AND id < (SELECT id FROM events WHERE incident_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id)
+            .bind(EVIDENCE_KEEP - 1)
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+        }
+
+        async fn insert_timeline(
+            &mut self,
+            id: i64,
+            at: DateTime<Utc>,
+            actor: &str,
+            action: &str,
+            detail: &str,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(at)
+                .bind(actor)
+                .bind(action)
+                .bind(detail)
+                .execute(&mut *self)
+                .await
+                .map(|_| ())
+        }
+
+        async fn transition(&mut self, id: i64, action: &Action, at: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+            let allowed = action
+                .allowed_from()
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Statuses come from our own enum, never from input: safe to format into the statement.
+            let set = match action {
+                Action::Acknowledge => "status = 'acknowledged', acknowledged_at = $2",
+                Action::Assign(_) => "assignee = $2",
+                // A no-op change rather than a SELECT: it checks existence and status, and on
+                // PostgreSQL it locks the row until the timeline entry is written.
+                Action::Note(_) => "last_seen = last_seen",
+                Action::Close { .. } => "status = 'closed', closed_at = $2, resolution = $3",
+                Action::Reopen => {
+                    "status = 'open', closed_at = NULL, resolution = NULL, acknowledged_at = NULL"
+                }
+            };
+            let sql = format!("UPDATE incidents SET {set} WHERE id = $1 AND status IN ({allowed})");
+            let query = sqlx::query(&sql).bind(id);
+            let query = match action {
+                Action::Acknowledge => query.bind(at),
+                Action::Assign(user) => query.bind(user.as_str()),
+                Action::Close { resolution, .. } => query.bind(at).bind(resolution.as_str()),
+                Action::Note(_) | Action::Reopen => query,
+            };
+            Ok(query.execute(&mut *self).await?.rows_affected())
+        }
+
+        async fn status_of(&mut self, id: i64) -> Result<Status, StoreError> {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM incidents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *self)
+                .await?;
+            status
+                .ok_or(StoreError::NotFound(id))?
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("incident #{id}: {e}")))
+        }
+
+        async fn insert_mail(
+            &mut self,
+            mail: &MailRecord,
+            disposition: &str,
+            reason: Option<&str>,
+            at: DateTime<Utc>,
+        ) -> Result<bool, sqlx::Error> {
+            Ok(sqlx::query(
+                "INSERT INTO mails (message_key, content_hash, received_at, source, disposition, reason, size, raw) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_key, content_hash) DO NOTHING",
+            )
+            .bind(&mail.key)
+            .bind(&mail.hash)
+            .bind(at)
+            .bind(&mail.source)
+            .bind(disposition)
+            .bind(reason)
+            .bind(mail.size)
+            // Borrowed, not copied: sqlx would clone a Vec bound by reference.
+            .bind(mail.raw.as_slice())
+            .execute(&mut *self)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn link_mail(&mut self, mail: &MailRecord, incident: i64) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE mails SET incident_id = $1 WHERE message_key = $2 AND content_hash = $3")
+                .bind(incident)
+                .bind(&mail.key)
+                .bind(&mail.hash)
+                .execute(&mut *self)
+                .await
+                .map(|_| ())
+        }
+
+        async fn enqueue(
+            &mut self,
+            incident: Option<i64>,
+            mail: &Notification,
+            now: DateTime<Utc>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO outbox (incident_id, kind, message_id, in_reply_to, recipients, subject, body, \
+                 created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            )
+            .bind(incident)
+            .bind(mail.kind)
+            .bind(&mail.message_id)
+            .bind(&mail.in_reply_to)
+            .bind(serde_json::Value::from(mail.recipients.clone()).to_string())
+            .bind(&mail.subject)
+            .bind(&mail.body)
+            .bind(now)
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+        }
+
+        async fn announce(
+            &mut self,
+            composer: &Composer,
+            id: i64,
+            occasion: &Occasion,
+            now: DateTime<Utc>,
+        ) -> Result<Notification, StoreError> {
+            let incident = self.incident(id).await?;
+            let thread: Option<String> =
+                sqlx::query_scalar("SELECT thread_message_id FROM incidents WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *self)
+                    .await?;
+            let evidence = self.events(id).await?;
+            let mail = composer.incident_mail(occasion, &incident, &evidence, thread.as_deref(), now);
+            self.enqueue(Some(id), &mail, now).await?;
+            sqlx::query(
+                "UPDATE incidents SET thread_message_id = COALESCE(thread_message_id, $2), \
+                 notified_event_count = CASE WHEN $3 THEN event_count ELSE notified_event_count END, \
+                 last_update_at = CASE WHEN $3 THEN $4 ELSE last_update_at END WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&mail.message_id)
+            .bind(matches!(occasion, Occasion::Opened | Occasion::Update { .. }))
+            .bind(now)
+            .execute(&mut *self)
+            .await?;
+            Ok(mail)
+        }
+    };
+}
+
+impl Sql for sqlx::SqliteConnection {
+    shared_statements!();
+
+    async fn lock_key(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+impl Sql for sqlx::PgConnection {
+    shared_statements!();
+
+    async fn lock_key(&mut self, playbook: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+            .bind(playbook)
+            .bind(key)
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+    }
+}
