@@ -179,7 +179,7 @@ pub enum Encoding {
 }
 
 /// `[[logs]]`: files and globs to watch.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LogSource {
     pub paths: Vec<Spanned<String>>,

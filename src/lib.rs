@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod intake;
+pub mod live;
 pub mod logging;
 pub mod model;
 pub mod notifier;

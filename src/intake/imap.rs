@@ -10,6 +10,7 @@
 
 use super::{Context, Outcome};
 use crate::config::{Imap, Tls};
+use crate::live::Live;
 use crate::store::Store;
 use async_imap::extensions::idle::IdleResponse;
 use futures_util::TryStreamExt;
@@ -244,7 +245,7 @@ async fn take_new(
 pub async fn run(
     store: Arc<Store>,
     cfg: Imap,
-    ctx: super::maildir::SharedContext,
+    ctx: Live<super::Context>,
     stop: CancellationToken,
     health: crate::systemd::Worker,
 ) {
@@ -262,10 +263,7 @@ pub async fn run(
             backoff = BACKOFF_START;
             loop {
                 health.busy();
-                let ctx_now = match ctx.read() {
-                    Ok(c) => Arc::clone(&c),
-                    Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-                };
+                let ctx_now = ctx.get();
                 take_new(&mut session, &store, &ctx_now, &account, uidvalidity).await?;
                 health.idle();
                 if idle {
@@ -317,4 +315,31 @@ pub async fn run(
         }
     }
     info!(account, "IMAP intake stopped");
+}
+
+/// An IMAP mailbox as a source.
+pub struct ImapMailbox {
+    cfg: Imap,
+}
+
+impl ImapMailbox {
+    pub fn new(cfg: Imap) -> ImapMailbox {
+        ImapMailbox { cfg }
+    }
+}
+
+impl crate::source::Source for ImapMailbox {
+    fn name(&self) -> &'static str {
+        "IMAP intake"
+    }
+
+    fn run(self: Box<Self>, ctx: crate::source::SourceContext) -> crate::source::Running {
+        Box::pin(async move {
+            // Ready without waiting for the server: a mailbox that is away is retried, and must
+            // not hold up the daemon's start.
+            let _ = ctx.ready.send(());
+            run(ctx.store, self.cfg, ctx.intake, ctx.cancel, ctx.health).await;
+            Ok(())
+        })
+    }
 }

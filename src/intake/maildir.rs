@@ -5,9 +5,10 @@
 //! moved. A store that is away leaves every file where it is until it comes back.
 
 use super::{Context, Outcome};
+use crate::live::Live;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -16,9 +17,6 @@ use tracing::{error, info, warn};
 const POLL: Duration = Duration::from_secs(2);
 /// Where refused messages go (a Maildir++ folder of the intake Maildir).
 pub const QUARANTINE: &str = ".Quarantine";
-
-/// The context in use, swapped on reload.
-pub type SharedContext = Arc<RwLock<Arc<Context>>>;
 
 /// Creates `new/`, `cur/` and `tmp/` (and the quarantine folder's) if missing.
 pub fn prepare(root: &Path) -> std::io::Result<()> {
@@ -99,7 +97,7 @@ fn waiting(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub async fn run(
     store: Arc<Store>,
     root: PathBuf,
-    ctx: SharedContext,
+    ctx: Live<Context>,
     stop: CancellationToken,
     health: crate::systemd::Worker,
 ) {
@@ -145,10 +143,7 @@ pub async fn run(
                         break;
                     }
                     health.busy();
-                    let ctx_now = match ctx.read() {
-                        Ok(c) => Arc::clone(&c),
-                        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-                    };
+                    let ctx_now = ctx.get();
                     match take_file(&store, &ctx_now, &root, &file).await {
                         Ok(outcome) => {
                             if failing {
@@ -188,4 +183,29 @@ pub async fn run(
         }
     }
     info!("mail intake stopped");
+}
+
+/// The intake Maildir as a source.
+pub struct Maildir {
+    root: PathBuf,
+}
+
+impl Maildir {
+    pub fn new(root: PathBuf) -> Maildir {
+        Maildir { root }
+    }
+}
+
+impl crate::source::Source for Maildir {
+    fn name(&self) -> &'static str {
+        "mail intake"
+    }
+
+    fn run(self: Box<Self>, ctx: crate::source::SourceContext) -> crate::source::Running {
+        Box::pin(async move {
+            let _ = ctx.ready.send(());
+            run(ctx.store, self.root, ctx.intake, ctx.cancel, ctx.health).await;
+            Ok(())
+        })
+    }
 }

@@ -8,19 +8,21 @@
 //! mail clients recognise. Transient failures back off exponentially with jitter up to an hour;
 //! a 5xx reply marks the row failed with the server's words, for `csirt status`.
 
+pub mod channel;
 pub mod transport;
 
 use crate::compose::Composer;
 use crate::config::Config;
+use crate::live::Live;
 use crate::model::now;
 use crate::store::Store;
+use channel::{Channel, SendError};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use transport::{Mailer, SendError};
 
 /// Rows claimed per turn.
 const CLAIM_BATCH: i64 = 20;
@@ -30,17 +32,6 @@ const NOTIFIER_POLL: Duration = Duration::from_secs(2);
 pub const ESCALATOR_TICK: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts at one mail.
 const RETRY_CAP: TimeDelta = TimeDelta::hours(1);
-
-/// The composer in use, swapped on reload.
-pub type SharedComposer = Arc<RwLock<Arc<Composer>>>;
-
-/// The current composer.
-pub fn current(composer: &SharedComposer) -> Arc<Composer> {
-    match composer.read() {
-        Ok(c) => Arc::clone(&c),
-        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-    }
-}
 
 /// When to try again after `attempts` failed attempts: `base` ([notify] retry_after, 30 s by
 /// default), then doubled per attempt up to an hour, each stretched by up to a fifth at random
@@ -58,19 +49,19 @@ pub fn retry_at(now: DateTime<Utc>, attempts: i64, base: TimeDelta) -> DateTime<
 /// Sends what the outbox holds, until `stop` is notified.
 pub async fn run_notifier(
     store: Arc<Store>,
-    mailer: Mailer,
-    composer: SharedComposer,
+    mailer: impl Channel,
+    composer: Live<Composer>,
     node: String,
     (flood, retry_after): (u32, TimeDelta),
     (wake, stop): (Arc<Notify>, CancellationToken),
     health: crate::systemd::Worker,
-) {
+) -> anyhow::Result<()> {
     info!(transport = mailer.describe(), "notifier started");
     let mut failing_store = false;
     loop {
         health.busy();
         let claimed = store
-            .claim_outbox(&node, now(), CLAIM_BATCH, flood, &current(&composer))
+            .claim_outbox(&node, now(), CLAIM_BATCH, flood, &composer.get())
             .await;
         let rows = match claimed {
             Ok(rows) => {
@@ -92,12 +83,12 @@ pub async fn run_notifier(
         for row in rows {
             // Each mail is a piece of work of its own: a long outbox is not a stuck notifier.
             health.busy();
-            let mut result = mailer.send(&row).await;
+            let mut result = mailer.deliver(&row).await;
             let mut refused_note = None;
             if matches!(result, Err(SendError::Permanent(_))) && row.recipients().len() > 1 {
                 // Refused as a whole (lettre stops at the first refused RCPT): one address each,
                 // so a departed employee in a contact group does not silence the rest.
-                let each = mailer.send_each(&row).await;
+                let each = mailer.deliver_each(&row).await;
                 let refused: Vec<String> = each
                     .iter()
                     .filter_map(|(to, r)| r.as_ref().err().map(|e| format!("{to}: {e}")))
@@ -154,25 +145,23 @@ pub async fn run_notifier(
         }
     }
     info!("notifier stopped");
+    Ok(())
 }
 
 /// Writes update, escalation, reminder and digest mails as they fall due, until `stop`.
 pub async fn run_escalator(
     store: Arc<Store>,
-    composer: SharedComposer,
-    config: Arc<RwLock<Arc<EscalatorConfig>>>,
+    composer: Live<Composer>,
+    config: Live<EscalatorConfig>,
     node: String,
     (wake_notifier, stop): (Arc<Notify>, CancellationToken),
     health: crate::systemd::Worker,
-) {
+) -> anyhow::Result<()> {
     let mut failing = false;
     loop {
         health.busy();
-        let composer_now = current(&composer);
-        let settings = match config.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
+        let composer_now = composer.get();
+        let settings = config.get();
         match escalate_once(&store, &composer_now, &settings, &node).await {
             Ok(wrote) => {
                 if failing {
@@ -196,9 +185,11 @@ pub async fn run_escalator(
             _ = tokio::time::sleep(ESCALATOR_TICK) => {}
         }
     }
+    Ok(())
 }
 
 /// What the escalator needs from the config.
+#[derive(Default)]
 pub struct EscalatorConfig {
     pub update_interval: TimeDelta,
     pub tz: chrono_tz::Tz,

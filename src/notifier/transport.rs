@@ -2,6 +2,7 @@
 //! sendmail, or files in a directory (the quick start). A failure says whether trying again
 //! can help: a 5xx reply cannot, a 4xx or a lost connection can.
 
+use super::channel::{Channel, SendError};
 use crate::config::{Config, Tls, Transport};
 use crate::store::outbox::Outgoing;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
@@ -40,17 +41,6 @@ pub enum SetupError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Why one mail was not sent.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// Trying again later can help (4xx, connection, disk).
-    #[error("{0}")]
-    Transient(String),
-    /// The server refused for good (5xx), or the row cannot become a mail.
-    #[error("{0}")]
-    Permanent(String),
 }
 
 enum Inner {
@@ -175,11 +165,6 @@ impl Mailer {
         })
     }
 
-    /// Where mail goes, for the log.
-    pub fn describe(&self) -> &str {
-        &self.describe
-    }
-
     /// Builds the message of an outbox row: its stored Message-ID (a resend is recognisable),
     /// threaded under the incident's first mail.
     pub fn message(&self, row: &Outgoing) -> Result<Message, SendError> {
@@ -222,26 +207,8 @@ impl Mailer {
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
 
-    /// Sends one row; Ok once the server (or the file system) took it.
-    pub async fn send(&self, row: &Outgoing) -> Result<(), SendError> {
-        self.deliver(self.message(row)?).await
-    }
-
-    /// Sends `row` to each recipient on its own (after a refusal of the whole message): one
-    /// address that no longer exists must not keep the mail from everyone else.
-    pub async fn send_each(&self, row: &Outgoing) -> Vec<(String, Result<(), SendError>)> {
-        let mut results = Vec::new();
-        for to in row.recipients() {
-            let result = match self.message_to(row, std::slice::from_ref(&to)) {
-                Ok(message) => self.deliver(message).await,
-                Err(e) => Err(e),
-            };
-            results.push((to, result));
-        }
-        results
-    }
-
-    async fn deliver(&self, message: Message) -> Result<(), SendError> {
+    /// Hands one built message to the transport.
+    async fn transmit(&self, message: Message) -> Result<(), SendError> {
         match &self.inner {
             Inner::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
                 if e.is_permanent() {
@@ -260,6 +227,29 @@ impl Mailer {
                 .map(|_| ())
                 .map_err(|e| SendError::Transient(format!("cannot write the mail file: {e}"))),
         }
+    }
+}
+
+impl Channel for Mailer {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Ok once the server (or the file system) took it.
+    async fn deliver(&self, row: &Outgoing) -> Result<(), SendError> {
+        self.transmit(self.message(row)?).await
+    }
+
+    async fn deliver_each(&self, row: &Outgoing) -> Vec<(String, Result<(), SendError>)> {
+        let mut results = Vec::new();
+        for to in row.recipients() {
+            let result = match self.message_to(row, std::slice::from_ref(&to)) {
+                Ok(message) => self.transmit(message).await,
+                Err(e) => Err(e),
+            };
+            results.push((to, result));
+        }
+        results
     }
 }
 

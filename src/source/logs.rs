@@ -14,18 +14,21 @@
 //! only the store's transaction does, together with the hits.
 
 use super::logfile::{self, Start, Tail};
+use super::{Notice, Running, Source, SourceContext};
 use crate::config::{Encoding, LogSource, StartAt};
 use crate::engine::{Batch, Checkpoint, Hit};
+use crate::live::Live;
+use crate::model::now;
 use crate::playbook::matcher::{FileRules, Matcher};
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The longest wait between sweeps, whatever inotify says.
@@ -51,13 +54,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
 const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
-
-/// A problem worth a line in `csirt status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub component: &'static str,
-    pub message: String,
-}
 
 /// What the reader starts from (loaded from the store by the daemon).
 pub struct Resume {
@@ -87,7 +83,7 @@ pub struct LogReader {
     node: String,
     tz: Tz,
     specs: Vec<PatternSpec>,
-    matcher: Arc<RwLock<Arc<Matcher>>>,
+    matcher: Live<Matcher>,
     matcher_seen: Arc<Matcher>,
     generation: usize,
     /// Files being read, by the path they are read at.
@@ -108,39 +104,25 @@ pub struct LogReader {
     polling_reported: HashSet<PathBuf>,
     wake_tx: SyncSender<()>,
     wake_rx: Receiver<()>,
-    stop: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    /// The store writer is gone: nothing read could be committed any more.
+    writer_gone: bool,
     /// Busy while sweeping, idle while waiting for a wake-up or for the writer.
     health: Option<crate::systemd::Worker>,
     /// Told once every file present at the start has been opened (for READY=1).
     opened: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Handles for the daemon: stop the reader and wake it.
-#[derive(Clone)]
-pub struct ReaderHandle {
-    stop: Arc<AtomicBool>,
-    wake: SyncSender<()>,
-}
-
-impl ReaderHandle {
-    /// Asks the reader to send what it has and stop.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wake.try_send(());
-    }
-}
-
 impl LogReader {
-    /// A reader for `sources`, resuming from `resume`.
-    pub fn new(
-        node: String,
-        tz: Tz,
-        sources: &[LogSource],
-        matcher: Arc<RwLock<Arc<Matcher>>>,
-        resume: Resume,
-        sender: tokio::sync::mpsc::Sender<Batch>,
-        notices: tokio::sync::mpsc::Sender<Notice>,
-    ) -> (LogReader, ReaderHandle) {
+    /// A reader for `sources`, resuming from `resume`, with the context's matcher, channels
+    /// and cancellation.
+    fn new(sources: &[LogSource], resume: Resume, ctx: &SourceContext) -> LogReader {
+        let node = ctx.node.clone();
+        let tz = ctx.timezone;
+        let matcher = ctx.matcher.clone();
+        let sender = ctx.batches.clone();
+        let notices = ctx.notices.clone();
+        let cancel = ctx.cancel.clone();
         let specs = sources
             .iter()
             .flat_map(|s| {
@@ -152,12 +134,8 @@ impl LogReader {
             })
             .collect();
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
-        let stop = Arc::new(AtomicBool::new(false));
-        let current = matcher
-            .read()
-            .map(|m| Arc::clone(&m))
-            .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
-        let reader = LogReader {
+        let current = matcher.get();
+        LogReader {
             node: node.clone(),
             tz,
             specs,
@@ -185,17 +163,11 @@ impl LogReader {
             polling_reported: HashSet::new(),
             wake_tx: wake_tx.clone(),
             wake_rx,
-            stop: Arc::clone(&stop),
+            cancel,
+            writer_gone: false,
             health: None,
             opened: None,
-        };
-        (
-            reader,
-            ReaderHandle {
-                stop,
-                wake: wake_tx,
-            },
-        )
+        }
     }
 
     /// Resolves once the first sweep has opened every file present (before reading them, which
@@ -209,6 +181,16 @@ impl LogReader {
     /// Reports to the daemon's watchdog health.
     pub fn watched_by(&mut self, worker: crate::systemd::Worker) {
         self.health = Some(worker);
+    }
+
+    /// Asked to stop, or nothing it reads could be committed any more.
+    fn stopping(&self) -> bool {
+        self.writer_gone || self.cancel.is_cancelled()
+    }
+
+    /// A handle that interrupts the reader's wait (on cancellation).
+    fn waker(&self) -> SyncSender<()> {
+        self.wake_tx.clone()
     }
 
     fn busy(&self, busy: bool) {
@@ -249,7 +231,7 @@ impl LogReader {
         loop {
             self.busy(true);
             self.sweep();
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stopping() {
                 break;
             }
             self.busy(false);
@@ -335,7 +317,7 @@ impl LogReader {
         self.draining = draining;
         let paths: Vec<PathBuf> = self.open.keys().cloned().collect();
         for path in paths {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stopping() {
                 return;
             }
             if let Some(mut open) = self.open.remove(&path) {
@@ -356,10 +338,7 @@ impl LogReader {
 
     /// Picks up a new matcher after a reload; each file's rules are recomputed lazily.
     fn refresh_matcher(&mut self) {
-        let current = match self.matcher.read() {
-            Ok(m) => Arc::clone(&m),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
+        let current = self.matcher.get();
         if !Arc::ptr_eq(&current, &self.matcher_seen) {
             self.matcher_seen = current;
             self.generation += 1;
@@ -523,7 +502,7 @@ impl LogReader {
                     if self.batch.hits.len() >= BATCH_HITS {
                         self.send(true);
                     }
-                    if self.stop.load(Ordering::SeqCst) {
+                    if self.stopping() {
                         return true;
                     }
                 }
@@ -567,7 +546,7 @@ impl LogReader {
         self.busy(true);
         if sent.is_err() {
             warn!("store writer gone; stopping the log reader");
-            self.stop.store(true, Ordering::SeqCst);
+            self.writer_gone = true;
         }
     }
 
@@ -613,6 +592,82 @@ impl LogReader {
                 );
             }
         }
+    }
+}
+
+/// The `[[logs]]` patterns as a source: one reader thread for all of them.
+pub struct LogFiles {
+    logs: Vec<LogSource>,
+}
+
+impl LogFiles {
+    pub fn new(logs: Vec<LogSource>) -> LogFiles {
+        LogFiles { logs }
+    }
+}
+
+impl Source for LogFiles {
+    fn name(&self) -> &'static str {
+        "log reader"
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> Running {
+        Box::pin(async move {
+            let store = &ctx.store;
+            let node = &ctx.node;
+            let mut checkpoints = store.log_checkpoints(node).await?;
+            let present = present_identities(&self.logs);
+            let gone: Vec<(u64, u64)> = checkpoints
+                .iter()
+                .map(|c| (c.dev, c.inode))
+                .filter(|id| !present.contains(id))
+                .collect();
+            let pruned = store
+                .prune_log_checkpoints(node, &gone, now() - chrono::TimeDelta::days(30))
+                .await?;
+            if pruned > 0 {
+                info!(
+                    pruned,
+                    "forgot the checkpoints of log files gone for 30 days"
+                );
+                checkpoints = store.log_checkpoints(node).await?;
+            }
+            let resume = Resume {
+                checkpoints,
+                started_patterns: store.log_patterns(node).await?,
+            };
+            let mut reader = LogReader::new(&self.logs, resume, &ctx);
+            reader.watched_by(ctx.health.clone());
+            let opened = reader.opened();
+            let waker = reader.waker();
+            let thread = std::thread::Builder::new()
+                .name("csirt-logs".into())
+                .spawn(move || reader.run())?;
+            // The batch and notice senders now belong to the thread alone: the writer ends
+            // when it does.
+            drop(ctx.batches);
+            drop(ctx.notices);
+            let cancel = ctx.cancel.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                let _ = waker.try_send(());
+            });
+            // READY=1 waits for the files to be open, not for a backlog to be read.
+            if tokio::time::timeout(std::time::Duration::from_secs(30), opened)
+                .await
+                .is_err()
+            {
+                warn!("the log files were not all opened within 30 s; reporting ready anyway");
+            }
+            let _ = ctx.ready.send(());
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the log reader thread panicked"))?;
+            if !ctx.cancel.is_cancelled() {
+                anyhow::bail!("the log reader stopped: the store writer is gone");
+            }
+            Ok(())
+        })
     }
 }
 

@@ -1,8 +1,86 @@
 //! Sources: what turns the outside world into hits with checkpoints.
 //!
+//! Every source is a `Source`: the supervisor starts the ones the config names (`configured`,
+//! the one place that knows them all) with a `SourceContext`, and each runs until cancelled.
+//! Sources that produce batches of hits (log files; the journal) send them to the one store
+//! writer (`writer`), which commits each batch with the checkpoints that cover it; mail sources
+//! (Maildir, IMAP; `csirt intake` on a pipe is the CLI's) commit each message through
+//! `intake::take`. A source never advances its own position in the store: only the transaction
+//! that commits its hits does.
+//!
 //! - `logfile`: one file read line by line from a byte offset, with its identity;
 //! - `logs`: the configured `[[logs]]` patterns watched, rotated files followed, lines matched
-//!   and batched for the store.
+//!   and batched for the store;
+//! - `writer`: the store writer that commits batches in order, retrying until the store takes them.
 
 pub mod logfile;
 pub mod logs;
+pub mod writer;
+
+use crate::config::Config;
+use crate::engine::Batch;
+use crate::live::Live;
+use crate::playbook::matcher::Matcher;
+use crate::store::Store;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A problem worth a line in `csirt status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub component: &'static str,
+    pub message: String,
+}
+
+/// What the supervisor hands every source.
+pub struct SourceContext {
+    pub store: Arc<Store>,
+    pub node: String,
+    pub timezone: chrono_tz::Tz,
+    /// Batches for the store writer; a full channel is back-pressure, never a reason to drop.
+    pub batches: mpsc::Sender<Batch>,
+    /// Problems for `csirt status`.
+    pub notices: mpsc::Sender<Notice>,
+    pub matcher: Live<Matcher>,
+    pub intake: Live<crate::intake::Context>,
+    /// The source's entry in the watchdog's health registry.
+    pub health: crate::systemd::Worker,
+    pub cancel: CancellationToken,
+    /// Sent (or dropped) once the source is ready: READY=1 waits for every source's, for at
+    /// most 30 s, so that it means "the files are open", not "the backlog is read".
+    pub ready: oneshot::Sender<()>,
+}
+
+/// What a source's `run` returns: it ends when cancelled; ending otherwise is a failure that
+/// the supervisor answers by stopping the daemon (systemd restarts it).
+pub type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// One source of hits.
+pub trait Source: Send {
+    /// Its name in the health registry, the logs and `csirt status`.
+    fn name(&self) -> &'static str;
+    /// Reads until `ctx.cancel`, committing what it reads.
+    fn run(self: Box<Self>, ctx: SourceContext) -> Running;
+}
+
+/// The sources `config` names.
+pub fn configured(config: &Config) -> Vec<Box<dyn Source>> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if !config.logs.is_empty() {
+        sources.push(Box::new(logs::LogFiles::new(config.logs.clone())));
+    }
+    if let Some(intake) = &config.intake {
+        if let Some(root) = &intake.maildir {
+            sources.push(Box::new(crate::intake::maildir::Maildir::new(root.clone())));
+        }
+        if let Some(imap) = &intake.imap {
+            sources.push(Box::new(crate::intake::imap::ImapMailbox::new(
+                imap.clone(),
+            )));
+        }
+    }
+    sources
+}

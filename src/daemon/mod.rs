@@ -1,0 +1,244 @@
+//! The daemon's lifecycle: load and validate everything, open and migrate the store, start the
+//! tasks under the supervisor, beat, feed the watchdog, reload on SIGHUP, stop on SIGTERM/SIGINT.
+//!
+//! The tasks: the sources the config names (`source::configured`), the store writer that
+//! commits their batches (`source::writer`), the notifier that drains the outbox and the
+//! escalator that fills it (`notifier`). The daemon never exits on a failure that a retry can
+//! cure: a store that goes away is logged, and the writer retries the same batch until it
+//! commits (the sources wait meanwhile), so nothing read is lost and nothing is committed twice.
+//! A task that ends on its own ends the daemon, non-zero, so that systemd restarts it whole.
+
+mod reload;
+mod supervisor;
+
+use crate::config::Config;
+use crate::model::now;
+use crate::notifier::transport::Mailer;
+use crate::source::{self, SourceContext};
+use crate::store::{Heartbeat, Role, Store};
+use crate::systemd;
+use anyhow::Context;
+use reload::{LiveSet, Loaded};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use supervisor::Supervisor;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{error, info, warn};
+/// How often the daemon records that it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The last heartbeat of a daemon that stopped cleanly says this (`csirt status` shows it as
+/// stopped, not running).
+pub const STOPPED_SUMMARY: &str = "stopped";
+
+/// A heartbeat older than this means the daemon is gone or stuck (four missed beats).
+pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received, stopping"),
+                _ = int.recv() => info!("SIGINT received, stopping"),
+            }
+        }
+        // Without signal handlers the daemon could only be killed; refuse to pretend.
+        (Err(e), _) | (_, Err(e)) => {
+            error!("cannot install signal handlers: {e}");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// How long the tasks get to stop after SIGTERM (systemd's TimeoutStopSec is longer).
+const STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    path: PathBuf,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut loaded = Loaded::build(&path, config)?;
+    let store = Arc::new(Store::open(&loaded.config.store.url, Role::Daemon).await?);
+    let schema = store.migrate().await?;
+    let live = LiveSet::new(&loaded);
+    let mailer = Mailer::from_config(&loaded.config)?;
+    let node = loaded.config.node_name();
+    let started_at = now();
+    info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), "csirt daemon started");
+
+    let mut tasks = Supervisor::new();
+    let wake_notifier = Arc::new(Notify::new());
+    let notify = &loaded.config.notify;
+    tasks.spawn(
+        "notifier",
+        crate::notifier::run_notifier(
+            Arc::clone(&store),
+            mailer,
+            live.composer.clone(),
+            node.clone(),
+            (notify.flood, notify.retry_after.to_chrono()),
+            (Arc::clone(&wake_notifier), tasks.cancel_token()),
+            tasks.worker("notifier"),
+        ),
+    );
+    tasks.spawn(
+        "escalator",
+        crate::notifier::run_escalator(
+            Arc::clone(&store),
+            live.composer.clone(),
+            live.escalator.clone(),
+            node.clone(),
+            (Arc::clone(&wake_notifier), tasks.cancel_token()),
+            tasks.worker("escalator"),
+        ),
+    );
+    let (batches, batch_rx) = mpsc::channel(source::writer::BATCH_QUEUE);
+    let (notices, notice_rx) = mpsc::channel(64);
+    tasks.spawn(
+        "store writer",
+        source::writer::run(
+            Arc::clone(&store),
+            batch_rx,
+            live.composer.clone(),
+            wake_notifier,
+            tasks.worker("store writer"),
+        ),
+    );
+    tasks.spawn(
+        "notice recorder",
+        source::writer::record_notices(Arc::clone(&store), node.clone(), notice_rx),
+    );
+    let mut ready = Vec::new();
+    for source in source::configured(&loaded.config) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        ready.push(ready_rx);
+        let name = source.name();
+        let ctx = SourceContext {
+            store: Arc::clone(&store),
+            node: node.clone(),
+            timezone: loaded.config.timezone,
+            batches: batches.clone(),
+            notices: notices.clone(),
+            matcher: live.matcher.clone(),
+            intake: live.intake.clone(),
+            health: tasks.worker(name),
+            cancel: tasks.cancel_token(),
+            ready: ready_tx,
+        };
+        tasks.spawn(name, source.run(ctx));
+    }
+    // The writer and the recorder end once every source has dropped its senders.
+    drop((batches, notices));
+    // READY=1 once every source is ready (a dropped sender counts), at most 30 s.
+    if tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(ready),
+    )
+    .await
+    .is_err()
+    {
+        warn!("not every source was ready within 30 s; reporting ready anyway");
+    }
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = systemd::watchdog_period();
+    let mut watchdog_ticker =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
+    systemd::sd_notify(&format!(
+        "READY=1\nSTATUS={}",
+        status_line(&store, &loaded).await
+    ));
+    info!(watchdog = ?watchdog, "ready");
+    tokio::pin!(shutdown);
+    let ended = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            ended = tasks.ended() => break Some(format!("the {} ended: {}", ended.task, ended.why)),
+            _ = ticker.tick() => {
+                let status = status_line(&store, &loaded).await;
+                systemd::sd_notify(&format!("STATUS={status}"));
+                beat(&store, &node, started_at, status).await
+            }
+            _ = watchdog_ticker.tick(), if watchdog.is_some() => {
+                match tasks.health().stuck(watchdog.unwrap_or(Duration::MAX)) {
+                    None => systemd::sd_notify("WATCHDOG=1"),
+                    Some((name, busy)) => error!(
+                        worker = name,
+                        busy_s = busy.as_secs(),
+                        "a worker is stuck; not feeding the watchdog, so systemd restarts the daemon"
+                    ),
+                }
+            }
+            _ = hangup.recv() => {
+                systemd::sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
+                reload::reload(&path, &mut loaded, &live, &store, &node).await;
+                systemd::sd_notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
+            }
+        }
+    };
+    if let Some(why) = ended {
+        // A task died: exit non-zero so that systemd restarts the whole daemon, rather than run
+        // on half alive. Everything committed stays; the rest is read again at the start.
+        error!("{why}; exiting so that systemd restarts the daemon");
+        systemd::sd_notify(&format!("STOPPING=1\nSTATUS={why}"));
+        tasks.shutdown(STOP_DEADLINE).await;
+        anyhow::bail!("{why}");
+    }
+    systemd::sd_notify("STOPPING=1");
+    // Everything stops at once: the sources at their next batch, the writer after committing
+    // what is queued, the notifier after the mail in hand (what it has not sent stays in the
+    // outbox for the next start).
+    tasks.shutdown(STOP_DEADLINE).await;
+    beat(&store, &node, started_at, STOPPED_SUMMARY.into()).await;
+    store.close().await;
+    info!(node = %node, "csirt daemon stopped");
+    Ok(())
+}
+
+/// The one-line summary for systemd's STATUS= and the heartbeat.
+async fn status_line(store: &Store, loaded: &Loaded) -> String {
+    let patterns: usize = loaded.config.logs.iter().map(|l| l.paths.len()).sum();
+    match store.overview().await {
+        Ok(o) => {
+            let open: i64 = o.open_by_severity.iter().map(|(_, n)| n).sum();
+            format!(
+                "{} playbooks, {patterns} log patterns; {open} open incidents; outbox {} pending, {} failed",
+                loaded.playbooks.len(),
+                o.outbox_pending,
+                o.outbox_failed
+            )
+        }
+        Err(e) => format!("store unreachable: {e}"),
+    }
+}
+
+async fn beat(
+    store: &Store,
+    node: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    summary: String,
+) {
+    let heartbeat = Heartbeat {
+        node: node.to_string(),
+        pid: i64::from(std::process::id()),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        beat_at: now(),
+        summary,
+    };
+    if let Err(e) = store.beat(&heartbeat).await {
+        warn!(error = %e, "cannot record the heartbeat; retrying at the next beat");
+    }
+}
