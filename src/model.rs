@@ -377,6 +377,24 @@ mod tests {
     }
 
     #[test]
+    fn mail_may_only_acknowledge_and_close() {
+        let close = Action::Close {
+            resolution: Resolution::FalsePositive,
+            note: None,
+        };
+        assert!(Action::Acknowledge.permitted_by(Origin::Mail));
+        assert!(close.permitted_by(Origin::Mail));
+        for other in [
+            Action::Reopen,
+            Action::Assign("mallory".into()),
+            Action::Note("x".into()),
+        ] {
+            assert!(!other.permitted_by(Origin::Mail), "{other:?}");
+            assert!(other.permitted_by(Origin::Responder), "{other:?}");
+        }
+    }
+
+    #[test]
     fn spellings_round_trip() {
         for s in Severity::ALL {
             assert_eq!(s.as_str().parse::<Severity>(), Ok(s));

@@ -326,24 +326,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             Ok(runtime.block_on(intake::run(&cli)))
         }
-        command => {
+        Command::Incidents(_)
+        | Command::Playbooks(_)
+        | Command::Db(_)
+        | Command::Config(_)
+        | Command::Status { .. } => {
             crate::logging::init(None, "warn");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                match command {
+                match &cli.command {
                     Command::Incidents(c) => incidents::run(&cli, c).await,
                     Command::Playbooks(c) => playbooks::run(&cli, c).await,
                     Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
+                    // Each handled by its own arm of the outer match, before any runtime.
                     Command::Daemon
                     | Command::Intake
                     | Command::Completions { .. }
-                    | Command::Manpage => {
-                        unreachable!("handled above")
-                    }
+                    | Command::Manpage => Ok(ExitCode::from(2)),
                 }
             })
         }

@@ -147,4 +147,106 @@ mod tests {
         );
         assert_eq!(due_level(&[], opened, at(99_999)), None);
     }
+
+    fn incident(opened: DateTime<Utc>, status: Status, events: i64, level: i64) -> Incident {
+        Incident {
+            id: 1,
+            title: "t".into(),
+            playbook: "p".into(),
+            category: "c".into(),
+            severity: crate::model::Severity::High,
+            status,
+            resolution: None,
+            dedupe_key: String::new(),
+            fields: Default::default(),
+            event_count: events,
+            first_seen: opened,
+            last_seen: opened,
+            opened_at: opened,
+            acknowledged_at: None,
+            closed_at: None,
+            assignee: None,
+            escalation_level: level,
+        }
+    }
+
+    fn playbook() -> Playbook {
+        Playbook {
+            id: "p".into(),
+            title: "t".into(),
+            category: "c".into(),
+            severity: crate::model::Severity::High,
+            description: None,
+            dedupe: Vec::new(),
+            rules: Vec::new(),
+            steps: Vec::new(),
+            escalations: vec![level(1800, "lead", None), level(7200, "ciso", None)],
+            deadlines: vec![crate::playbook::Deadline {
+                name: "速報".into(),
+                within: Span::from_secs(3 * 86_400),
+                remind_before: None,
+            }],
+            ignore: None,
+            ignore_cidrs: Vec::new(),
+            path: Default::default(),
+        }
+    }
+
+    #[test]
+    fn what_falls_due_comes_from_stored_times_alone() {
+        let opened = DateTime::<Utc>::UNIX_EPOCH;
+        let at = |s: i64| opened + TimeDelta::seconds(s);
+        let quiet = Notified {
+            events: 5,
+            last_update_at: None,
+        };
+        let pb = playbook();
+        let interval = TimeDelta::minutes(10);
+        // Nothing new, nothing late.
+        let i = incident(opened, Status::Open, 5, 0);
+        assert_eq!(due(&i, quiet, Some(&pb), at(60), interval), Due::default());
+        // New events: an update once the interval has passed since the last mail.
+        let i = incident(opened, Status::Open, 9, 0);
+        assert_eq!(due(&i, quiet, Some(&pb), at(599), interval).update, None);
+        assert_eq!(due(&i, quiet, Some(&pb), at(600), interval).update, Some(4));
+        // Down for three hours: both levels are recorded, the highest mailed.
+        let late = due(&i, quiet, Some(&pb), at(3 * 3600), interval);
+        assert_eq!(
+            late.escalation,
+            Some(LevelDue {
+                from: 1,
+                level: 2,
+                to: vec!["ciso".into()]
+            })
+        );
+        // Acknowledged incidents do not escalate; a level already fired is not due again.
+        let acked = incident(opened, Status::Acknowledged, 5, 0);
+        assert_eq!(
+            due(&acked, quiet, Some(&pb), at(3 * 3600), interval).escalation,
+            None
+        );
+        let fired = incident(opened, Status::Open, 5, 2);
+        assert_eq!(
+            due(&fired, quiet, Some(&pb), at(3 * 3600), interval).escalation,
+            None
+        );
+        // The deadline's reminder runs from a day before it until it passes.
+        assert!(
+            due(&i, quiet, Some(&pb), at(2 * 86_400 - 1), interval)
+                .reminders
+                .is_empty()
+        );
+        assert_eq!(
+            due(&i, quiet, Some(&pb), at(2 * 86_400), interval).reminders,
+            vec![("速報".to_string(), at(3 * 86_400))]
+        );
+        assert!(
+            due(&i, quiet, Some(&pb), at(3 * 86_400 + 1), interval)
+                .reminders
+                .is_empty()
+        );
+        // A playbook removed since: updates only.
+        let gone = due(&i, quiet, None, at(3 * 86_400), interval);
+        assert_eq!((gone.update, gone.escalation), (Some(4), None));
+    }
 }

@@ -104,6 +104,8 @@ impl Context {
     }
 }
 
+// The pattern is a constant: it compiles, or no test would pass.
+#[allow(clippy::expect_used)]
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[CSIRT #(\d{1,18})\]").expect("the tag pattern compiles"));
 

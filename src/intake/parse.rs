@@ -263,13 +263,19 @@ fn body_text(message: &mail_parser::Message<'_>) -> String {
     text
 }
 
+// The pattern is a constant: it compiles, or no test would pass.
+#[allow(clippy::expect_used)]
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)<[^>]*>").expect("the tag pattern compiles"));
+// The pattern is a constant: it compiles, or no test would pass.
+#[allow(clippy::expect_used)]
 static URL: LazyLock<Regex> = LazyLock::new(|| {
     // Up to the first space, quote, angle bracket or full-width bracket (Japanese text often
     // puts a URL in 「」 or （）).
     Regex::new(r#"(?i)\bhttps?://[^\s<>"'「」（）()\]\[]+"#).expect("the URL pattern compiles")
 });
+// The pattern is a constant: it compiles, or no test would pass.
+#[allow(clippy::expect_used)]
 static HREF: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)href\s*=\s*["']?(https?://[^"'\s>]+)"#).expect("the href pattern compiles")
 });

@@ -1,6 +1,9 @@
 //! Integration tests: the real `csirt` binary against a real store (a SQLite file, and the
 //! PostgreSQL at CSIRT_TEST_PG_URL when set), real files and real child processes.
 
+// A test stops loudly at the first surprise: expect and panic are its way of failing.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 mod helpers;
 
 mod cli;
