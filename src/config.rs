@@ -35,6 +35,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub logs: Vec<LogSource>,
+    /// `[[journal]]`: entries of the systemd journal.
+    #[serde(default)]
+    pub journal: Vec<JournalSource>,
     #[serde(default)]
     pub intake: Option<Intake>,
     pub notify: Notify,
@@ -187,6 +190,54 @@ pub struct LogSource {
     pub start_at: StartAt,
     #[serde(default)]
     pub encoding: Encoding,
+}
+
+/// `[[journal]]`: entries of the systemd journal, read through `journalctl`. A fresh Debian
+/// server has no rsyslog: sshd writes only to the journal.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSource {
+    /// The source's name in `csirt status` and the store, and the file name the rules' `files`
+    /// globs see: `auth.log` lets the SSH playbook read sshd's entries. Default `journal`.
+    #[serde(default = "default_journal_name")]
+    pub name: Spanned<String>,
+    /// journalctl matches, `FIELD=value` (`_SYSTEMD_UNIT=ssh.service`); `+` between groups.
+    /// Prefer fields journald sets itself (leading `_`): any local user can write
+    /// `SYSLOG_IDENTIFIER=sshd` with `logger -t sshd`.
+    #[serde(default)]
+    pub matches: Vec<Spanned<String>>,
+    /// Journal files elsewhere than the system journal (`journalctl --directory`).
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Where to start the first time (no cursor stored yet): `end` (default) or `beginning`.
+    #[serde(default)]
+    pub start_at: StartAt,
+}
+
+fn default_journal_name() -> Spanned<String> {
+    Spanned::new(0..0, "journal".to_string())
+}
+
+/// A journalctl match: `+`, or `FIELD=value` with a field name of capitals, digits and `_`.
+fn check_journal_match(m: &str) -> Result<(), String> {
+    if m == "+" {
+        return Ok(());
+    }
+    let Some((field, _)) = m.split_once('=') else {
+        return Err(format!("`{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"));
+    };
+    let valid = !field.is_empty()
+        && !field.starts_with(|c: char| c.is_ascii_digit())
+        && field
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{field}` is not a journal field name (capitals, digits and _, e.g. _SYSTEMD_UNIT)"
+        ))
+    }
 }
 
 /// `[intake]`: the mailbox staff forward suspicious mail to.
@@ -416,6 +467,7 @@ impl Config {
             log_level: None,
             store: StoreConfig { url },
             logs: Vec::new(),
+            journal: Vec::new(),
             intake: None,
             notify: Notify {
                 to: Spanned::new(0..0, Vec::new()),
@@ -517,6 +569,31 @@ impl Config {
                     imap.host
                 ),
             });
+        }
+        let mut names = std::collections::HashSet::new();
+        for source in &self.journal {
+            let name = source.name.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 100
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(invalid(
+                    source.name.span(),
+                    format!("[[journal]] name `{name}`: use letters, digits, `.`, `-` and `_` (it is also the file name the rules' `files` globs see)"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    source.name.span(),
+                    format!("[[journal]] name `{name}` is used twice: each source keeps its own position under its name"),
+                ));
+            }
+            for m in &source.matches {
+                check_journal_match(m.get_ref())
+                    .map_err(|e| invalid(m.span(), format!("[[journal]] matches: {e}")))?;
+            }
         }
         for source in &self.logs {
             for pattern in &source.paths {
@@ -682,6 +759,23 @@ csirt = ["duty@example.jp"]
                 ),
                 16,
                 "`ciso` is neither an address nor a name",
+            ),
+            (
+                format!("{MINIMAL}[[journal]]\nmatches = [\"_SYSTEMD_UNIT\"]\n"),
+                14,
+                "is not FIELD=value",
+            ),
+            (
+                format!("{MINIMAL}[[journal]]\nmatches = [\"unit=ssh.service\"]\n"),
+                14,
+                "`unit` is not a journal field name",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[[journal]]\nname = \"auth.log\"\n[[journal]]\nname = \"auth.log\"\n"
+                ),
+                16,
+                "used twice",
             ),
         ];
         for (text, line, needle) in cases {

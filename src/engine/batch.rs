@@ -2,6 +2,7 @@
 //! the message itself), committed together in one transaction — the exactly-once point.
 
 use super::Hit;
+use chrono::{DateTime, Utc};
 
 /// Where a log source stands after the lines of a batch: the file's identity and the offset
 /// after its last consumed line.
@@ -15,12 +16,24 @@ pub struct Checkpoint {
     pub line_no: u64,
 }
 
+/// Where a `[[journal]]` source stands after the entries of a batch: the journal's cursor of the
+/// last entry read, and that entry's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalCursor {
+    /// The `[[journal]]` source's name.
+    pub source: String,
+    pub cursor: String,
+    pub entry_at: DateTime<Utc>,
+}
+
 /// What one transaction commits: hits and the checkpoints that cover them.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub node: String,
     pub hits: Vec<Hit>,
     pub checkpoints: Vec<Checkpoint>,
+    /// Journal positions covering the hits from the journal.
+    pub cursors: Vec<JournalCursor>,
     /// `[[logs]]` patterns started with this batch (their pre-existing files were positioned
     /// by `start_at`); recorded with the checkpoints so that a crash before it cannot re-apply it.
     pub patterns: Vec<String>,

@@ -1,4 +1,5 @@
-//! Where each source stands: log checkpoints (file identity and offset) per node, the patterns
+//! Where each source stands: log checkpoints (file identity and offset) and journal cursors per
+//! node, the patterns
 //! a node has started on, positions for `csirt status`, and the exact per-key hit counters.
 //! Checkpoints are written only by the ingest transaction, together with the hits they cover.
 
@@ -19,7 +20,39 @@ pub struct LogPosition {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A node's position in a `[[journal]]` source, for `csirt status`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct JournalPosition {
+    pub node: String,
+    pub source: String,
+    pub cursor: String,
+    /// The time of the last entry committed: how far behind the journal the node is.
+    pub entry_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 impl Store {
+    /// Where `node` stands in the `[[journal]]` source `source`: the cursor of the last entry
+    /// committed, if any.
+    pub async fn journal_cursor(&self, node: &str, source: &str) -> Result<Option<String>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_scalar(
+            "SELECT cursor FROM journal_cursors WHERE node = $1 AND source = $2",
+        )
+        .bind(node)
+        .bind(source)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Every node's position in every journal source.
+    pub async fn journal_positions(&self) -> Result<Vec<JournalPosition>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT node, source, cursor, entry_at, updated_at FROM journal_cursors ORDER BY node, source",
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
     /// The log checkpoints of `node`.
     pub async fn log_checkpoints(&self, node: &str) -> Result<Vec<Checkpoint>, StoreError> {
         let rows: Vec<(i64, i64, String, String, i64, i64)> = read!(self, pool => sqlx::query_as(

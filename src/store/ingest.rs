@@ -21,7 +21,7 @@ impl Store {
     /// joins the open incident of its playbook and dedupe key, or is stored as pending until its
     /// rule's threshold is reached within the window (counted from the stored events, so a
     /// restart loses no partial count), or opens one.
-    #[tracing::instrument(skip_all, fields(hits = batch.hits.len(), checkpoints = batch.checkpoints.len()))]
+    #[tracing::instrument(skip_all, fields(hits = batch.hits.len(), checkpoints = batch.checkpoints.len() + batch.cursors.len()))]
     pub async fn ingest(
         &self,
         batch: &Batch,
@@ -199,6 +199,20 @@ impl Store {
                 .bind(&c.path)
                 .bind(c.offset as i64)
                 .bind(c.line_no as i64)
+                .bind(received_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for c in &batch.cursors {
+                sqlx::query(
+                    "INSERT INTO journal_cursors (node, source, cursor, entry_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (node, source) DO UPDATE SET cursor = excluded.cursor, entry_at = excluded.entry_at, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&batch.node)
+                .bind(&c.source)
+                .bind(&c.cursor)
+                .bind(c.entry_at)
                 .bind(received_at)
                 .execute(&mut *tx)
                 .await?;

@@ -173,7 +173,7 @@ mod rows;
 mod sql;
 mod sqlite;
 
-pub use checkpoints::LogPosition;
+pub use checkpoints::{JournalPosition, LogPosition};
 pub use daemons::{DaemonError, Heartbeat, Overview};
 pub use escalation::EscalatorPass;
 pub use incidents::{IncidentFilter, NewEvent, StatusFilter};
