@@ -224,7 +224,9 @@ fn check_journal_match(m: &str) -> Result<(), String> {
         return Ok(());
     }
     let Some((field, _)) = m.split_once('=') else {
-        return Err(format!("`{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"));
+        return Err(format!(
+            "`{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"
+        ));
     };
     let valid = !field.is_empty()
         && !field.starts_with(|c: char| c.is_ascii_digit())
@@ -581,13 +583,17 @@ impl Config {
             if !ok {
                 return Err(invalid(
                     source.name.span(),
-                    format!("[[journal]] name `{name}`: use letters, digits, `.`, `-` and `_` (it is also the file name the rules' `files` globs see)"),
+                    format!(
+                        "[[journal]] name `{name}`: use letters, digits, `.`, `-` and `_` (it is also the file name the rules' `files` globs see)"
+                    ),
                 ));
             }
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     source.name.span(),
-                    format!("[[journal]] name `{name}` is used twice: each source keeps its own position under its name"),
+                    format!(
+                        "[[journal]] name `{name}` is used twice: each source keeps its own position under its name"
+                    ),
                 ));
             }
             for m in &source.matches {

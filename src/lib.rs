@@ -1,13 +1,27 @@
 //! csirt: the security-incident tracker of the 北上市CSIRT.
 //!
-//! Where things are, in the order data flows:
-//! - `config`, `playbook`: what to watch and what counts as an incident (strict TOML, file:line errors)
-//! - `model`: incidents, their lifecycle and timeline
-//! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there
-//! - `intake`: mail to the CSIRT (Maildir, `csirt intake`): replies, reports, rules, quarantine
-//! - `notify`: the outbox's notifier (lettre) and the escalator (levels, reminders, cron digests)
-//! - `daemon`: the supervisor that runs sources, notifier and escalator
-//! - `cli`: what responders type; `cli::output` is the only stdout writer
+//! The map, in the order data flows (source → matcher → engine → store → notifier/escalator).
+//! Lower layers never import upper ones: `text`, `model`, `engine`, `compose` and `store`
+//! import nothing from `source`, `intake`, `notifier`, `daemon` or `cli`.
+//!
+//! - `config`, `playbook`: what to watch and what counts as an incident (strict TOML,
+//!   `file:line` errors); `playbook::matcher` compiles the rules once. Never does I/O at run time.
+//! - `source`: the `Source` seam. Log files (`logs`, `logfile`), the systemd journal (`journal`),
+//!   and the store writer that commits their batches; `intake`: mail to the CSIRT (Maildir, IMAP,
+//!   `csirt intake` on a pipe), parsed within limits. A source never advances its own position:
+//!   only the store transaction that commits its hits does.
+//! - `engine`: the decisions as plain functions: hit → join / wait / open, evidence kept,
+//!   what falls due. Never touches the store.
+//! - `model`: incidents, their lifecycle (`Action::allowed_from`, `permitted_by`) and timeline.
+//! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there, each shared
+//!   statement once (`store::sql`). Never decides policy.
+//! - `compose`: the Japanese notifications rendered from templates; pure, never sends.
+//! - `notifier`: the outbox's notifier (through the `Channel` seam; mail today) and the
+//!   escalator that writes updates, escalations, reminders and digests.
+//! - `daemon`: the supervisor that starts what the config names, reloads, and stops in order.
+//! - `cli`: what responders type; `cli::output` is the only stdout writer.
+//! - Shared below everything: `text` (sanitising, time formats, error chains), `live` (values
+//!   a reload replaces), `duration`, `timestamp`, `toml_file`, `systemd`, `logging`.
 
 pub mod cli;
 pub mod compose;

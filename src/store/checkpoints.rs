@@ -34,7 +34,11 @@ pub struct JournalPosition {
 impl Store {
     /// Where `node` stands in the `[[journal]]` source `source`: the cursor of the last entry
     /// committed, if any.
-    pub async fn journal_cursor(&self, node: &str, source: &str) -> Result<Option<String>, StoreError> {
+    pub async fn journal_cursor(
+        &self,
+        node: &str,
+        source: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(read!(self, pool => sqlx::query_scalar(
             "SELECT cursor FROM journal_cursors WHERE node = $1 AND source = $2",
         )

@@ -126,16 +126,9 @@ impl Store {
                 };
                 let id = tx
                     .insert_incident(&NewIncidentRow {
-                        playbook: &hit.playbook,
-                        category: &hit.category,
-                        title: &hit.title,
-                        severity: hit.severity.as_str(),
-                        dedupe_key: &hit.dedupe_key,
-                        fields: &hit.fields,
                         event_count: count,
                         first_seen,
-                        last_seen: hit.observed_at,
-                        opened_at: received_at,
+                        ..NewIncidentRow::of_hit(hit, received_at)
                     })
                     .await?;
                 if count > 1 {

@@ -165,16 +165,9 @@ impl Store {
                     let key = format!("report:{}", keys.first().map(String::as_str).unwrap_or(&mail.key));
                     let id = tx
                         .insert_incident(&NewIncidentRow {
-                            playbook: &hit.playbook,
-                            category: &hit.category,
-                            title: &hit.title,
-                            severity: hit.severity.as_str(),
                             dedupe_key: &key,
                             fields: &fields,
-                            event_count: 1,
-                            first_seen: hit.observed_at,
-                            last_seen: hit.observed_at,
-                            opened_at: at,
+                            ..NewIncidentRow::of_hit(hit, at)
                         })
                         .await?;
                     tx.insert_timeline(id, at, &format!("mail:{reporter}"), "opened", &hit.title).await?;

@@ -28,6 +28,24 @@ pub(super) struct NewIncidentRow<'a> {
     pub opened_at: DateTime<Utc>,
 }
 
+impl<'a> NewIncidentRow<'a> {
+    /// The incident `hit` opens at `opened_at`: one event, seen when the hit was.
+    pub fn of_hit(hit: &'a Hit, opened_at: DateTime<Utc>) -> NewIncidentRow<'a> {
+        NewIncidentRow {
+            playbook: &hit.playbook,
+            category: &hit.category,
+            title: &hit.title,
+            severity: hit.severity.as_str(),
+            dedupe_key: &hit.dedupe_key,
+            fields: &hit.fields,
+            event_count: 1,
+            first_seen: hit.observed_at,
+            last_seen: hit.observed_at,
+            opened_at,
+        }
+    }
+}
+
 /// An event to insert: a hit, or a responder's evidence.
 pub(super) struct NewEventRow<'a> {
     pub playbook: &'a str,
