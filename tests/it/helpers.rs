@@ -350,9 +350,7 @@ pub fn batch(hits: Vec<csirt::engine::Hit>) -> csirt::engine::Batch {
     csirt::engine::Batch {
         node: "node-a".into(),
         hits,
-        checkpoints: Vec::new(),
-        patterns: Vec::new(),
-        mail: None,
+        ..Default::default()
     }
 }
 

@@ -235,8 +235,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                     node: "node-a".into(),
                     hits: vec![hostile],
                     checkpoints: vec![checkpoint.clone()],
-                    patterns: vec![],
-                    mail: None,
+                    ..Default::default()
                 },
                 &composer,
             )
