@@ -259,8 +259,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                     node: "node-a".into(),
                     hits: vec![],
                     checkpoints: vec![moved.clone()],
-                    patterns: vec![],
-                    mail: None,
+                    ..Default::default()
                 },
                 &composer,
             )
