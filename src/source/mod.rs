@@ -8,11 +8,13 @@
 //! `intake::take`. A source never advances its own position in the store: only the transaction
 //! that commits its hits does.
 //!
+//! - `journal`: the systemd journal through `journalctl --follow`, resumed by cursor;
 //! - `logfile`: one file read line by line from a byte offset, with its identity;
 //! - `logs`: the configured `[[logs]]` patterns watched, rotated files followed, lines matched
 //!   and batched for the store;
 //! - `writer`: the store writer that commits batches in order, retrying until the store takes them.
 
+pub mod journal;
 pub mod logfile;
 pub mod logs;
 pub mod writer;
