@@ -11,6 +11,7 @@ mod daemon;
 mod imap;
 mod ingest;
 mod intake;
+mod journalfile;
 mod logs;
 mod mail_out;
 mod notify;
