@@ -6,7 +6,9 @@ use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
-use crate::store::{DaemonError, Heartbeat, LogPosition, Overview, Role, SchemaVersion, Store};
+use crate::store::{
+    DaemonError, Heartbeat, JournalPosition, LogPosition, Overview, Role, SchemaVersion, Store,
+};
 use crate::text::{ago, error_chain, long_time};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -22,8 +24,59 @@ struct StatusJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
     sources: Vec<SourceJson>,
+    journals: Vec<JournalJson>,
     recent_errors: Vec<DaemonError>,
     ok: bool,
+}
+
+/// A `[[journal]]` source as a daemon reads it: its cursor, and how far behind the newest
+/// entry the source's matches select now.
+#[derive(Serialize)]
+struct JournalJson {
+    #[serde(flatten)]
+    position: JournalPosition,
+    /// The newest matching entry's time, when journalctl could tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newest_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds between the last committed entry and the newest one (0: caught up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_seconds: Option<i64>,
+    /// Why the newest entry is not known (journalctl missing, no permission, not configured here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_unknown: Option<String>,
+}
+
+impl JournalJson {
+    async fn new(position: JournalPosition, config: &crate::config::Config) -> JournalJson {
+        let source = config
+            .journal
+            .iter()
+            .find(|j| j.name.get_ref() == &position.source);
+        let newest = match source {
+            Some(source) => crate::source::journals::newest_entry(source).await,
+            None => Err("not a [[journal]] source of this configuration".to_string()),
+        };
+        let (newest_at, lag_seconds, lag_unknown) = match newest {
+            Ok(Some(e)) if e.cursor == position.cursor => (Some(e.realtime), Some(0), None),
+            Ok(Some(e)) => (
+                Some(e.realtime),
+                Some((e.realtime - position.entry_at).num_seconds().max(0)),
+                None,
+            ),
+            Ok(None) => (
+                None,
+                None,
+                Some("the journal holds no matching entry".into()),
+            ),
+            Err(e) => (None, None, Some(e)),
+        };
+        JournalJson {
+            position,
+            newest_at,
+            lag_seconds,
+            lag_unknown,
+        }
+    }
 }
 
 /// A log file as the daemons read it: where they stand and how far behind the file's end.
@@ -93,6 +146,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     overview: None,
                     outbox: None,
                     sources: Vec::new(),
+                    journals: Vec::new(),
                     recent_errors: Vec::new(),
                     ok: false,
                 })?;
@@ -142,6 +196,12 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         Vec::new()
     };
+    let mut journals = Vec::new();
+    if current {
+        for position in store.journal_positions().await? {
+            journals.push(JournalJson::new(position, &config).await);
+        }
+    }
     let ok = current && daemons.iter().all(|d| !d.stale);
     if json {
         out.json(&StatusJson {
@@ -155,6 +215,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             overview,
             outbox,
             sources,
+            journals,
             recent_errors: errors,
             ok,
         })?;
@@ -235,6 +296,21 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 s.position.path,
                 s.position.offset,
                 ago(s.position.updated_at, now)
+            ))?;
+        }
+        for j in &journals {
+            let lag = match (j.lag_seconds, &j.lag_unknown) {
+                (Some(0), _) => "追いついている (caught up)".to_string(),
+                (Some(s), _) => format!("最新より {s} 秒遅れ (behind)"),
+                (None, Some(why)) => format!("遅れ不明: {why}"),
+                (None, None) => String::new(),
+            };
+            out.line(&format!(
+                "ジャーナル (journal): {} {}  最終エントリ {}  {lag}  更新 {}",
+                j.position.node,
+                j.position.source,
+                long_time(j.position.entry_at, tz),
+                ago(j.position.updated_at, now)
             ))?;
         }
         for e in &errors {

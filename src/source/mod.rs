@@ -9,12 +9,14 @@
 //! that commits its hits does.
 //!
 //! - `journal`: the systemd journal through `journalctl --follow`, resumed by cursor;
+//! - `journals`: the configured `[[journal]]` sources, their entries matched and batched;
 //! - `logfile`: one file read line by line from a byte offset, with its identity;
 //! - `logs`: the configured `[[logs]]` patterns watched, rotated files followed, lines matched
 //!   and batched for the store;
 //! - `writer`: the store writer that commits batches in order, retrying until the store takes them.
 
 pub mod journal;
+pub mod journals;
 pub mod logfile;
 pub mod logs;
 pub mod writer;
@@ -73,6 +75,9 @@ pub fn configured(config: &Config) -> Vec<Box<dyn Source>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.logs.is_empty() {
         sources.push(Box::new(logs::LogFiles::new(config.logs.clone())));
+    }
+    for journal in &config.journal {
+        sources.push(Box::new(journals::JournalFeed::new(journal.clone())));
     }
     if let Some(intake) = &config.intake {
         if let Some(root) = &intake.maildir {

@@ -11,6 +11,7 @@ mod daemon;
 mod imap;
 mod ingest;
 mod intake;
+mod journal;
 mod journalfile;
 mod logs;
 mod mail_out;
