@@ -106,6 +106,21 @@ pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &St
                     "[[logs]] changed: new log patterns take a restart; the playbooks are reloaded now"
                 );
             }
+            let journals = |c: &Config| {
+                c.journal
+                    .iter()
+                    .map(|j| {
+                        let matches: Vec<String> =
+                            j.matches.iter().map(|m| m.get_ref().clone()).collect();
+                        (j.name.get_ref().clone(), matches, j.directory.clone())
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if journals(&new.config) != journals(&loaded.config) {
+                warn!(
+                    "[[journal]] changed: journal sources take a restart; the playbooks are reloaded now"
+                );
+            }
             if new.config.notify.transport.get_ref() != loaded.config.notify.transport.get_ref() {
                 warn!(
                     "[notify] transport changed: that takes a restart; templates, recipients and escalations are reloaded now"
