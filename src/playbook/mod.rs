@@ -5,6 +5,7 @@
 //! `csirt playbooks check` run shows everything to fix. Loading never touches the store.
 
 pub mod cidr;
+pub mod line;
 pub mod matcher;
 
 use crate::duration::Span;
