@@ -261,13 +261,15 @@ fn unwrap_repeated(message: &str) -> (&str, u32) {
 mod tests {
     use super::*;
 
-    fn parts(line: &str) -> Option<(Option<&str>, &str, Option<&str>, &str, u32)> {
+    type Parts<'a> = (Option<&'a str>, &'a str, Option<&'a str>, &'a str, u32);
+
+    fn parts(line: &str) -> Option<Parts<'_>> {
         parse(line).map(|s| (s.host, s.program, s.pid, s.message, s.repeated))
     }
 
     #[test]
     fn the_shapes_syslog_daemons_write() {
-        let cases: [(&str, Option<(Option<&str>, &str, Option<&str>, &str, u32)>); 12] = [
+        let cases: [(&str, Option<Parts<'_>>); 12] = [
             (
                 "Nov  3 15:35:12 gw sshd[7]: Failed password for root from 192.0.2.1 port 22 ssh2",
                 Some((
