@@ -46,8 +46,20 @@ pub fn parse(line: &str) -> Option<Syslog<'_>> {
             return rfc5424(v5424);
         }
     }
-    let rest = skip_timestamp(rest)?;
+    // Without a time it is only `host tag: message` (a relay that dropped it, or a line a tool
+    // rendered), and then only when the tag carries a pid or brackets: `word word: text` alone
+    // is too common in other logs to be taken for syslog.
+    let (rest, stamped) = match skip_timestamp(rest) {
+        Some(rest) => (rest, true),
+        None => (rest, false),
+    };
     let (host, tag_and_message) = split_host(rest)?;
+    if !stamped && !tag_and_message.starts_with('[') {
+        let first = tag_and_message.split(' ').next().unwrap_or("");
+        if !first.ends_with("]:") {
+            return None;
+        }
+    }
     let (program, pid, message) = tag(tag_and_message)?;
     Some(finish(host, program, pid, message))
 }
@@ -269,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_shapes_syslog_daemons_write() {
-        let cases: [(&str, Option<Parts<'_>>); 12] = [
+        let cases: [(&str, Option<Parts<'_>>); 14] = [
             (
                 "Nov  3 15:35:12 gw sshd[7]: Failed password for root from 192.0.2.1 port 22 ssh2",
                 Some((
@@ -366,6 +378,20 @@ mod tests {
             ),
             (
                 "192.0.2.1 - - [03/Nov/2026:10:00:00 +0900] \"GET / HTTP/1.1\" 200 1",
+                None,
+            ),
+            (
+                "ktk-fw01 sshd[12]: Invalid user a from 192.0.2.3",
+                Some((
+                    Some("ktk-fw01"),
+                    "sshd",
+                    Some("12"),
+                    "Invalid user a from 192.0.2.3",
+                    1,
+                )),
+            ),
+            (
+                "ktk-web01 nginx: 203.0.113.54 - - [25/Nov/2026:03:30:08 +0900] \"GET /\"",
                 None,
             ),
             (

@@ -1,13 +1,17 @@
 //! The playbooks' log rules compiled once into one matcher.
 //!
-//! Text rules go into a single `RegexSet`; a line is first tested with `is_match`, which
-//! allocates nothing, so the ~98 % of lines that match no rule cost one scan and no allocation.
-//! Only for a line that matches does the set say which rules, and those rules' own regexes
-//! extract the named captures. JSON rules (eve.json and other JSON-lines logs) parse the line
-//! only in files that have such rules. A line is at most one hit per playbook (its first
-//! matching rule): counting one line twice would double a threshold.
+//! Rules are selected per file (their `files` globs) and, for rules that name a `program`, per
+//! syslog program: a line is parsed once (`line::parse`) and only the rules of its program see
+//! its message, which their patterns match from its start. Each selection of text rules is one
+//! `RegexSet`, tested first with `is_match`, which allocates nothing, so the lines that match no
+//! rule cost one scan per set and no allocation. Only for a line that matches does a set say
+//! which rules, and those rules' own regexes extract the named captures. JSON rules (eve.json
+//! and other JSON-lines logs) parse the line only in files that have such rules. A line is at
+//! most one hit per playbook (its first matching rule): counting one line twice would double a
+//! threshold.
 
 use super::cidr::canonical;
+use super::line::{self, Syslog};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
 use regex::{RegexSet, RegexSetBuilder};
@@ -23,6 +27,8 @@ pub struct Match<'a> {
     pub playbook: &'a Playbook,
     pub rule: &'a Rule,
     pub fields: Fields,
+    /// How many times the line stands for (rsyslog's `message repeated N times`), at least 1.
+    pub repeated: u32,
 }
 
 /// Which rules read one file (decided once per file, from the rules' `files` globs), with a
@@ -32,10 +38,20 @@ pub struct Match<'a> {
 pub struct FileRules {
     text: Vec<bool>,
     json: Vec<bool>,
+    /// The selected rules without a program: they match the whole line.
     set: Arc<RegexSet>,
     /// The matcher's text-rule index of each pattern of `set`.
     index: Arc<Vec<usize>>,
+    /// Whether any selected rule names a program (only then is a line's structure parsed).
+    by_program: bool,
+    /// The sets of the program rules, per program seen in this file (bounded).
+    programs: Arc<Mutex<HashMap<Box<str>, CompiledSet>>>,
 }
+
+/// Distinct programs whose rule sets a file keeps; beyond, sets come from the matcher's own
+/// cache (a lock and a lookup more per line, never an unbounded map: any local user can log
+/// under any tag).
+const PROGRAMS_PER_FILE: usize = 64;
 
 impl PartialEq for FileRules {
     fn eq(&self, other: &FileRules) -> bool {
@@ -64,6 +80,8 @@ pub struct Matcher {
     sets: Mutex<HashMap<Vec<bool>, CompiledSet>>,
     /// `(playbook, rule)` indices of the text rules.
     text: Vec<(usize, usize)>,
+    /// For each text rule, its program globs (empty: it reads whole lines).
+    programs: Vec<Vec<glob::Pattern>>,
     /// `(playbook, rule)` indices of the JSON rules.
     json: Vec<(usize, usize)>,
 }
@@ -74,6 +92,7 @@ impl Matcher {
         let mut text = Vec::new();
         let mut json = Vec::new();
         let mut patterns = Vec::new();
+        let mut programs = Vec::new();
         for (p, playbook) in playbooks.iter().enumerate() {
             for (r, rule) in playbook.rules.iter().enumerate() {
                 if rule.source != RuleSource::Log {
@@ -84,6 +103,7 @@ impl Matcher {
                     (false, Some(regex)) => {
                         patterns.push(regex.as_str().to_string());
                         text.push((p, r));
+                        programs.push(rule.programs.clone());
                     }
                     (false, None) => {}
                 }
@@ -102,17 +122,58 @@ impl Matcher {
             patterns,
             sets,
             text,
+            programs,
             json,
         })
     }
 
-    /// The rules selected by `text` and `json`, with their compiled set.
+    /// The rules selected by `text` and `json`, with the compiled set of those without a program.
     fn select(&self, text: Vec<bool>, json: Vec<bool>) -> FileRules {
+        let whole_lines: Vec<bool> = (0..text.len())
+            .map(|i| text[i] && self.programs[i].is_empty())
+            .collect();
+        let by_program = (0..text.len()).any(|i| text[i] && !self.programs[i].is_empty());
+        let (set, index) = self.compiled(&whole_lines);
+        FileRules {
+            text,
+            json,
+            set,
+            index,
+            by_program,
+            programs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The program rules of `rules` that read `program`'s lines, compiled.
+    fn program_set(&self, rules: &FileRules, program: &str) -> CompiledSet {
+        let mut cache = match rules.programs.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((set, index)) = cache.get(program) {
+            return (Arc::clone(set), Arc::clone(index));
+        }
+        let mask: Vec<bool> = (0..rules.text.len())
+            .map(|i| rules.text[i] && self.programs[i].iter().any(|g| g.matches(program)))
+            .collect();
+        let compiled = self.compiled(&mask);
+        if cache.len() < PROGRAMS_PER_FILE {
+            cache.insert(
+                program.into(),
+                (Arc::clone(&compiled.0), Arc::clone(&compiled.1)),
+            );
+        }
+        compiled
+    }
+
+    /// The compiled set of the text rules selected by `text`, shared by every file and program
+    /// that selects the same rules.
+    fn compiled(&self, text: &[bool]) -> CompiledSet {
         let mut sets = match self.sets.lock() {
             Ok(sets) => sets,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let (set, index) = match sets.get(&text) {
+        match sets.get(text) {
             Some((set, index)) => (Arc::clone(set), Arc::clone(index)),
             None => {
                 let index: Vec<usize> = (0..text.len()).filter(|i| text[*i]).collect();
@@ -129,17 +190,11 @@ impl Matcher {
                     }
                 };
                 sets.insert(
-                    text.clone(),
+                    text.to_vec(),
                     (Arc::clone(&compiled.0), Arc::clone(&compiled.1)),
                 );
                 compiled
             }
-        };
-        FileRules {
-            text,
-            json,
-            set,
-            index,
         }
     }
 
@@ -185,36 +240,69 @@ impl Matcher {
 
     /// Appends the matches of `line` under `rules` to `out`.
     pub fn scan<'a>(&'a self, rules: &FileRules, line: &str, out: &mut Vec<Match<'a>>) {
+        let syslog = if rules.by_program {
+            line::parse(line)
+        } else {
+            None
+        };
+        self.scan_parsed(rules, line, syslog, out);
+    }
+
+    /// As `scan`, with the line's structure given by its source (the journal's fields).
+    pub fn scan_parsed<'a>(
+        &'a self,
+        rules: &FileRules,
+        line: &str,
+        syslog: Option<Syslog<'_>>,
+        out: &mut Vec<Match<'a>>,
+    ) {
         let start = out.len();
+        // Candidates from both kinds of rules, taken in rule order: the first matching rule of
+        // a playbook is its hit.
+        let mut candidates: Vec<(usize, &str, u32)> = Vec::new();
         if rules.set.is_match(line) {
             for found in rules.set.matches(line).iter() {
-                let index = rules.index[found];
-                if !rules.text[index] {
-                    continue;
+                candidates.push((rules.index[found], line, 1));
+            }
+        }
+        if rules.by_program
+            && let Some(s) = syslog
+        {
+            let (set, index) = self.program_set(rules, s.program);
+            if set.is_match(s.message) {
+                for found in set.matches(s.message).iter() {
+                    candidates.push((index[found], s.message, s.repeated));
                 }
-                let (playbook, rule) = self.rule(self.text[index]);
-                if out[start..]
-                    .iter()
-                    .any(|m| std::ptr::eq(m.playbook, playbook))
-                {
-                    continue;
+            }
+        }
+        candidates.sort_unstable_by_key(|c| c.0);
+        for (index, haystack, repeated) in candidates {
+            if !rules.text[index] {
+                continue;
+            }
+            let (playbook, rule) = self.rule(self.text[index]);
+            if out[start..]
+                .iter()
+                .any(|m| std::ptr::eq(m.playbook, playbook))
+            {
+                continue;
+            }
+            let Some(caps) = rule.regex.as_ref().and_then(|r| r.captures(haystack)) else {
+                continue;
+            };
+            let mut fields = Fields::new();
+            for name in rule.regex.iter().flat_map(|r| r.capture_names()).flatten() {
+                if let Some(m) = caps.name(name) {
+                    fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
                 }
-                let Some(caps) = rule.regex.as_ref().and_then(|r| r.captures(line)) else {
-                    continue;
-                };
-                let mut fields = Fields::new();
-                for name in rule.regex.iter().flat_map(|r| r.capture_names()).flatten() {
-                    if let Some(m) = caps.name(name) {
-                        fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
-                    }
-                }
-                if !ignored(playbook, line, &fields) {
-                    out.push(Match {
-                        playbook,
-                        rule,
-                        fields,
-                    });
-                }
+            }
+            if !ignored(playbook, line, &fields) {
+                out.push(Match {
+                    playbook,
+                    rule,
+                    fields,
+                    repeated,
+                });
             }
         }
         if rules.json.iter().any(|b| *b) && line.trim_start().starts_with('{') {
@@ -240,6 +328,7 @@ impl Matcher {
                         playbook,
                         rule,
                         fields,
+                        repeated: 1,
                     });
                 }
             }
@@ -289,8 +378,9 @@ fn normalize(value: &str) -> String {
     }
 }
 
-/// Whether the playbook ignores this line (by pattern) or these fields (an address in
-/// `ignore_cidrs`).
+/// Whether the playbook ignores this line (by pattern) or this hit (the address its dedupe key
+/// names is in `ignore_cidrs`). Only the dedupe fields count: an IDS alert whose destination
+/// is a city server is still about its source.
 fn ignored(playbook: &Playbook, line: &str, fields: &Fields) -> bool {
     if playbook
         .ignore
@@ -300,9 +390,10 @@ fn ignored(playbook: &Playbook, line: &str, fields: &Fields) -> bool {
         return true;
     }
     !playbook.ignore_cidrs.is_empty()
-        && fields
-            .values()
-            .filter_map(Value::as_str)
+        && playbook
+            .dedupe
+            .iter()
+            .filter_map(|name| fields.get(name)?.as_str())
             .filter_map(|v| v.parse::<IpAddr>().ok())
             .any(|addr| playbook.ignore_cidrs.iter().any(|c| c.contains(addr)))
 }
@@ -324,11 +415,14 @@ ignore_cidrs = ["10.20.0.0/16", "2001:db8:c17::/48"]
 name = "failed"
 source = "log"
 files = ["auth.log*"]
-pattern = 'sshd\[\d+\]: Failed password for (?:invalid user )?.* from (?P<ip>[0-9a-fA-F:.]+) port \d+ ssh2$'
+program = "sshd"
+pattern = '^Failed password for (?:invalid user )?.* from (?P<ip>[0-9a-fA-F:.]+) port \d+ ssh2$'
 [[rule]]
 name = "any-failed"
 source = "log"
 pattern = 'Failed password .* from (?P<ip>[0-9a-fA-F:.]+)'
+anchored = false
+note = "a test of a loose rule beside a program rule"
 [[step]]
 text = "x"
 "#;
@@ -405,8 +499,9 @@ text = "x"
     #[test]
     fn ignores_by_pattern_and_by_address_range() {
         let m = matcher();
-        let from =
-            |ip: &str| format!("gw sshd[7]: Failed password for root from {ip} port 22 ssh2");
+        let from = |ip: &str| {
+            format!("Nov  3 15:35:12 gw sshd[7]: Failed password for root from {ip} port 22 ssh2")
+        };
         assert!(ips(&m, "auth.log", &from("10.20.0.10")).is_empty());
         assert!(ips(&m, "auth.log", &from("10.99.1.1")).is_empty());
         assert!(ips(&m, "auth.log", &from("2001:db8:c17::5")).is_empty());

@@ -59,8 +59,17 @@ struct RuleFile {
     source: RuleSource,
     #[serde(default)]
     files: Vec<Spanned<String>>,
+    /// Only this program's syslog (or journal) lines, by its tag: a name or a glob, or a list.
+    #[serde(default)]
+    program: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     pattern: Option<Spanned<String>>,
+    /// `false` lets a log pattern start matching anywhere (with a `note` saying why).
+    #[serde(default)]
+    anchored: Option<bool>,
+    /// Why the rule is as it is (required with `anchored = false`).
+    #[serde(default)]
+    note: Option<String>,
     #[serde(default)]
     format: RuleFormat,
     /// JSON rules: field path = value (or a list of accepted values); all must hold.
@@ -71,6 +80,23 @@ struct RuleFile {
     fields: BTreeMap<String, String>,
     #[serde(default)]
     threshold: Option<Threshold>,
+}
+
+/// A name or a list of names.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> &[String] {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// How a log rule reads a line.
@@ -132,6 +158,9 @@ pub struct Rule {
     pub source: RuleSource,
     /// File-name globs this rule reads; empty means every log file.
     pub files: Vec<glob::Pattern>,
+    /// Program globs (`sshd`, `postfix/*`): the rule sees only these programs' syslog lines and
+    /// its pattern matches their message, from its start. Empty: the whole line.
+    pub programs: Vec<glob::Pattern>,
     /// The text pattern; for JSON rules, an optional extra test on the raw line.
     pub regex: Option<Regex>,
     /// For JSON rules: the field tests and the fields a hit takes.
@@ -412,6 +441,64 @@ fn parse(
                 ),
             }
         }
+        let mut programs = Vec::new();
+        if let Some(names) = &rule.program {
+            if names.get_ref().items().is_empty() {
+                invalid(
+                    names.span(),
+                    format!("rule `{name}`: program names no program"),
+                );
+            }
+            for program in names.get_ref().items() {
+                match glob::Pattern::new(program) {
+                    Ok(p) if !program.is_empty() => programs.push(p),
+                    Ok(_) => invalid(
+                        names.span(),
+                        format!("rule `{name}`: an empty program name"),
+                    ),
+                    Err(e) => invalid(
+                        names.span(),
+                        format!("rule `{name}`: program `{program}`: {e}"),
+                    ),
+                }
+            }
+            if rule.source == RuleSource::Mail || rule.format == RuleFormat::Json {
+                invalid(
+                    names.span(),
+                    format!("rule `{name}`: `program` applies to text log rules only"),
+                );
+            }
+        }
+        if let (RuleSource::Log, RuleFormat::Text, Some(pattern)) =
+            (rule.source, rule.format, &rule.pattern)
+        {
+            match (rule.anchored, rule.note.as_deref().map(str::trim)) {
+                (Some(false), None | Some("")) => invalid(
+                    pattern.span(),
+                    format!(
+                        "rule `{name}`: anchored = false needs a note saying why this pattern may start anywhere"
+                    ),
+                ),
+                (Some(false), Some(_)) => {}
+                _ if !is_anchored(pattern.get_ref()) => {
+                    let what = if programs.is_empty() {
+                        "the line"
+                    } else {
+                        "the message"
+                    };
+                    invalid(
+                        pattern.span(),
+                        format!(
+                            "rule `{name}`: the pattern can start matching anywhere in {what}, so text an attacker \
+                             wrote further along (a user name, a client's text) could supply its captures; \
+                             start it with ^ (for a syslog program's lines, set program = \"…\" and match the \
+                             message from its start), or set anchored = false with a note saying why"
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
         if rule.source == RuleSource::Mail && !rule.files.is_empty() {
             invalid(
                 spanned.span(),
@@ -451,6 +538,7 @@ fn parse(
             name,
             source: rule.source,
             files,
+            programs,
             regex,
             json,
             threshold: rule.threshold,
@@ -588,6 +676,22 @@ fn rule_fields<'a>(
     fields
 }
 
+/// Whether every match of `pattern` must begin at the start of the text (`^`, also inside a
+/// group or in every branch of an alternation), as the regex crate's own parser sees it.
+fn is_anchored(pattern: &str) -> bool {
+    use regex_syntax::hir::Look;
+    match regex_syntax::Parser::new().parse(pattern) {
+        Ok(hir) => {
+            let prefix = hir.properties().look_set_prefix();
+            prefix.contains(Look::Start)
+                || prefix.contains(Look::StartLF)
+                || prefix.contains(Look::StartCRLF)
+        }
+        // It did not compile either; that error is reported on its own.
+        Err(_) => true,
+    }
+}
+
 /// The `{name}` placeholders of a title template.
 pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
     template.split('{').skip(1).filter_map(|rest| {
@@ -611,8 +715,8 @@ dedupe = ["ip"]
 
 [[rule]]
 source = "log"
-files = ["auth.log*"]
-pattern = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'
+program = "sshd"
+pattern = '^Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'
 [rule.threshold]
 count = 5
 window = "10m"
@@ -624,6 +728,41 @@ text = "送信元IPアドレスを遮断する"
 after = "30m"
 to = ["lead"]
 "#;
+
+    #[test]
+    fn log_patterns_must_be_anchored_or_say_why_not() {
+        let with = |pattern: &str, extra: &str| {
+            GOOD.replace(
+                "pattern = '^Failed password for (?:invalid user )?\\S+ from (?P<ip>[0-9a-fA-F:.]+)'",
+                &format!("pattern = '{pattern}'{extra}"),
+            )
+        };
+        let anchored = [
+            "^Failed .* from (?P<ip>\\S+)",
+            "(?:^Failed|^Invalid) .* from (?P<ip>\\S+)",
+            "(?i)^failed .* from (?P<ip>\\S+)",
+            "(?:^(?:error: )?Failed) .* from (?P<ip>\\S+)",
+        ];
+        for pattern in anchored {
+            assert!(check(&with(pattern, "")).is_ok(), "{pattern}");
+        }
+        let loose = [
+            "Failed .* from (?P<ip>\\S+)",
+            "(?:^|sshd: )Failed .* from (?P<ip>\\S+)",
+            "(?m)x^Failed .* from (?P<ip>\\S+)",
+        ];
+        for pattern in loose {
+            let errors = check(&with(pattern, "")).expect_err(pattern);
+            assert!(
+                errors[0].starts_with("pb.toml:11: ") && errors[0].contains("start it with ^"),
+                "{errors:?}"
+            );
+        }
+        let why_not = check(&with(loose[0], "\nanchored = false")).expect_err("no note");
+        assert!(why_not[0].contains("needs a note"), "{why_not:?}");
+        let noted = "\nanchored = false\nnote = \"a test of the escape hatch\"";
+        assert!(check(&with(loose[0], noted)).is_ok());
+    }
 
     fn check(text: &str) -> Result<Playbook, Vec<String>> {
         let contacts: BTreeSet<String> = ["lead".to_string()].into();
@@ -707,8 +846,8 @@ to = ["lead"]
                 .join("|")
         );
         let text = GOOD.replace(
-            r"'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'",
-            &format!("'{huge}(?P<ip>x)'"),
+            r"'^Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-fA-F:.]+)'",
+            &format!("'^{huge}(?P<ip>x)'"),
         );
         let errors = check(&text).expect_err("size limit");
         assert!(errors[0].contains("does not compile"), "{errors:?}");

@@ -147,14 +147,25 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The hits of `entries`, matched as `host ident[pid]: message` by the rules that read `name`.
+/// The hits of `entries` under the rules that read `name`: rules that name a program see the
+/// entry's own fields (SYSLOG_IDENTIFIER or _COMM, the pid, MESSAGE) as the line's structure;
+/// the others see the line rsyslog would have written for it.
 pub fn match_entries(matcher: &Matcher, name: &str, entries: &[JournalEntry]) -> Vec<Hit> {
     let rules = matcher.rules_for(Path::new(name));
     let mut hits = Vec::new();
     let mut matches = Vec::new();
     for entry in entries {
         let line = syslog_line(entry);
-        matcher.scan(&rules, &line, &mut matches);
+        let pid = entry.pid.map(|p| p.to_string());
+        let structure = entry.identifier.as_deref().map(|program| {
+            crate::playbook::line::from_parts(
+                entry.hostname.as_deref(),
+                program,
+                pid.as_deref(),
+                &entry.message,
+            )
+        });
+        matcher.scan_parsed(&rules, &line, structure, &mut matches);
         for m in matches.drain(..) {
             hits.push(Hit::new(
                 m.playbook,

@@ -501,7 +501,7 @@ fn playbook_check_lists_every_error_as_file_line() {
     );
     assert!(
         err.contains(&format!(
-            "{}:9: duplicate playbook id `ssh-bruteforce`",
+            "{}:18: duplicate playbook id `ssh-bruteforce`",
             pb.join("zz-copy.toml").display()
         )),
         "{err}"

@@ -313,7 +313,7 @@ severity = "critical"
 dedupe = ["ip"]
 [[rule]]
 source = "log"
-pattern = 'leak from (?P<ip>\S+)'
+pattern = '^leak from (?P<ip>\S+)'
 [[step]]
 text = "漏えいした情報の範囲を確認する"
 [[deadline]]

@@ -844,7 +844,12 @@ fn hostile_input_keeps_flowing(backend: Backend) {
     );
     append(
         &auth,
-        b"\xff\xfe Nov  3 10:00:02 it-host sshd[3]: Invalid user \xc3\x28x from 203.0.113.52 port 22\n",
+        b"Nov  3 10:00:02 it-host sshd[3]: Invalid user \xff\xfe\xc3\x28x from 203.0.113.52 port 22\n",
+    );
+    // Junk before the time is no syslog line: its program is unknown, so no sshd rule reads it.
+    append(
+        &auth,
+        b"\xff\xfe Nov  3 10:00:02 it-host sshd[3]: Invalid user x from 203.0.113.57 port 22\n",
     );
     // A 10 MiB line without its newline: the reader must not hold it, nor stall behind it.
     append(&auth, vec![b'x'; 10 << 20]);
