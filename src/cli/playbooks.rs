@@ -178,6 +178,7 @@ fn dry_run(
     let mut matches_json = Vec::new();
     let mut dry = DryRun::default();
     let mut found = Vec::new();
+    let mut sessions = crate::playbook::session::Sessions::default();
     let source = logfile.display().to_string();
     let mut on_line = |line: Line<'_>| {
         lines += 1;
@@ -189,7 +190,8 @@ fn dry_run(
                     .0
             }
         };
-        matcher.scan(&rules, &text, &mut found);
+        let structure = matcher.structure(&rules, &text);
+        matcher.scan_in_session(&rules, &text, structure, &mut sessions, &mut found);
         if found.is_empty() {
             return;
         }

@@ -12,6 +12,7 @@
 
 use super::cidr::canonical;
 use super::line::{self, Syslog};
+use super::session::{MAX_WAITING, Sessions, Waiting};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
 use regex::{RegexSet, RegexSetBuilder};
@@ -238,14 +239,128 @@ impl Matcher {
         ))
     }
 
-    /// Appends the matches of `line` under `rules` to `out`.
+    /// Appends the matches of `line` under `rules` to `out` (without sessions: a session rule
+    /// that lacks a field is no hit).
     pub fn scan<'a>(&'a self, rules: &FileRules, line: &str, out: &mut Vec<Match<'a>>) {
-        let syslog = if rules.by_program {
+        let start = out.len();
+        self.scan_parsed(rules, line, self.structure(rules, line), out);
+        self.settle(start, out);
+    }
+
+    /// The line's syslog structure, when some selected rule needs it.
+    pub fn structure<'l>(&self, rules: &FileRules, line: &'l str) -> Option<Syslog<'l>> {
+        if rules.by_program {
             line::parse(line)
         } else {
             None
-        };
+        }
+    }
+
+    /// As `scan_parsed`, with the sessions of the line's source: learn rules teach them, session
+    /// rules take their missing fields from them or wait there, and what a line brings releases
+    /// the hits waiting for it.
+    pub fn scan_in_session<'a>(
+        &'a self,
+        rules: &FileRules,
+        line: &str,
+        syslog: Option<Syslog<'_>>,
+        sessions: &mut Sessions,
+        out: &mut Vec<Match<'a>>,
+    ) {
+        let start = out.len();
         self.scan_parsed(rules, line, syslog, out);
+        let id = syslog.and_then(|s| {
+            Some((
+                s.host.unwrap_or("-").into(),
+                s.program.into(),
+                s.pid?.into(),
+            ))
+        });
+        let Some(id) = id else {
+            self.settle(start, out);
+            return;
+        };
+        if out[start..]
+            .iter()
+            .all(|m| !m.rule.learn && m.rule.session.is_none())
+        {
+            return;
+        }
+        let session = sessions.get(id);
+        let mut released = Vec::new();
+        for m in out[start..].iter().filter(|m| m.rule.learn) {
+            for (k, v) in &m.fields {
+                session.fields.insert(k.clone(), v.clone());
+            }
+        }
+        if out[start..].iter().any(|m| m.rule.learn) {
+            let waiting = std::mem::take(&mut session.waiting);
+            for mut w in waiting {
+                let Some((playbook, rule)) = self.find(&w.playbook, &w.rule) else {
+                    continue;
+                };
+                fill(&mut w.fields, &session.fields, &playbook.dedupe);
+                if complete(&w.fields, &playbook.dedupe) {
+                    if !ignored(playbook, line, &w.fields) {
+                        released.push(Match {
+                            playbook,
+                            rule,
+                            fields: w.fields,
+                            repeated: 1,
+                        });
+                    }
+                } else {
+                    session.waiting.push(w);
+                }
+            }
+        }
+        let mut kept = Vec::new();
+        for mut m in out.drain(start..) {
+            if m.rule.learn {
+                continue;
+            }
+            if m.rule.session.is_some() && !complete(&m.fields, &m.playbook.dedupe) {
+                fill(&mut m.fields, &session.fields, &m.playbook.dedupe);
+                if !complete(&m.fields, &m.playbook.dedupe) {
+                    if session.waiting.len() < MAX_WAITING {
+                        session.waiting.push(Waiting {
+                            playbook: m.playbook.id.clone(),
+                            rule: m.rule.name.clone(),
+                            fields: m.fields,
+                        });
+                    }
+                    continue;
+                }
+                if ignored(m.playbook, line, &m.fields) {
+                    continue;
+                }
+            }
+            kept.push(m);
+        }
+        out.extend(kept);
+        out.extend(released);
+    }
+
+    /// Without a session: learn matches go, and session matches that lack a field.
+    fn settle(&self, start: usize, out: &mut Vec<Match<'_>>) {
+        let mut i = start;
+        while i < out.len() {
+            let m = &out[i];
+            if m.rule.learn
+                || (m.rule.session.is_some() && !complete(&m.fields, &m.playbook.dedupe))
+            {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The playbook and rule of these names, if this matcher has them.
+    fn find(&self, playbook: &str, rule: &str) -> Option<(&Playbook, &Rule)> {
+        let p = self.playbooks.get(playbook)?;
+        let r = p.rules.iter().find(|r| r.name == rule)?;
+        Some((p, r))
     }
 
     /// As `scan`, with the line's structure given by its source (the journal's fields).
@@ -281,9 +396,11 @@ impl Matcher {
                 continue;
             }
             let (playbook, rule) = self.rule(self.text[index]);
-            if out[start..]
-                .iter()
-                .any(|m| std::ptr::eq(m.playbook, playbook))
+            // One hit per playbook and line; what a learn rule takes is no hit and blocks none.
+            if !rule.learn
+                && out[start..]
+                    .iter()
+                    .any(|m| !m.rule.learn && std::ptr::eq(m.playbook, playbook))
             {
                 continue;
             }
@@ -376,6 +493,22 @@ fn normalize(value: &str) -> String {
         Ok(addr) => canonical(addr).to_string(),
         Err(_) => value.to_string(),
     }
+}
+
+/// Copies the session's values of the `wanted` fields `fields` lacks.
+fn fill(fields: &mut Fields, session: &Fields, wanted: &[String]) {
+    for name in wanted {
+        if !fields.contains_key(name)
+            && let Some(v) = session.get(name)
+        {
+            fields.insert(name.clone(), v.clone());
+        }
+    }
+}
+
+/// Whether `fields` has every one of `wanted`.
+fn complete(fields: &Fields, wanted: &[String]) -> bool {
+    wanted.iter().all(|name| fields.contains_key(name))
 }
 
 /// Whether the playbook ignores this line (by pattern) or this hit (the address its dedupe key

@@ -7,6 +7,7 @@
 pub mod cidr;
 pub mod line;
 pub mod matcher;
+pub mod session;
 
 use crate::duration::Span;
 use crate::model::Severity;
@@ -67,6 +68,13 @@ struct RuleFile {
     /// `false` lets a log pattern start matching anywhere (with a `note` saying why).
     #[serde(default)]
     anchored: Option<bool>,
+    /// `"pid"`: a dedupe field the line lacks (the address of a failure sshd logs without it)
+    /// comes from another line of the same process: one seen before, or the next that has it.
+    #[serde(default)]
+    session: Option<SessionKey>,
+    /// `true`: the rule is no hit; what it captures is remembered for the process's session.
+    #[serde(default)]
+    learn: bool,
     /// Why the rule is as it is (required with `anchored = false`).
     #[serde(default)]
     note: Option<String>,
@@ -80,6 +88,14 @@ struct RuleFile {
     fields: BTreeMap<String, String>,
     #[serde(default)]
     threshold: Option<Threshold>,
+}
+
+/// What ties the lines of one session together.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKey {
+    /// The host, program and process id of a syslog line.
+    Pid,
 }
 
 /// A name or a list of names.
@@ -161,6 +177,10 @@ pub struct Rule {
     /// Program globs (`sshd`, `postfix/*`): the rule sees only these programs' syslog lines and
     /// its pattern matches their message, from its start. Empty: the whole line.
     pub programs: Vec<glob::Pattern>,
+    /// Missing dedupe fields come from the same process's other lines.
+    pub session: Option<SessionKey>,
+    /// Not a hit: its captures are remembered for the process's session.
+    pub learn: bool,
     /// The text pattern; for JSON rules, an optional extra test on the raw line.
     pub regex: Option<Regex>,
     /// For JSON rules: the field tests and the fields a hit takes.
@@ -499,6 +519,14 @@ fn parse(
                 _ => {}
             }
         }
+        if (rule.session.is_some() || rule.learn) && programs.is_empty() {
+            invalid(
+                spanned.span(),
+                format!(
+                    "rule `{name}`: session and learn need program = \"…\": a session is one process's syslog lines"
+                ),
+            );
+        }
         if rule.source == RuleSource::Mail && !rule.files.is_empty() {
             invalid(
                 spanned.span(),
@@ -514,8 +542,10 @@ fn parse(
             );
         }
         let available = rule_fields(regex.as_ref(), json.as_ref(), rule.source);
+        // A session rule's missing fields come from its session; a learn rule is no hit.
+        let whole = rule.session.is_none() && !rule.learn;
         for field in &file.dedupe {
-            if !available.contains(field.get_ref().as_str()) {
+            if whole && !available.contains(field.get_ref().as_str()) {
                 invalid(
                     field.span(),
                     format!(
@@ -527,7 +557,7 @@ fn parse(
             }
         }
         for placeholder in placeholders(file.title.get_ref()) {
-            if !available.contains(placeholder) {
+            if whole && !available.contains(placeholder) {
                 invalid(
                     file.title.span(),
                     format!("title uses {{{placeholder}}}, which rule `{name}` does not capture"),
@@ -539,6 +569,8 @@ fn parse(
             source: rule.source,
             files,
             programs,
+            session: rule.session,
+            learn: rule.learn,
             regex,
             json,
             threshold: rule.threshold,

@@ -13,6 +13,7 @@ use super::{Notice, Running, Source, SourceContext};
 use crate::config::{JournalSource, StartAt};
 use crate::engine::{Batch, Hit, JournalCursor};
 use crate::playbook::matcher::Matcher;
+use crate::playbook::session::Sessions;
 use std::path::Path;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -55,6 +56,8 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
     let mut position = ctx.store.journal_cursor(&ctx.node, &name).await?;
     let mut ready = Some(ctx.ready);
     let mut restart_wait = RESTART_FIRST;
+    // The processes whose entries this source reads (sshd's multi-line failures).
+    let mut sessions = Sessions::default();
     info!(source = %name, resume = position.is_some(), "journal reader started");
     while !ctx.cancel.is_cancelled() {
         let query = JournalQuery {
@@ -96,7 +99,7 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
                 continue;
             };
             restart_wait = RESTART_FIRST;
-            let hits = match_entries(&ctx.matcher.get(), &name, &entries);
+            let hits = match_entries(&ctx.matcher.get(), &name, &mut sessions, &entries);
             if hits.is_empty() && last_cursor_sent.elapsed() < CURSOR_EVERY {
                 // Only the position would move; it moves with the next batch that is sent.
                 position = Some(last.cursor.clone());
@@ -150,7 +153,12 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
 /// The hits of `entries` under the rules that read `name`: rules that name a program see the
 /// entry's own fields (SYSLOG_IDENTIFIER or _COMM, the pid, MESSAGE) as the line's structure;
 /// the others see the line rsyslog would have written for it.
-pub fn match_entries(matcher: &Matcher, name: &str, entries: &[JournalEntry]) -> Vec<Hit> {
+pub fn match_entries(
+    matcher: &Matcher,
+    name: &str,
+    sessions: &mut Sessions,
+    entries: &[JournalEntry],
+) -> Vec<Hit> {
     let rules = matcher.rules_for(Path::new(name));
     let mut hits = Vec::new();
     let mut matches = Vec::new();
@@ -165,7 +173,7 @@ pub fn match_entries(matcher: &Matcher, name: &str, entries: &[JournalEntry]) ->
                 &entry.message,
             )
         });
-        matcher.scan_parsed(&rules, &line, structure, &mut matches);
+        matcher.scan_in_session(&rules, &line, structure, sessions, &mut matches);
         for m in matches.drain(..) {
             hits.push(Hit::new(
                 m.playbook,

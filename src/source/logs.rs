@@ -20,6 +20,7 @@ use crate::engine::{Batch, Checkpoint, Hit};
 use crate::live::Live;
 use crate::model::now;
 use crate::playbook::matcher::{FileRules, Matcher};
+use crate::playbook::session::Sessions;
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher};
 use std::borrow::Cow;
@@ -72,6 +73,8 @@ struct Open {
     tail: Tail,
     encoding: Encoding,
     rules: FileRules,
+    /// The processes whose lines this file holds (sshd's multi-line failures).
+    sessions: Sessions,
     /// The matcher generation `rules` was computed for.
     generation: usize,
     last_growth: Instant,
@@ -308,7 +311,10 @@ impl LogReader {
             let path = open.tail.path.clone();
             let encoding = open.encoding;
             let rules = open.rules.clone();
-            open.tail.finish(|line| collect_hits(&matcher, &rules, &path, encoding, tz, &line, &mut hits));
+            let sessions = &mut open.sessions;
+            open.tail.finish(|line| {
+                collect_hits(&matcher, &rules, sessions, &path, encoding, tz, &line, &mut hits)
+            });
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
@@ -455,6 +461,7 @@ impl LogReader {
                         tail,
                         encoding,
                         rules,
+                        sessions: Sessions::default(),
                         generation: self.generation,
                         last_growth: Instant::now(),
                         warned_truncation: false,
@@ -477,9 +484,11 @@ impl LogReader {
         loop {
             let mut hits = Vec::new();
             let path = open.tail.path.clone();
-            let (encoding, rules) = (open.encoding, &open.rules);
+            let (encoding, rules, sessions) = (open.encoding, &open.rules, &mut open.sessions);
             let read = open.tail.read_lines(READ_BUDGET, |line| {
-                collect_hits(&matcher, rules, &path, encoding, tz, &line, &mut hits)
+                collect_hits(
+                    &matcher, rules, sessions, &path, encoding, tz, &line, &mut hits,
+                )
             });
             match read {
                 Ok(0) => return true,
@@ -703,9 +712,11 @@ fn watch_root(pattern: &str) -> (PathBuf, RecursiveMode) {
 }
 
 /// Decodes a line and appends the hits it makes.
+#[allow(clippy::too_many_arguments)]
 fn collect_hits(
     matcher: &Matcher,
     rules: &FileRules,
+    sessions: &mut Sessions,
     path: &Path,
     encoding: Encoding,
     tz: Tz,
@@ -721,7 +732,8 @@ fn collect_hits(
         }
     };
     let mut matches = Vec::new();
-    matcher.scan(rules, &text, &mut matches);
+    let structure = matcher.structure(rules, &text);
+    matcher.scan_in_session(rules, &text, structure, sessions, &mut matches);
     if matches.is_empty() {
         return;
     }
