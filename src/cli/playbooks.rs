@@ -208,7 +208,8 @@ fn dry_run(
                 line.line_no.to_string(),
                 observed_at,
                 String::new(),
-            );
+            )
+            .times(m.repeated);
             dry.add(&hit);
             if json {
                 matches_json.push(MatchJson {

@@ -51,11 +51,15 @@ pub struct DryIncident {
     pub event_count: u64,
 }
 
+/// A key's hits below its threshold: when each was seen, and how many it stands for.
+type Window = VecDeque<(DateTime<Utc>, u32)>;
+
 /// The correlation of the store's ingest, in memory, for one run over a file (no incident is
 /// ever closed during it): the same `on_hit` and `after_window` decisions.
 #[derive(Default)]
 pub struct DryRun {
-    windows: HashMap<(String, String), VecDeque<DateTime<Utc>>>,
+    /// Per key, the window's hits.
+    windows: HashMap<(String, String), Window>,
     open: HashMap<(String, String), usize>,
     pub incidents: Vec<DryIncident>,
 }
@@ -67,23 +71,28 @@ impl DryRun {
         let (count, first_seen) = match on_hit(self.open.get(&key).copied(), hit) {
             Step::Join(index) => {
                 let incident = &mut self.incidents[index];
-                incident.event_count += 1;
+                incident.event_count += u64::from(hit.weight);
                 incident.last_seen = incident.last_seen.max(hit.observed_at);
                 incident.first_seen = incident.first_seen.min(hit.observed_at);
                 return;
             }
             Step::Count { since, needed } => {
                 let window = self.windows.entry(key.clone()).or_default();
-                window.push_back(hit.observed_at);
-                window.retain(|at| *at >= since);
-                let first = window.iter().min().copied().unwrap_or(hit.observed_at);
-                let Some(opened) = after_window(needed, window.len() as i64, first) else {
+                window.push_back((hit.observed_at, hit.weight));
+                window.retain(|(at, _)| *at >= since);
+                let first = window
+                    .iter()
+                    .map(|(at, _)| *at)
+                    .min()
+                    .unwrap_or(hit.observed_at);
+                let count: i64 = window.iter().map(|(_, w)| i64::from(*w)).sum();
+                let Some(opened) = after_window(needed, count, first) else {
                     return;
                 };
                 self.windows.remove(&key);
                 opened
             }
-            Step::Open => (1, hit.observed_at),
+            Step::Open => (i64::from(hit.weight), hit.observed_at),
         };
         self.open.insert(key, self.incidents.len());
         self.incidents.push(DryIncident {
@@ -121,6 +130,7 @@ mod tests {
             observed_at: DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::seconds(at),
             text: String::new(),
             fields: Default::default(),
+            weight: 1,
         }
     }
 
@@ -156,5 +166,17 @@ mod tests {
         assert_eq!(dry.incidents.len(), 1);
         assert_eq!(dry.incidents[0].event_count, 6);
         assert_eq!(dry.incidents[0].first_seen.timestamp(), 1000);
+    }
+
+    #[test]
+    fn a_repeated_line_counts_for_each_repetition() {
+        let mut dry = DryRun::default();
+        dry.add(&hit(0, Some((5, 600))).times(3));
+        assert!(dry.incidents.is_empty(), "3 of 5");
+        dry.add(&hit(10, Some((5, 600))).times(2));
+        assert_eq!(dry.incidents.len(), 1);
+        assert_eq!(dry.incidents[0].event_count, 5);
+        dry.add(&hit(20, Some((5, 600))).times(4));
+        assert_eq!(dry.incidents[0].event_count, 9);
     }
 }

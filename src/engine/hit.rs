@@ -24,6 +24,8 @@ pub struct Hit {
     pub observed_at: DateTime<Utc>,
     pub text: String,
     pub fields: Fields,
+    /// How many failures the hit stands for (rsyslog's `message repeated N times`), at least 1.
+    pub weight: u32,
 }
 
 impl Hit {
@@ -68,7 +70,14 @@ impl Hit {
             observed_at,
             text,
             fields,
+            weight: 1,
         }
+    }
+
+    /// The same hit, standing for `n` (at least 1).
+    pub fn times(mut self, n: u32) -> Hit {
+        self.weight = n.max(1);
+        self
     }
 }
 

@@ -630,6 +630,21 @@ text = "x"
     }
 
     #[test]
+    fn a_repeated_message_is_one_match_standing_for_each_repetition() {
+        let m = matcher();
+        let rules = m.rules_for(Path::new("auth.log"));
+        let mut out = Vec::new();
+        m.scan(
+            &rules,
+            "Nov  3 15:35:12 gw sshd[7]: message repeated 4 times: [ Failed password for root from 192.0.2.8 port 22 ssh2]",
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].rule.name.as_str(), out[0].repeated), ("failed", 4));
+        assert_eq!(out[0].fields["ip"], "192.0.2.8");
+    }
+
+    #[test]
     fn ignores_by_pattern_and_by_address_range() {
         let m = matcher();
         let from = |ip: &str| {

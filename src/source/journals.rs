@@ -175,16 +175,19 @@ pub fn match_entries(
         });
         matcher.scan_in_session(&rules, &line, structure, sessions, &mut matches);
         for m in matches.drain(..) {
-            hits.push(Hit::new(
-                m.playbook,
-                m.rule,
-                m.fields,
-                "log",
-                format!("journal:{name}"),
-                entry.cursor.clone(),
-                entry.realtime,
-                line.clone(),
-            ));
+            hits.push(
+                Hit::new(
+                    m.playbook,
+                    m.rule,
+                    m.fields,
+                    "log",
+                    format!("journal:{name}"),
+                    entry.cursor.clone(),
+                    entry.realtime,
+                    line.clone(),
+                )
+                .times(m.repeated),
+            );
         }
     }
     hits

@@ -740,16 +740,19 @@ fn collect_hits(
     let arrival = crate::model::now();
     let observed_at = crate::timestamp::line_time(&text, tz, arrival);
     for m in matches {
-        hits.push(Hit::new(
-            m.playbook,
-            m.rule,
-            m.fields,
-            "log",
-            path.display().to_string(),
-            line.line_no.to_string(),
-            observed_at,
-            text.clone().into_owned(),
-        ));
+        hits.push(
+            Hit::new(
+                m.playbook,
+                m.rule,
+                m.fields,
+                "log",
+                path.display().to_string(),
+                line.line_no.to_string(),
+                observed_at,
+                text.clone().into_owned(),
+            )
+            .times(m.repeated),
+        );
     }
 }
 

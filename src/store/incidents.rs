@@ -87,6 +87,7 @@ impl Store {
                     observed_at: event.observed_at,
                     text: &event.text,
                     fields: &event.fields,
+                    weight: 1,
                 };
                 tx.insert_event(Some(id), &event, at).await?;
             }

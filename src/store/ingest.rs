@@ -54,7 +54,7 @@ impl Store {
                 let c = counts
                     .entry((hit.playbook.as_str(), hit.dedupe_key.as_str()))
                     .or_insert((0, hit.observed_at, hit.observed_at));
-                c.0 += 1;
+                c.0 += i64::from(hit.weight);
                 c.1 = c.1.min(hit.observed_at);
                 c.2 = c.2.max(hit.observed_at);
             }
@@ -98,7 +98,8 @@ impl Store {
                         later.push(hit);
                         continue;
                     }
-                    if tx.add_hits(id, 1, hit.observed_at, hit.observed_at).await? == 1 {
+                    let weight = i64::from(hit.weight);
+                    if tx.add_hits(id, weight, hit.observed_at, hit.observed_at).await? == 1 {
                         tx.insert_event(Some(id), &NewEventRow::from(hit), received_at).await?;
                         held.insert(id, Vec::new());
                         grown.push(id);
@@ -122,7 +123,7 @@ impl Store {
                             }
                         }
                     }
-                    Step::Join(_) | Step::Open => (1, hit.observed_at),
+                    Step::Join(_) | Step::Open => (i64::from(hit.weight), hit.observed_at),
                 };
                 let id = tx
                     .insert_incident(&NewIncidentRow {
@@ -131,7 +132,7 @@ impl Store {
                         ..NewIncidentRow::of_hit(hit, received_at)
                     })
                     .await?;
-                if count > 1 {
+                if matches!(step, Step::Count { .. }) {
                     sqlx::query(
                         "UPDATE events SET incident_id = $1 WHERE playbook = $2 AND dedupe_key = $3 AND incident_id IS NULL",
                     )
@@ -159,7 +160,8 @@ impl Store {
                 ) else {
                     continue;
                 };
-                tx.add_hits(*id, later.len() as i64, first, last).await?;
+                let weight: i64 = later.iter().map(|h| i64::from(h.weight)).sum();
+                tx.add_hits(*id, weight, first, last).await?;
                 let stored = tx.count_events(*id).await?;
                 for (i, hit) in later.iter().enumerate() {
                     if worth_storing(i, later.len(), stored) {

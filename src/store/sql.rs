@@ -57,6 +57,8 @@ pub(super) struct NewEventRow<'a> {
     pub observed_at: DateTime<Utc>,
     pub text: &'a str,
     pub fields: &'a Fields,
+    /// How many it counts for (a repeated line).
+    pub weight: u32,
 }
 
 impl<'a> From<&'a Hit> for NewEventRow<'a> {
@@ -71,6 +73,7 @@ impl<'a> From<&'a Hit> for NewEventRow<'a> {
             observed_at: h.observed_at,
             text: &h.text,
             fields: &h.fields,
+            weight: h.weight,
         }
     }
 }
@@ -267,7 +270,7 @@ macro_rules! shared_statements {
         ) -> Result<(), sqlx::Error> {
             sqlx::query(
                 "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, \
-                 observed_at, received_at, text, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 observed_at, received_at, text, fields, weight) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(incident)
             .bind(event.playbook)
@@ -280,6 +283,7 @@ macro_rules! shared_statements {
             .bind(received_at)
             .bind(event.text)
             .bind(Json(event.fields))
+            .bind(i64::from(event.weight))
             .execute(&mut *self)
             .await
             .map(|_| ())
@@ -300,8 +304,9 @@ macro_rules! shared_statements {
             .execute(&mut *self)
             .await?;
             self.insert_event(None, &NewEventRow::from(hit), received_at).await?;
+            // SUM of an INTEGER column is BIGINT on PostgreSQL and INTEGER on SQLite: both i64.
             sqlx::query_as(
-                "SELECT COUNT(*), MIN(observed_at) FROM events \
+                "SELECT COALESCE(SUM(weight), 0), MIN(observed_at) FROM events \
                  WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL",
             )
             .bind(&hit.playbook)

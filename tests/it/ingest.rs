@@ -14,6 +14,7 @@ on_both_backends!(
     later_hits_join_with_bounded_evidence_and_exact_counts,
     a_hit_after_close_opens_a_new_incident,
     checkpoints_and_hostile_bytes_are_stored,
+    a_repeated_line_counts_as_often_as_it_repeats,
 );
 
 fn playbooks() -> PlaybookSet {
@@ -277,5 +278,44 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
                 .is_empty()
         );
         store.close().await;
+    });
+}
+
+/// rsyslog's `message repeated 3 times: [ … ]` is three failures: toward the threshold (in a
+/// later batch too, so from the stored window), in the exact counts and in event_count.
+fn a_repeated_line_counts_as_often_as_it_repeats(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let composer = env.composer();
+        let first = vec![ssh_hit(&set, "192.0.2.30", 0).times(3)];
+        let outcome = store
+            .ingest(&batch(first), &composer)
+            .await
+            .expect("ingest");
+        assert!(outcome.opened.is_empty(), "3 of 5: {outcome:?}");
+        let second = vec![ssh_hit(&set, "192.0.2.30", 30).times(2)];
+        let outcome = store
+            .ingest(&batch(second), &composer)
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.opened.len(), 1, "3 + 2 reach 5: {outcome:?}");
+        let id = outcome.opened[0];
+        let later = vec![
+            ssh_hit(&set, "192.0.2.30", 40).times(4),
+            ssh_hit(&set, "192.0.2.30", 50),
+        ];
+        store
+            .ingest(&batch(later), &composer)
+            .await
+            .expect("ingest");
+        let incident = store.incident(id).await.expect("incident");
+        assert_eq!(incident.event_count, 10);
+        assert_eq!(
+            store.hit_counts("ssh-bruteforce").await.expect("counts"),
+            [("ip=192.0.2.30".to_string(), 10)]
+        );
+        assert_eq!(store.events(id).await.expect("events").len(), 4);
     });
 }
