@@ -60,8 +60,11 @@ fn iso8601(s: &str, tz: Tz) -> Option<DateTime<Utc>> {
     local(naive, tz)
 }
 
-/// `Nov  3 15:35:12`: no year, so the year is the one that puts the time nearest to its
-/// arrival. A December line read on the 1st of January belongs to the year before.
+/// `Nov  3 15:35:12`: no year. A syslog line is written before it is read, so its year is the
+/// latest that does not put it more than a day after its arrival (clocks of several servers
+/// disagree by minutes, not days). `Dec 10` read on December 1 is last year's; a December line
+/// read on the 1st of January too; `Jan  1 00:00:01` read at 23:59:59 on December 31 is next
+/// year's.
 fn rfc3164(s: &str, tz: Tz, arrival: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let stamp = s.get(..15)?;
     let b = stamp.as_bytes();
@@ -90,11 +93,18 @@ fn rfc3164(s: &str, tz: Tz, arrival: DateTime<Utc>) -> Option<DateTime<Utc>> {
         stamp[13..15].parse().ok()?,
     );
     let year = arrival.with_timezone(&tz).year();
-    [year - 1, year, year + 1]
-        .into_iter()
-        .filter_map(|y| NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, sec))
-        .filter_map(|naive| local(naive, tz))
-        .min_by_key(|t| (*t - arrival).num_seconds().abs())
+    let at = |y: i32| {
+        local(
+            NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, sec)?,
+            tz,
+        )
+    };
+    // The latest year that does not put the line more than a day after its arrival: next
+    // year's for a January line read a moment early at New Year, back to the last Feb 29.
+    (year - 4..=year + 1)
+        .rev()
+        .filter_map(at)
+        .find(|t| *t <= arrival + chrono::TimeDelta::days(1))
 }
 
 /// `[25/Nov/2026:12:00:00 +0900]` anywhere in the line (common and combined log formats).
@@ -125,6 +135,33 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("test time").to_utc()
+    }
+
+    #[test]
+    fn a_date_ahead_of_its_reading_is_last_years() {
+        let dec1 = utc("2026-12-01T00:00:00Z");
+        let t = |line: &str, arrival| parse(line, Tokyo, arrival).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("Dec 10 10:00:00 h x", dec1).as_deref(),
+            Some("2025-12-10T01:00:00+00:00"),
+            "ten days ahead is last year"
+        );
+        assert_eq!(
+            t("Dec  1 23:00:00 h x", dec1).as_deref(),
+            Some("2026-12-01T14:00:00+00:00"),
+            "within a day ahead is a skewed clock, this year"
+        );
+        let jan1 = utc("2027-01-01T00:30:00Z");
+        assert_eq!(
+            t("Dec 31 23:59:00 h x", jan1).as_deref(),
+            Some("2026-12-31T14:59:00+00:00")
+        );
+        let leap_read = utc("2027-03-01T00:00:00Z");
+        assert_eq!(
+            t("Feb 29 12:00:00 h x", leap_read).as_deref(),
+            Some("2024-02-29T03:00:00+00:00"),
+            "the last Feb 29"
+        );
     }
 
     #[test]

@@ -171,6 +171,12 @@ fn dry_run(
         };
         rules
     };
+    // Syslog dates have no year: an old file's lines are placed by the file's own time (its
+    // last write), not by today, or last December's lines would land in this December.
+    let reference = std::fs::metadata(logfile)
+        .and_then(|m| m.modified())
+        .map(chrono::DateTime::<chrono::Utc>::from)
+        .unwrap_or_else(|_| now());
     let mut tail = Tail::open(logfile, Start::Beginning, MAX_LINE)
         .with_context(|| format!("cannot read {}", logfile.display()))?;
     let (mut lines, mut matched) = (0u64, 0u64);
@@ -196,7 +202,7 @@ fn dry_run(
             return;
         }
         matched += 1;
-        let observed_at = crate::timestamp::line_time(&text, tz, now());
+        let observed_at = crate::timestamp::line_time(&text, tz, reference);
         for m in found.drain(..) {
             *per_rule.entry(m.rule.name.as_str()).or_default() += 1;
             let hit = Hit::new(

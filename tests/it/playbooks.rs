@@ -181,3 +181,30 @@ fn the_set_is_complete_for_a_responder_at_3_am() {
         .expect("run csirt playbooks check");
     assert_exit(&out, 0);
 }
+
+/// A syslog line has no year: `playbooks test` on an old file places its lines by the file's
+/// last write, so last December's lines stay in last December (RFC 3164 year, #11).
+#[test]
+fn the_dry_run_dates_an_old_file_by_its_own_time() {
+    let env = Env::new(Backend::Sqlite);
+    let log = env.dir.path().join("auth.log.1");
+    let lines: String = (0..5)
+        .map(|s| {
+            format!(
+                "Dec 10 10:00:0{s} gw sshd[{s}]: Failed password for root from 192.0.2.99 port 22 ssh2\n"
+            )
+        })
+        .collect();
+    std::fs::write(&log, lines).expect("write the old log");
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_139_200); // 2025-12-31
+    std::fs::File::options()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set the file's time");
+    let run = dry_run(&env, "ssh-bruteforce", &log);
+    let incidents = run["incidents"].as_array().expect("incidents");
+    assert_eq!(incidents.len(), 1, "{run:#}");
+    let first = incidents[0]["first_seen"].as_str().expect("first_seen");
+    assert!(first.starts_with("2025-12-10T"), "{first}");
+}
