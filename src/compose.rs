@@ -265,7 +265,12 @@ impl Composer {
         let tz = self.tz;
         let deadlines = self.deadlines_of(incident, now);
         let steps: Vec<String> = playbook
-            .map(|p| p.steps.iter().map(|s| clean(s)).collect())
+            .map(|p| {
+                p.steps
+                    .iter()
+                    .map(|s| clean(&crate::engine::fill_step(s, &incident.fields)))
+                    .collect()
+            })
             .unwrap_or_default();
         let shown = |events: &[Event]| -> Vec<Value> {
             events

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 struct Detail<'a> {
     #[serde(flatten)]
     incident: &'a Incident,
-    steps: Vec<&'a str>,
+    /// The playbook's steps with the incident's fields filled in.
+    steps: Vec<String>,
     deadlines: Vec<DeadlineJson<'a>>,
     events: Vec<crate::model::Event>,
     timeline: Vec<crate::model::TimelineEntry>,
@@ -64,8 +65,12 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
             if *json {
                 out.json(&Detail {
                     incident: &incident,
-                    steps: playbook
-                        .map_or_else(Vec::new, |p| p.steps.iter().map(String::as_str).collect()),
+                    steps: playbook.map_or_else(Vec::new, |p| {
+                        p.steps
+                            .iter()
+                            .map(|s| crate::engine::fill_step(s, &incident.fields))
+                            .collect()
+                    }),
                     deadlines: playbook.map_or_else(Vec::new, |p| {
                         p.deadlines
                             .iter()

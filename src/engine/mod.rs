@@ -19,4 +19,4 @@ mod hit;
 pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord};
 pub use correlate::{DryIncident, DryRun, Step, after_window, on_hit};
 pub use evidence::{EVIDENCE_KEEP, worth_storing};
-pub use hit::{Hit, dedupe_key, render_title};
+pub use hit::{Hit, dedupe_key, fill_step, render_title};

@@ -578,3 +578,31 @@ fn shipped_configs_are_valid() {
         }
     }
 }
+
+/// `show` gives the steps with the incident's own address in the commands, ready to paste.
+#[test]
+fn steps_carry_the_incidents_address() {
+    let env = Env::new(Backend::Sqlite);
+    let id = env.open(
+        "ssh-bruteforce",
+        "203.0.113.77",
+        "SSH総当たり攻撃 (203.0.113.77)",
+        Severity::High,
+    );
+    let id = id.to_string();
+    let show = json(&env.csirt(&["incidents", "show", &id, "--json"]));
+    let steps: Vec<&str> = show["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("blocklist '{ 203.0.113.77 }'")),
+        "{steps:#?}"
+    );
+    let text = stdout(&env.csirt(&["incidents", "show", &id]));
+    assert!(text.contains("grep -F -- 203.0.113.77"), "{text}");
+}
