@@ -72,6 +72,13 @@ pub enum Occasion {
         deadline: String,
         due: DateTime<Utc>,
     },
+    /// A later event raised the incident (a login after failures): told at once, to the last
+    /// escalation level's contacts too.
+    Raised {
+        reason: String,
+        level: i64,
+        to: Vec<String>,
+    },
 }
 
 impl Occasion {
@@ -82,6 +89,7 @@ impl Occasion {
             Occasion::Update { .. } => "update",
             Occasion::Escalation { .. } => "escalation",
             Occasion::Reminder { .. } => "reminder",
+            Occasion::Raised { .. } => "raised",
         }
     }
 }
@@ -238,7 +246,7 @@ impl Composer {
         now: DateTime<Utc>,
     ) -> Notification {
         let recipients = match occasion {
-            Occasion::Escalation { to, .. } => {
+            Occasion::Escalation { to, .. } | Occasion::Raised { to, .. } => {
                 let mut all = self.addresses(to);
                 for a in &self.notify_to {
                     if !all.contains(a) {
@@ -254,6 +262,7 @@ impl Composer {
             Occasion::Update { .. } => "【続報】".into(),
             Occasion::Escalation { level, .. } => format!("【未受付・第{level}段階】"),
             Occasion::Reminder { .. } => "【期限間近】".into(),
+            Occasion::Raised { .. } => "【緊急・引き上げ】".into(),
         };
         let subject = subject_line(&format!(
             "[CSIRT #{}] {marker}【重要度:{}】{}",
@@ -304,6 +313,11 @@ impl Composer {
                 context! { name => clean(deadline), due => long_time(*due, tz), remaining => remaining(*due, now) },
             ),
             Occasion::Opened => (0, 0, Vec::new(), Value::UNDEFINED),
+            Occasion::Raised { level, to, .. } => (0, *level, to.clone(), Value::UNDEFINED),
+        };
+        let reason = match occasion {
+            Occasion::Raised { reason, .. } => clean(reason),
+            _ => String::new(),
         };
         let ctx = context! {
             kind => occasion.kind(),
@@ -321,6 +335,7 @@ impl Composer {
             new_events => new_events,
             level => level,
             escalated_to => escalated_to,
+            reason => reason,
             open_for => crate::text::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
             deadline => deadline,
             commands => context! {

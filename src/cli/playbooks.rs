@@ -108,6 +108,8 @@ struct DryRunJson<'a> {
     truncated: u64,
     rules: BTreeMap<&'a str, u64>,
     matches: Vec<MatchJson<'a>>,
+    /// Lines of raising rules (a login after failures): not failures, listed apart.
+    raises: Vec<MatchJson<'a>>,
     incidents: &'a [DryIncident],
 }
 
@@ -182,6 +184,7 @@ fn dry_run(
     let (mut lines, mut matched) = (0u64, 0u64);
     let mut per_rule: BTreeMap<&str, u64> = BTreeMap::new();
     let mut matches_json = Vec::new();
+    let mut raises_json = Vec::new();
     let mut dry = DryRun::default();
     let mut found = Vec::new();
     let mut sessions = crate::playbook::session::Sessions::default();
@@ -201,7 +204,9 @@ fn dry_run(
         if found.is_empty() {
             return;
         }
-        matched += 1;
+        if found.iter().any(|m| m.rule.raise.is_none()) {
+            matched += 1;
+        }
         let observed_at = crate::timestamp::line_time(&text, tz, reference);
         for m in found.drain(..) {
             *per_rule.entry(m.rule.name.as_str()).or_default() += 1;
@@ -218,11 +223,16 @@ fn dry_run(
             .times(m.repeated);
             dry.add(&hit);
             if json {
-                matches_json.push(MatchJson {
+                let found = MatchJson {
                     line: line.line_no,
                     rule: m.rule.name.as_str(),
                     fields: hit.fields,
-                });
+                };
+                if m.rule.raise.is_some() {
+                    raises_json.push(found);
+                } else {
+                    matches_json.push(found);
+                }
             }
         }
     };
@@ -239,6 +249,7 @@ fn dry_run(
             truncated,
             rules: per_rule,
             matches: matches_json,
+            raises: raises_json,
             incidents: &dry.incidents,
         })?;
         return Ok(ExitCode::SUCCESS);

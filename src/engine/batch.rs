@@ -67,4 +67,6 @@ pub struct IngestOutcome {
     pub joined: Vec<i64>,
     /// Hits stored below their threshold.
     pub pending: usize,
+    /// Incidents a later event raised (a login after failures).
+    pub raised: Vec<i64>,
 }

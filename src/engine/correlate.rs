@@ -4,7 +4,7 @@
 //! count) and by the dry run of `csirt playbooks test` (where the window is in memory).
 
 use super::Hit;
-use crate::playbook::Threshold;
+use crate::playbook::{Raise, Threshold};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
 
@@ -40,6 +40,49 @@ pub fn after_window(needed: u32, count: i64, first: DateTime<Utc>) -> Option<(i6
     (count >= i64::from(needed)).then_some((count, first))
 }
 
+/// What a raising hit (a login after failures) does, given the open incident of its key, the
+/// one closed most recently within `closed_within`, and the key's failures still below the
+/// threshold within the raise's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaiseStep<Id> {
+    /// Raise the open incident.
+    Raise(Id),
+    /// Reopen the recently closed incident, raised.
+    Reopen(Id),
+    /// Open an incident now, raised, from the pending failures (`count`, the earliest `first`).
+    Open { count: i64, first: DateTime<Utc> },
+    /// An ordinary login: nothing to record.
+    Nothing,
+}
+
+/// The decision for a raising hit.
+pub fn on_raise<Id>(
+    raise: &Raise,
+    open: Option<Id>,
+    recently_closed: Option<Id>,
+    pending: i64,
+    first_pending: Option<DateTime<Utc>>,
+) -> RaiseStep<Id> {
+    match (open, recently_closed, first_pending) {
+        (Some(id), _, _) => RaiseStep::Raise(id),
+        (None, Some(id), _) => RaiseStep::Reopen(id),
+        (None, None, Some(first)) if pending >= i64::from(raise.pending_at_least) => {
+            RaiseStep::Open {
+                count: pending,
+                first,
+            }
+        }
+        _ => RaiseStep::Nothing,
+    }
+}
+
+/// The title of a raised incident: ` (mark)` added once; `None` when it is already there (a
+/// second success raises nothing new: it is evidence and a timeline entry, not another alarm).
+pub fn raised_title(title: &str, mark: &str) -> Option<String> {
+    let suffix = format!(" ({mark})");
+    (!title.ends_with(&suffix)).then(|| format!("{title}{suffix}"))
+}
+
 /// An incident the dry run would open.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DryIncident {
@@ -49,6 +92,8 @@ pub struct DryIncident {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub event_count: u64,
+    /// A raising hit (a login after failures) raised it.
+    pub raised: bool,
 }
 
 /// A key's hits below its threshold: when each was seen, and how many it stands for.
@@ -68,6 +113,38 @@ impl DryRun {
     /// Applies one hit.
     pub fn add(&mut self, hit: &Hit) {
         let key = (hit.playbook.clone(), hit.dedupe_key.clone());
+        if let Some(raise) = &hit.raise {
+            let since = hit.observed_at - raise.window.to_chrono();
+            let window = self.windows.get(&key);
+            let pending: i64 = window.map_or(0, |w| {
+                w.iter()
+                    .filter(|(at, _)| *at >= since)
+                    .map(|(_, n)| i64::from(*n))
+                    .sum()
+            });
+            let first =
+                window.and_then(|w| w.iter().map(|(at, _)| *at).filter(|at| *at >= since).min());
+            match on_raise(raise, self.open.get(&key).copied(), None, pending, first) {
+                RaiseStep::Raise(index) | RaiseStep::Reopen(index) => {
+                    self.incidents[index].raised = true;
+                }
+                RaiseStep::Open { count, first } => {
+                    self.windows.remove(&key);
+                    self.open.insert(key, self.incidents.len());
+                    self.incidents.push(DryIncident {
+                        playbook: hit.playbook.clone(),
+                        title: hit.title.clone(),
+                        dedupe_key: hit.dedupe_key.clone(),
+                        first_seen: first,
+                        last_seen: hit.observed_at,
+                        event_count: count as u64,
+                        raised: true,
+                    });
+                }
+                RaiseStep::Nothing => {}
+            }
+            return;
+        }
         let (count, first_seen) = match on_hit(self.open.get(&key).copied(), hit) {
             Step::Join(index) => {
                 let incident = &mut self.incidents[index];
@@ -102,6 +179,7 @@ impl DryRun {
             first_seen,
             last_seen: hit.observed_at,
             event_count: count as u64,
+            raised: false,
         });
     }
 }
@@ -131,6 +209,7 @@ mod tests {
             text: String::new(),
             fields: Default::default(),
             weight: 1,
+            raise: None,
         }
     }
 
@@ -166,6 +245,43 @@ mod tests {
         assert_eq!(dry.incidents.len(), 1);
         assert_eq!(dry.incidents[0].event_count, 6);
         assert_eq!(dry.incidents[0].first_seen.timestamp(), 1000);
+    }
+
+    #[test]
+    fn a_login_raises_the_open_incident_or_three_pending_failures() {
+        let raise = Raise {
+            severity: crate::model::Severity::Critical,
+            mark: "ログイン成功".into(),
+            closed_within: Span::from_secs(86_400),
+            pending_at_least: 3,
+            window: Span::from_secs(600),
+        };
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(
+            on_raise(&raise, Some(1), Some(2), 0, None),
+            RaiseStep::Raise(1)
+        );
+        assert_eq!(
+            on_raise(&raise, None, Some(2), 9, Some(t)),
+            RaiseStep::Reopen(2)
+        );
+        assert_eq!(
+            on_raise::<i64>(&raise, None, None, 3, Some(t)),
+            RaiseStep::Open { count: 3, first: t }
+        );
+        assert_eq!(
+            on_raise::<i64>(&raise, None, None, 2, Some(t)),
+            RaiseStep::Nothing
+        );
+        assert_eq!(
+            on_raise::<i64>(&raise, None, None, 0, None),
+            RaiseStep::Nothing
+        );
+        assert_eq!(
+            raised_title("SSH総当たり攻撃 (192.0.2.1)", "ログイン成功").as_deref(),
+            Some("SSH総当たり攻撃 (192.0.2.1) (ログイン成功)")
+        );
+        assert_eq!(raised_title("x (ログイン成功)", "ログイン成功"), None);
     }
 
     #[test]

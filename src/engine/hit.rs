@@ -2,7 +2,7 @@
 //! fields, NUL bytes made visible. Never touches the store.
 
 use crate::model::{Fields, Severity};
-use crate::playbook::{Playbook, Rule, Threshold};
+use crate::playbook::{Playbook, Raise, Rule, Threshold};
 use chrono::{DateTime, Utc};
 
 /// A rule's match, ready to be stored.
@@ -26,6 +26,8 @@ pub struct Hit {
     pub fields: Fields,
     /// How many failures the hit stands for (rsyslog's `message repeated N times`), at least 1.
     pub weight: u32,
+    /// Set when the rule raises an incident instead of counting (a login after failures).
+    pub raise: Option<Raise>,
 }
 
 impl Hit {
@@ -71,6 +73,7 @@ impl Hit {
             text,
             fields,
             weight: 1,
+            raise: rule.raise.clone(),
         }
     }
 

@@ -17,6 +17,8 @@ mod evidence;
 mod hit;
 
 pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord};
-pub use correlate::{DryIncident, DryRun, Step, after_window, on_hit};
+pub use correlate::{
+    DryIncident, DryRun, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
+};
 pub use evidence::{EVIDENCE_KEEP, worth_storing};
 pub use hit::{Hit, dedupe_key, fill_step, render_title};

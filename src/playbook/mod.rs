@@ -88,6 +88,9 @@ struct RuleFile {
     fields: BTreeMap<String, String>,
     #[serde(default)]
     threshold: Option<Threshold>,
+    /// A later event with the same key raises the incident (a login after failures).
+    #[serde(default)]
+    raise: Option<Raise>,
 }
 
 /// What ties the lines of one session together.
@@ -166,6 +169,38 @@ pub struct Threshold {
     pub window: Span,
 }
 
+/// What a raising rule does: its hit never counts and never opens an incident on its own;
+/// it raises the open incident of its key (or one closed within `closed_within`), or opens one
+/// raised when the key has at least `pending_at_least` failures within `window` below the
+/// threshold. Raised: the severity becomes `severity`, ` ({mark})` is added to the title, the
+/// CSIRT is told at once and the escalation goes straight to its last level.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Raise {
+    #[serde(default = "critical")]
+    pub severity: Severity,
+    pub mark: String,
+    #[serde(default = "one_day")]
+    pub closed_within: Span,
+    #[serde(default = "three")]
+    pub pending_at_least: u32,
+    #[serde(default = "ten_minutes")]
+    pub window: Span,
+}
+
+fn critical() -> Severity {
+    Severity::Critical
+}
+fn one_day() -> Span {
+    Span::from_secs(86_400)
+}
+fn three() -> u32 {
+    3
+}
+fn ten_minutes() -> Span {
+    Span::from_secs(600)
+}
+
 /// One compiled rule of a playbook.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -186,6 +221,8 @@ pub struct Rule {
     /// For JSON rules: the field tests and the fields a hit takes.
     pub json: Option<JsonRule>,
     pub threshold: Option<Threshold>,
+    /// Set for a rule whose hits raise an incident instead of counting.
+    pub raise: Option<Raise>,
     /// Where the rule is, for messages.
     pub location: Location,
 }
@@ -519,6 +556,24 @@ fn parse(
                 _ => {}
             }
         }
+        if let Some(raise) = &rule.raise {
+            if rule.learn || rule.threshold.is_some() {
+                invalid(
+                    spanned.span(),
+                    format!(
+                        "rule `{name}`: a raising rule neither learns nor has a threshold of its own"
+                    ),
+                );
+            }
+            if raise.mark.trim().is_empty() || raise.mark.chars().any(char::is_control) {
+                invalid(
+                    spanned.span(),
+                    format!(
+                        "rule `{name}`: raise.mark must be a short text for the title, e.g. \"ログイン成功\""
+                    ),
+                );
+            }
+        }
         if (rule.session.is_some() || rule.learn) && programs.is_empty() {
             invalid(
                 spanned.span(),
@@ -574,6 +629,7 @@ fn parse(
             regex,
             json,
             threshold: rule.threshold,
+            raise: rule.raise.clone(),
             location: Location::of_span(path, text, spanned.span()),
         });
     }

@@ -39,7 +39,10 @@ pub async fn run(
                     for id in &outcome.opened {
                         info!(incident = id, "incident opened");
                     }
-                    if !outcome.opened.is_empty() {
+                    for id in &outcome.raised {
+                        tracing::warn!(incident = id, "incident raised by a later event");
+                    }
+                    if !outcome.opened.is_empty() || !outcome.raised.is_empty() {
                         wake_notifier.notify_one();
                     }
                     break;

@@ -70,27 +70,10 @@ impl Store {
                     }
                 }
                 if let Some(LevelDue { from, level, to }) = due.escalation {
-                    let mut fired = false;
-                    for l in from..=level {
-                        let inserted = sqlx::query(
-                            "INSERT INTO escalations (incident_id, level, fired_at, node) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (incident_id, level) DO NOTHING",
-                        )
-                        .bind(id)
-                        .bind(l)
-                        .bind(now)
-                        .bind(node)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        fired |= inserted == 1 && l == level;
-                    }
+                    // Levels skipped while no daemon ran are recorded with this one: one mail
+                    // for the highest level due, never a burst of stale ones.
+                    let fired = tx.fire_levels(id, from, level, node, now).await?;
                     if fired {
-                        sqlx::query("UPDATE incidents SET escalation_level = $2 WHERE id = $1 AND escalation_level < $2")
-                            .bind(id)
-                            .bind(level)
-                            .execute(&mut *tx)
-                            .await?;
                         let detail = format!("第{level}段階: {}", to.join(", "));
                         tx.insert_timeline(id, now, "daemon", "escalated", &detail).await?;
                         tx.announce(composer, id, &Occasion::Escalation { level, to }, now).await?;

@@ -8,8 +8,13 @@
 use super::sql::{NewEventRow, NewIncidentRow, Sql};
 use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
-use crate::engine::{Batch, Hit, IngestOutcome, Step, after_window, on_hit, worth_storing};
+use crate::engine::{
+    Batch, Hit, IngestOutcome, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
+    worth_storing,
+};
+use crate::model::Action;
 use crate::model::now;
+use crate::playbook::Raise;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -50,7 +55,7 @@ impl Store {
             }
             // Exact per-key counters: one upsert per key and batch, not per hit.
             let mut counts: HashMap<(&str, &str), KeyCount> = HashMap::new();
-            for hit in &batch.hits {
+            for hit in batch.hits.iter().filter(|h| h.raise.is_none()) {
                 let c = counts
                     .entry((hit.playbook.as_str(), hit.dedupe_key.as_str()))
                     .or_insert((0, hit.observed_at, hit.observed_at));
@@ -92,6 +97,54 @@ impl Store {
                         open
                     }
                 };
+                if let Some(raise) = &hit.raise {
+                    let closed = match open {
+                        Some(_) => None,
+                        None => {
+                            let since = received_at - raise.closed_within.to_chrono();
+                            tx.closed_since(&hit.playbook, &hit.dedupe_key, since).await?
+                        }
+                    };
+                    let (pending, first) = match (open, closed) {
+                        (None, None) => {
+                            let since = hit.observed_at - raise.window.to_chrono();
+                            tx.pending_failures(&hit.playbook, &hit.dedupe_key, since).await?
+                        }
+                        _ => (0, None),
+                    };
+                    let id = match on_raise(raise, open, closed, pending, first) {
+                        RaiseStep::Raise(id) => id,
+                        RaiseStep::Reopen(id) => {
+                            if tx.transition(id, &Action::Reopen, received_at).await? == 0 {
+                                continue;
+                            }
+                            tx.insert_timeline(id, received_at, "daemon", "reopened", &raise.mark).await?;
+                            id
+                        }
+                        RaiseStep::Open { count, first } => {
+                            let id = tx
+                                .insert_incident(&NewIncidentRow {
+                                    event_count: count,
+                                    first_seen: first,
+                                    ..NewIncidentRow::of_hit(hit, received_at)
+                                })
+                                .await?;
+                            tx.attach_pending(id, &hit.playbook, &hit.dedupe_key).await?;
+                            let detail = format!("{} ({count} hits below the threshold, rule {})", hit.title, hit.rule);
+                            tx.insert_timeline(id, received_at, "daemon", "opened", &detail).await?;
+                            outcome.opened.push(id);
+                            id
+                        }
+                        RaiseStep::Nothing => continue,
+                    };
+                    open_of.insert(slot, Some(id));
+                    held.entry(id).or_default();
+                    grown.push(id);
+                    if raise_incident(&mut *tx, composer, id, hit, raise, &batch.node, received_at).await? {
+                        outcome.raised.push(id);
+                    }
+                    continue;
+                }
                 let mut step = on_hit(open, hit);
                 if let Step::Join(id) = step {
                     if let Some(later) = held.get_mut(&id) {
@@ -133,14 +186,7 @@ impl Store {
                     })
                     .await?;
                 if matches!(step, Step::Count { .. }) {
-                    sqlx::query(
-                        "UPDATE events SET incident_id = $1 WHERE playbook = $2 AND dedupe_key = $3 AND incident_id IS NULL",
-                    )
-                    .bind(id)
-                    .bind(&hit.playbook)
-                    .bind(&hit.dedupe_key)
-                    .execute(&mut *tx)
-                    .await?;
+                    tx.attach_pending(id, &hit.playbook, &hit.dedupe_key).await?;
                     grown.push(id);
                 } else {
                     tx.insert_event(Some(id), &NewEventRow::from(hit), received_at).await?;
@@ -223,4 +269,66 @@ impl Store {
             Ok(outcome)
         })
     }
+}
+
+/// Raises incident `id` for `hit` (a login after failures): the hit is evidence that does not
+/// count, the severity and title change, the escalation goes straight to the playbook's last
+/// level, and the CSIRT is told at once. A second raise of the same incident is evidence and a
+/// timeline entry only. True when it raised.
+async fn raise_incident(
+    tx: &mut impl Sql,
+    composer: &Composer,
+    id: i64,
+    hit: &Hit,
+    raise: &Raise,
+    node: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let incident = tx.incident(id).await?;
+    tx.add_hits(id, 0, hit.observed_at, hit.observed_at).await?;
+    let evidence = NewEventRow {
+        weight: 0,
+        ..NewEventRow::from(hit)
+    };
+    tx.insert_event(Some(id), &evidence, at).await?;
+    let user = hit
+        .fields
+        .get("user")
+        .and_then(|u| u.as_str())
+        .map(|u| format!(" (ユーザー {u})"))
+        .unwrap_or_default();
+    let Some(title) = raised_title(&incident.title, &raise.mark) else {
+        let detail = format!("再び{}{user}: ルール {}", raise.mark, hit.rule);
+        tx.insert_timeline(id, at, "daemon", "note", &detail)
+            .await?;
+        return Ok(false);
+    };
+    tx.set_severity_title(id, raise.severity.as_str(), &title)
+        .await?;
+    let playbook = composer.playbooks().get(&incident.playbook);
+    let (level, to) = match playbook.and_then(|p| p.escalations.last().map(|l| (p, l))) {
+        Some((p, last)) => (p.escalations.len() as i64, last.to.clone()),
+        None => (0, Vec::new()),
+    };
+    if level > incident.escalation_level {
+        tx.fire_levels(id, incident.escalation_level + 1, level, node, at)
+            .await?;
+    }
+    let reason = format!(
+        "{}{user} (ルール {}、事象 {} 件の後): 重要度を{}に引き上げ{}",
+        raise.mark,
+        hit.rule,
+        incident.event_count,
+        raise.severity.label_ja(),
+        if level > 0 {
+            format!("、第{level}段階 (最終) へエスカレーション")
+        } else {
+            String::new()
+        }
+    );
+    tx.insert_timeline(id, at, "daemon", "raised", &reason)
+        .await?;
+    let occasion = Occasion::Raised { reason, level, to };
+    tx.announce(composer, id, &occasion, at).await?;
+    Ok(true)
 }

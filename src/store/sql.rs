@@ -132,6 +132,51 @@ pub(super) trait Sql: Send {
         received_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(i64, Option<DateTime<Utc>>), sqlx::Error>> + Send;
 
+    /// The incident of `playbook` and `key` closed most recently at or after `since`.
+    fn closed_since(
+        &mut self,
+        playbook: &str,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
+
+    /// The key's pending failures (below the threshold) seen at or after `since`: their weight
+    /// and the earliest.
+    fn pending_failures(
+        &mut self,
+        playbook: &str,
+        key: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(i64, Option<DateTime<Utc>>), sqlx::Error>> + Send;
+
+    /// Makes the key's pending events evidence of incident `id`.
+    fn attach_pending(
+        &mut self,
+        id: i64,
+        playbook: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Raises incident `id`: a new severity and title.
+    fn set_severity_title(
+        &mut self,
+        id: i64,
+        severity: &str,
+        title: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Records escalation levels `from..=level` of incident `id` as fired by `node` (each at
+    /// most once, whichever daemon is first) and moves its level up; true when `level` itself
+    /// was fired here (only then is it mailed).
+    fn fire_levels(
+        &mut self,
+        id: i64,
+        from: i64,
+        level: i64,
+        node: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
     /// How many events incident `id` stores.
     fn count_events(&mut self, id: i64) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
@@ -313,6 +358,95 @@ macro_rules! shared_statements {
             .bind(&hit.dedupe_key)
             .fetch_one(&mut *self)
             .await
+        }
+
+        async fn closed_since(
+            &mut self,
+            playbook: &str,
+            key: &str,
+            since: DateTime<Utc>,
+        ) -> Result<Option<i64>, sqlx::Error> {
+            sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status = 'closed' \
+                 AND closed_at >= $3 ORDER BY closed_at DESC LIMIT 1",
+            )
+            .bind(playbook)
+            .bind(key)
+            .bind(since)
+            .fetch_optional(&mut *self)
+            .await
+        }
+
+        async fn pending_failures(
+            &mut self,
+            playbook: &str,
+            key: &str,
+            since: DateTime<Utc>,
+        ) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+            sqlx::query_as(
+                "SELECT COALESCE(SUM(weight), 0), MIN(observed_at) FROM events \
+                 WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL AND observed_at >= $3",
+            )
+            .bind(playbook)
+            .bind(key)
+            .bind(since)
+            .fetch_one(&mut *self)
+            .await
+        }
+
+        async fn attach_pending(&mut self, id: i64, playbook: &str, key: &str) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "UPDATE events SET incident_id = $1 WHERE playbook = $2 AND dedupe_key = $3 AND incident_id IS NULL",
+            )
+            .bind(id)
+            .bind(playbook)
+            .bind(key)
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+        }
+
+        async fn set_severity_title(&mut self, id: i64, severity: &str, title: &str) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE incidents SET severity = $2, title = $3 WHERE id = $1")
+                .bind(id)
+                .bind(severity)
+                .bind(title)
+                .execute(&mut *self)
+                .await
+                .map(|_| ())
+        }
+
+        async fn fire_levels(
+            &mut self,
+            id: i64,
+            from: i64,
+            level: i64,
+            node: &str,
+            now: DateTime<Utc>,
+        ) -> Result<bool, sqlx::Error> {
+            let mut fired = false;
+            for l in from..=level {
+                let inserted = sqlx::query(
+                    "INSERT INTO escalations (incident_id, level, fired_at, node) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (incident_id, level) DO NOTHING",
+                )
+                .bind(id)
+                .bind(l)
+                .bind(now)
+                .bind(node)
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
+                fired |= inserted == 1 && l == level;
+            }
+            if fired {
+                sqlx::query("UPDATE incidents SET escalation_level = $2 WHERE id = $1 AND escalation_level < $2")
+                    .bind(id)
+                    .bind(level)
+                    .execute(&mut *self)
+                    .await?;
+            }
+            Ok(fired)
         }
 
         async fn count_events(&mut self, id: i64) -> Result<i64, sqlx::Error> {

@@ -15,6 +15,7 @@ on_both_backends!(
     a_hit_after_close_opens_a_new_incident,
     checkpoints_and_hostile_bytes_are_stored,
     a_repeated_line_counts_as_often_as_it_repeats,
+    a_login_after_failures_raises_the_incident,
 );
 
 fn playbooks() -> PlaybookSet {
@@ -317,5 +318,146 @@ fn a_repeated_line_counts_as_often_as_it_repeats(backend: Backend) {
             [("ip=192.0.2.30".to_string(), 10)]
         );
         assert_eq!(store.events(id).await.expect("events").len(), 4);
+    });
+}
+
+/// An `Accepted … from H` hit of the SSH playbook's raising rule.
+fn login(set: &PlaybookSet, ip: &str, seconds: i64) -> Hit {
+    let playbook = set.get("ssh-bruteforce").expect("ssh playbook");
+    let rule = playbook
+        .rules
+        .iter()
+        .find(|r| r.raise.is_some())
+        .expect("the raising rule");
+    let mut fields = csirt::model::Fields::new();
+    fields.insert("ip".into(), ip.into());
+    fields.insert("user".into(), "kitakami".into());
+    Hit::new(
+        playbook,
+        rule,
+        fields,
+        "log",
+        "/var/log/auth.log".into(),
+        format!("ok-{seconds}"),
+        t0() + TimeDelta::seconds(seconds),
+        format!("sshd[1]: Accepted password for kitakami from {ip} port 22 ssh2"),
+    )
+}
+
+/// A brute force that ends in a login is the compromise: the open incident (or one closed
+/// within 24 h, or three failures still below the threshold) becomes critical, its title says
+/// so, the CSIRT is told at once and the escalation jumps to the last level; an ordinary login
+/// records nothing, and a second login raises nothing new.
+fn a_login_after_failures_raises_the_incident(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    block_on(async {
+        let store = env.store().await;
+        let composer = env.composer();
+        // An open incident of five failures, then the login.
+        let failures: Vec<Hit> = (0..5).map(|s| ssh_hit(&set, "192.0.2.40", s)).collect();
+        let id = store
+            .ingest(&batch(failures), &composer)
+            .await
+            .expect("ingest")
+            .opened[0];
+        let outcome = store
+            .ingest(&batch(vec![login(&set, "192.0.2.40", 30)]), &composer)
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.raised, [id]);
+        let raised = store.incident(id).await.expect("incident");
+        assert_eq!(raised.severity, csirt::model::Severity::Critical);
+        assert_eq!(raised.title, "SSH総当たり攻撃 (192.0.2.40) (ログイン成功)");
+        assert_eq!(raised.escalation_level, 2, "straight to the last level");
+        assert_eq!(
+            raised.event_count, 5,
+            "the login is evidence, not a failure"
+        );
+        let outbox = store.outbox().await.expect("outbox");
+        let mail = outbox
+            .iter()
+            .find(|r| r.kind == "raised")
+            .expect("a raised mail");
+        assert!(mail.subject.contains("ログイン成功"), "{}", mail.subject);
+        for to in ["tokatsu@example.jp", "ciso@example.jp", "duty@example.jp"] {
+            assert!(
+                mail.recipients().contains(&to.to_string()),
+                "{to}: {:?}",
+                mail.recipients()
+            );
+        }
+        let timeline = store.timeline(id).await.expect("timeline");
+        assert!(
+            timeline
+                .iter()
+                .any(|t| t.action == "raised" && t.detail.contains("kitakami"))
+        );
+        // A second login: evidence and a note, no second alarm.
+        let outcome = store
+            .ingest(&batch(vec![login(&set, "192.0.2.40", 40)]), &composer)
+            .await
+            .expect("ingest");
+        assert!(outcome.raised.is_empty());
+        let raised_mails = store
+            .outbox()
+            .await
+            .expect("outbox")
+            .iter()
+            .filter(|r| r.kind == "raised")
+            .count();
+        assert_eq!(raised_mails, 1);
+
+        // Three failures below the threshold, then a login: opened raised.
+        let few: Vec<Hit> = (0..3).map(|s| ssh_hit(&set, "192.0.2.41", s)).collect();
+        store.ingest(&batch(few), &composer).await.expect("ingest");
+        let outcome = store
+            .ingest(&batch(vec![login(&set, "192.0.2.41", 20)]), &composer)
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.opened.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.raised, outcome.opened);
+        let opened = store.incident(outcome.opened[0]).await.expect("incident");
+        assert_eq!(
+            (opened.event_count, opened.severity),
+            (3, csirt::model::Severity::Critical)
+        );
+
+        // Two failures then a login, and a login from nowhere: nothing.
+        let two: Vec<Hit> = (0..2).map(|s| ssh_hit(&set, "192.0.2.42", s)).collect();
+        store.ingest(&batch(two), &composer).await.expect("ingest");
+        for ip in ["192.0.2.42", "192.0.2.43"] {
+            let outcome = store
+                .ingest(&batch(vec![login(&set, ip, 20)]), &composer)
+                .await
+                .expect("ingest");
+            assert!(
+                outcome.opened.is_empty() && outcome.raised.is_empty(),
+                "{ip}: {outcome:?}"
+            );
+        }
+
+        // Closed as a false positive an hour ago, then a login: reopened and raised.
+        let failures: Vec<Hit> = (0..5).map(|s| ssh_hit(&set, "192.0.2.44", s)).collect();
+        let closed = store
+            .ingest(&batch(failures), &composer)
+            .await
+            .expect("ingest")
+            .opened[0];
+        let close = Action::Close {
+            resolution: Resolution::FalsePositive,
+            note: None,
+        };
+        store
+            .apply(closed, &close, &Actor::current_user())
+            .await
+            .expect("close");
+        let outcome = store
+            .ingest(&batch(vec![login(&set, "192.0.2.44", 60)]), &composer)
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.raised, [closed]);
+        let reopened = store.incident(closed).await.expect("incident");
+        assert_eq!(reopened.status, csirt::model::Status::Open);
     });
 }
