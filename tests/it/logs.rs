@@ -26,6 +26,7 @@ on_both_backends!(
     rename_and_create_rotation_with_a_glob_matching_the_rotated_name,
     sigkill_mid_ingest_then_restart_counts_exactly_once,
     hostile_input_keeps_flowing,
+    a_login_after_failures_raises_across_a_sigkill,
 );
 
 /// The node name every test's daemon runs as (checkpoints are kept per node).
@@ -1050,4 +1051,56 @@ fn status_shows_each_log_with_its_offset_and_lag() {
         "{text}"
     );
     daemon.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Correlation through the daemon
+// ---------------------------------------------------------------------------------------------
+
+/// `Accepted … from H` after failures from H raises the incident, even when the daemon was
+/// killed between the failures and the login: the open incident, and failures still below the
+/// threshold, are in the store, not in the dead process.
+fn a_login_after_failures_raises_across_a_sigkill(backend: Backend) {
+    let (env, auth) = env_with_auth_log(backend);
+    let accepted = |ip: &str, second: u32| {
+        format!(
+            "Nov  3 10:05:{second:02} it-host sshd[{}]: Accepted password for kitakami from {ip} port 40000 ssh2\n",
+            5000 + second
+        )
+    };
+    let mut first = Daemon::start(&env);
+    // Five failures from .80 (an incident), three from .81 (below the threshold).
+    let mut lines: String = (0..5).map(|s| failure("192.0.2.80", s)).collect();
+    lines += &(10..13)
+        .map(|s| failure("192.0.2.81", s))
+        .collect::<String>();
+    append(&auth, lines);
+    let mut expected = BTreeMap::new();
+    expected.insert("ip=192.0.2.80".to_string(), 5);
+    expected.insert("ip=192.0.2.81".to_string(), 3);
+    first.wait_for_counts(&env, &expected);
+    first.wait_read_to_end(&env, &auth);
+    first.kill();
+    append(
+        &auth,
+        accepted("192.0.2.80", 1) + &accepted("192.0.2.81", 2),
+    );
+    let mut second = Daemon::start(&env);
+    second.wait_read_to_end(&env, &auth);
+    let raised = second.wait("both incidents raised", &env, |env| {
+        let all = incidents(env);
+        let raised: Vec<serde_json::Value> = all
+            .into_iter()
+            .filter(|i| i["severity"] == "critical")
+            .collect();
+        (raised.len() == 2).then_some(raised)
+    });
+    for i in &raised {
+        let title = i["title"].as_str().expect("title");
+        assert!(title.ends_with("(ログイン成功)"), "{title}");
+        assert_eq!(i["escalation_level"], 2, "{i}");
+    }
+    let counts = hit_counts(&env);
+    assert_eq!(counts, expected, "the logins are not failures");
+    second.stop();
 }
