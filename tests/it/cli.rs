@@ -556,7 +556,7 @@ fn config_check_says_what_it_would_watch() {
         "{text}"
     );
     assert!(
-        text.contains("playbooks:") && text.contains("(12 loaded)"),
+        text.contains("playbooks:") && text.contains("(13 loaded)"),
         "{text}"
     );
 }

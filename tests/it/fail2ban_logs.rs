@@ -239,3 +239,15 @@ fn ssh_playbook_on_fail2bans_sshd_log() {
     let env = Env::new(Backend::Sqlite);
     score(&env, "ssh-bruteforce", "sshd", "normal", 0.95);
 }
+
+#[test]
+fn mail_playbook_on_fail2bans_postfix_log_sasl() {
+    let env = Env::new(Backend::Sqlite);
+    score(&env, "mail-bruteforce", "postfix", "auth", 0.95);
+}
+
+#[test]
+fn mail_playbook_on_fail2bans_dovecot_log() {
+    let env = Env::new(Backend::Sqlite);
+    score(&env, "mail-bruteforce", "dovecot", "normal", 0.95);
+}

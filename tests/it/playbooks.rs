@@ -52,6 +52,7 @@ fn every_log_playbook_fires_on_its_samples_and_only_on_them() {
         "ransomware",
         "dos",
         "ids-alert",
+        "mail-bruteforce",
     ] {
         assert!(
             ids.iter().filter(|i| **i == id).count() == 2,
@@ -106,6 +107,29 @@ fn captured_addresses_are_the_real_ones() {
             "203.0.113.14",
             "203.0.113.15",
             "203.0.113.16",
+        ]
+    );
+    // Mail server: user=<…> and pam(user,…) carry forged addresses; the real ones are taken.
+    let mail = dry_run(
+        &env,
+        "mail-bruteforce",
+        &fixtures().join("mail-bruteforce.positive.log"),
+    );
+    let ips: Vec<&str> = mail["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            "203.0.113.90",
+            "2001:db8::90",
+            "203.0.113.91",
+            "203.0.113.92",
+            "203.0.113.93",
+            "203.0.113.94",
         ]
     );
     let malware = dry_run(&env, "malware", &fixtures().join("malware.positive.log"));
