@@ -209,26 +209,18 @@ fn dry_run(
         }
         let observed_at = crate::timestamp::line_time(&text, tz, reference);
         for m in found.drain(..) {
-            *per_rule.entry(m.rule.name.as_str()).or_default() += 1;
-            let hit = Hit::new(
-                m.playbook,
-                m.rule,
-                m.fields,
-                "log",
-                source.clone(),
-                line.line_no.to_string(),
-                observed_at,
-                String::new(),
-            )
-            .times(m.repeated);
+            let rule = m.rule;
+            *per_rule.entry(rule.name.as_str()).or_default() += 1;
+            let locator = line.line_no.to_string();
+            let hit = Hit::of_log_match(m, source.clone(), locator, observed_at, String::new());
             dry.add(&hit);
             if json {
                 let found = MatchJson {
                     line: line.line_no,
-                    rule: m.rule.name.as_str(),
+                    rule: rule.name.as_str(),
                     fields: hit.fields,
                 };
-                if m.rule.raise.is_some() {
+                if rule.raise.is_some() {
                     raises_json.push(found);
                 } else {
                     matches_json.push(found);

@@ -2,6 +2,7 @@
 //! fields, NUL bytes made visible. Never touches the store.
 
 use crate::model::{Fields, Severity};
+use crate::playbook::matcher::Match;
 use crate::playbook::{Playbook, Raise, Rule, Threshold};
 use chrono::{DateTime, Utc};
 
@@ -75,6 +76,28 @@ impl Hit {
             weight: 1,
             raise: rule.raise.clone(),
         }
+    }
+
+    /// The hit of a log rule's match (a file line or a journal entry).
+    pub fn of_log_match(
+        m: Match<'_>,
+        source: String,
+        locator: String,
+        observed_at: DateTime<Utc>,
+        text: String,
+    ) -> Hit {
+        let repeated = m.repeated;
+        Hit::new(
+            m.playbook,
+            m.rule,
+            m.fields,
+            "log",
+            source,
+            locator,
+            observed_at,
+            text,
+        )
+        .times(repeated)
     }
 
     /// The same hit, standing for `n` (at least 1).

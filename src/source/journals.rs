@@ -175,19 +175,13 @@ pub fn match_entries(
         });
         matcher.scan_in_session(&rules, &line, structure, sessions, &mut matches);
         for m in matches.drain(..) {
-            hits.push(
-                Hit::new(
-                    m.playbook,
-                    m.rule,
-                    m.fields,
-                    "log",
-                    format!("journal:{name}"),
-                    entry.cursor.clone(),
-                    entry.realtime,
-                    line.clone(),
-                )
-                .times(m.repeated),
-            );
+            hits.push(Hit::of_log_match(
+                m,
+                format!("journal:{name}"),
+                entry.cursor.clone(),
+                entry.realtime,
+                line.clone(),
+            ));
         }
     }
     hits

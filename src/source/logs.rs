@@ -740,19 +740,13 @@ fn collect_hits(
     let arrival = crate::model::now();
     let observed_at = crate::timestamp::line_time(&text, tz, arrival);
     for m in matches {
-        hits.push(
-            Hit::new(
-                m.playbook,
-                m.rule,
-                m.fields,
-                "log",
-                path.display().to_string(),
-                line.line_no.to_string(),
-                observed_at,
-                text.clone().into_owned(),
-            )
-            .times(m.repeated),
-        );
+        hits.push(Hit::of_log_match(
+            m,
+            path.display().to_string(),
+            line.line_no.to_string(),
+            observed_at,
+            text.clone().into_owned(),
+        ));
     }
 }
 
