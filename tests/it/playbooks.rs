@@ -143,6 +143,15 @@ fn captured_addresses_are_the_real_ones() {
         &fixtures().join("ids-alert.positive.log"),
     );
     assert_eq!(ids["matches"][0]["fields"]["ip"], "203.0.113.80");
+    // The source is the JSON key's, whatever the user agent says; a destination in the
+    // playbook's ignore_cidrs (a city server) does not hide an attack on it.
+    let last = ids["matches"]
+        .as_array()
+        .expect("matches")
+        .last()
+        .expect("a match")
+        .clone();
+    assert_eq!(last["fields"]["ip"], "203.0.113.81", "{last}");
     assert_eq!(
         ids["matches"][0]["fields"]["signature"],
         "ET EXPLOIT Possible Apache Log4j RCE Attempt"
