@@ -153,7 +153,8 @@ fn tag(s: &str) -> Option<(&str, Option<&str>, &str)> {
             .or_else(|| after.strip_prefix(' '))?;
         return Some((program, None, message));
     }
-    let end = s.find([' ', '[', ':'])?;
+    // A byte scan: the separators are ASCII, and a char-array search decodes every char.
+    let end = s.bytes().position(|b| matches!(b, b' ' | b'[' | b':'))?;
     let program = &s[..end];
     if !valid_program(program) {
         return None;

@@ -12,7 +12,7 @@
 
 use super::cidr::canonical;
 use super::line::{self, Syslog};
-use super::session::{MAX_WAITING, Sessions, Waiting};
+use super::session::{MAX_WAITING, Sessions, Waiting, session_id};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
 use regex::{RegexSet, RegexSetBuilder};
@@ -243,7 +243,7 @@ impl Matcher {
     /// that lacks a field is no hit).
     pub fn scan<'a>(&'a self, rules: &FileRules, line: &str, out: &mut Vec<Match<'a>>) {
         let start = out.len();
-        self.scan_parsed(rules, line, self.structure(rules, line), out);
+        self.scan_with(rules, line, self.structure(rules, line), false, out);
         self.settle(start, out);
     }
 
@@ -268,25 +268,25 @@ impl Matcher {
         out: &mut Vec<Match<'a>>,
     ) {
         let start = out.len();
-        self.scan_parsed(rules, line, syslog, out);
-        let id = syslog.and_then(|s| {
-            Some((
-                s.host.unwrap_or("-").into(),
-                s.program.into(),
-                s.pid?.into(),
-            ))
-        });
-        let Some(id) = id else {
-            self.settle(start, out);
-            return;
-        };
+        let waiting = sessions.any_waiting()
+            && syslog
+                .and_then(|s| Some(session_id(s.host, s.program, s.pid?)))
+                .is_some_and(|id| sessions.waiting(id));
+        self.scan_with(rules, line, syslog, waiting, out);
+        // Most lines match nothing, or only ordinary rules: no session is looked at, and nothing
+        // is allocated for them.
         if out[start..]
             .iter()
             .all(|m| !m.rule.learn && m.rule.session.is_none())
         {
             return;
         }
+        let Some(id) = syslog.and_then(|s| Some(session_id(s.host, s.program, s.pid?))) else {
+            self.settle(start, out);
+            return;
+        };
         let session = sessions.get(id);
+        let waiting_before = session.waiting.len();
         let mut released = Vec::new();
         for m in out[start..].iter().filter(|m| m.rule.learn) {
             for (k, v) in &m.fields {
@@ -337,6 +337,8 @@ impl Matcher {
             }
             kept.push(m);
         }
+        let waiting_after = session.waiting.len();
+        sessions.waiting_changed(waiting_before, waiting_after);
         out.extend(kept);
         out.extend(released);
     }
@@ -371,6 +373,20 @@ impl Matcher {
         syslog: Option<Syslog<'_>>,
         out: &mut Vec<Match<'a>>,
     ) {
+        self.scan_with(rules, line, syslog, false, out);
+    }
+
+    /// The matching itself; `waiting` lets the `learn = "waiting"` rules capture (a hit of this
+    /// process waits for its address), which they otherwise skip: their lines are common and a
+    /// capture costs far more than the set's test.
+    fn scan_with<'a>(
+        &'a self,
+        rules: &FileRules,
+        line: &str,
+        syslog: Option<Syslog<'_>>,
+        waiting: bool,
+        out: &mut Vec<Match<'a>>,
+    ) {
         let start = out.len();
         // Candidates from both kinds of rules, taken in rule order: the first matching rule of
         // a playbook is its hit.
@@ -396,6 +412,9 @@ impl Matcher {
                 continue;
             }
             let (playbook, rule) = self.rule(self.text[index]);
+            if rule.learn_waiting && !waiting {
+                continue;
+            }
             // One hit per playbook and line; what a learn rule takes is no hit and blocks none.
             if !rule.learn
                 && out[start..]

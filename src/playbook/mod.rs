@@ -73,8 +73,10 @@ struct RuleFile {
     #[serde(default)]
     session: Option<SessionKey>,
     /// `true`: the rule is no hit; what it captures is remembered for the process's session.
+    /// `"waiting"`: the same, only while a hit of that process waits for its address (for
+    /// lines as common as every connection's end, which would otherwise cost a capture each).
     #[serde(default)]
-    learn: bool,
+    learn: Option<LearnFile>,
     /// Why the rule is as it is (required with `anchored = false`).
     #[serde(default)]
     note: Option<String>,
@@ -91,6 +93,14 @@ struct RuleFile {
     /// A later event with the same key raises the incident (a login after failures).
     #[serde(default)]
     raise: Option<Raise>,
+}
+
+/// `learn = true` or `learn = "waiting"`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum LearnFile {
+    Flag(bool),
+    When(String),
 }
 
 /// What ties the lines of one session together.
@@ -216,6 +226,8 @@ pub struct Rule {
     pub session: Option<SessionKey>,
     /// Not a hit: its captures are remembered for the process's session.
     pub learn: bool,
+    /// ...and only looked at while a hit of the process waits for its address.
+    pub learn_waiting: bool,
     /// The text pattern; for JSON rules, an optional extra test on the raw line.
     pub regex: Option<Regex>,
     /// For JSON rules: the field tests and the fields a hit takes.
@@ -556,8 +568,20 @@ fn parse(
                 _ => {}
             }
         }
+        let (learn, learn_waiting) = match &rule.learn {
+            None | Some(LearnFile::Flag(false)) => (false, false),
+            Some(LearnFile::Flag(true)) => (true, false),
+            Some(LearnFile::When(when)) if when == "waiting" => (true, true),
+            Some(LearnFile::When(other)) => {
+                invalid(
+                    spanned.span(),
+                    format!("rule `{name}`: learn = \"{other}\": use true or \"waiting\""),
+                );
+                (false, false)
+            }
+        };
         if let Some(raise) = &rule.raise {
-            if rule.learn || rule.threshold.is_some() {
+            if learn || rule.threshold.is_some() {
                 invalid(
                     spanned.span(),
                     format!(
@@ -574,7 +598,7 @@ fn parse(
                 );
             }
         }
-        if (rule.session.is_some() || rule.learn) && programs.is_empty() {
+        if (rule.session.is_some() || learn) && programs.is_empty() {
             invalid(
                 spanned.span(),
                 format!(
@@ -598,7 +622,7 @@ fn parse(
         }
         let available = rule_fields(regex.as_ref(), json.as_ref(), rule.source);
         // A session rule's missing fields come from its session; a learn rule is no hit.
-        let whole = rule.session.is_none() && !rule.learn;
+        let whole = rule.session.is_none() && !learn;
         for field in &file.dedupe {
             if whole && !available.contains(field.get_ref().as_str()) {
                 invalid(
@@ -625,7 +649,8 @@ fn parse(
             files,
             programs,
             session: rule.session,
-            learn: rule.learn,
+            learn,
+            learn_waiting,
             regex,
             json,
             threshold: rule.threshold,
