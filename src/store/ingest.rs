@@ -87,6 +87,10 @@ impl Store {
             // stored as evidence only where trimming would keep them.
             let mut held: HashMap<i64, Vec<&Hit>> = HashMap::new();
             let mut grown: Vec<i64> = Vec::new();
+            // Keys whose raising hit (a login) found nothing to raise in this batch, so that a
+            // monitoring account logging in every few seconds costs the lookups once per batch;
+            // forgotten as soon as a failure of the key arrives.
+            let mut nothing_to_raise: std::collections::HashSet<(&str, &str)> = Default::default();
             for hit in &batch.hits {
                 let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
                 let open = match open_of.get(&slot) {
@@ -97,7 +101,13 @@ impl Store {
                         open
                     }
                 };
+                if hit.raise.is_none() {
+                    nothing_to_raise.remove(&slot);
+                }
                 if let Some(raise) = &hit.raise {
+                    if open.is_none() && nothing_to_raise.contains(&slot) {
+                        continue;
+                    }
                     let closed = match open {
                         Some(_) => None,
                         None => {
@@ -135,7 +145,10 @@ impl Store {
                             outcome.opened.push(id);
                             id
                         }
-                        RaiseStep::Nothing => continue,
+                        RaiseStep::Nothing => {
+                            nothing_to_raise.insert(slot);
+                            continue;
+                        }
                     };
                     open_of.insert(slot, Some(id));
                     held.entry(id).or_default();
