@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 /// Entries per batch at most (one transaction).
-const BATCH_ENTRIES: usize = 2_000;
+const BATCH_ENTRIES: usize = 10_000;
 /// How long a batch waits for one more entry before it is sent.
 const LINGER: Duration = Duration::from_millis(50);
 /// A batch of entries that matched nothing still moves the cursor, at most this often: reading
