@@ -192,7 +192,7 @@ fn dry_run(
     let mut on_line = |line: Line<'_>| {
         lines += 1;
         let text: Cow<'_, str> = match encoding {
-            EncodingArg::Utf8 => String::from_utf8_lossy(line.bytes),
+            EncodingArg::Utf8 => crate::text::utf8_lossy(line.bytes),
             EncodingArg::ShiftJis => {
                 encoding_rs::SHIFT_JIS
                     .decode_without_bom_handling(line.bytes)

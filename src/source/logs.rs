@@ -724,7 +724,7 @@ fn collect_hits(
     hits: &mut Vec<Hit>,
 ) {
     let text: Cow<'_, str> = match encoding {
-        Encoding::Utf8 => String::from_utf8_lossy(line.bytes),
+        Encoding::Utf8 => crate::text::utf8_lossy(line.bytes),
         Encoding::ShiftJis => {
             encoding_rs::SHIFT_JIS
                 .decode_without_bom_handling(line.bytes)
