@@ -103,7 +103,7 @@ pub async fn run(
     );
     let (batches, batch_rx) = mpsc::channel(source::writer::BATCH_QUEUE);
     let (notices, notice_rx) = mpsc::channel(64);
-    tasks.spawn(
+    tasks.spawn_drain(
         "store writer",
         source::writer::run(
             Arc::clone(&store),
@@ -113,7 +113,7 @@ pub async fn run(
             tasks.worker("store writer"),
         ),
     );
-    tasks.spawn(
+    tasks.spawn_drain(
         "notice recorder",
         source::writer::record_notices(Arc::clone(&store), node.clone(), notice_rx),
     );

@@ -77,6 +77,22 @@ impl Supervisor {
         });
     }
 
+    /// Runs `task`, which drains a channel and ends when every sender is gone (the store writer,
+    /// the notice recorder), as `name`. Ending before the stop is normal for it: a daemon with
+    /// only a Maildir has no batch source, so those channels close at once. It then waits for
+    /// the stop instead of being reported as dead.
+    pub fn spawn_drain<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.spawn(name, async move {
+            task.await?;
+            cancel.cancelled().await;
+            Ok(())
+        });
+    }
+
     /// Resolves when a task ended before the stop.
     pub async fn ended(&mut self) -> Ended {
         match self.ended_rx.recv().await {

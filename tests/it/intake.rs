@@ -389,3 +389,65 @@ fn the_daemon_takes_a_maildir_and_quarantines_what_it_must() {
     assert_eq!(incidents(&env), all);
     daemon.stop();
 }
+
+/// Regression: with a Maildir and no log source, the store writer and the notice recorder have
+/// no sender from the start; the daemon exited 1 ms after READY ("the store writer ended:
+/// returned unexpectedly"), and under systemd it would have restarted forever. It must run,
+/// take mail, and stop cleanly.
+#[test]
+fn a_daemon_with_only_a_maildir_stays_up() {
+    let env = Env::new(Backend::Sqlite);
+    let maildir: PathBuf = env.dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let logs = format!(
+        "[[logs]]\npaths = [\"{}/log/*.log\"]\n",
+        env.dir.path().display()
+    );
+    assert!(text.contains(&logs), "the helpers' config changed: {text}");
+    env.write_config(&format!(
+        "{}\n[intake]\nmaildir = \"{}\"\n",
+        text.replace(&logs, ""),
+        maildir.display()
+    ));
+    let log = env.dir.path().join("daemon.log");
+    let mut child = env
+        .command(&["daemon"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn the daemon");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    deliver(&maildir, "1764030000.M1P1.host", &corpus("iso2022jp.eml"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !files(&maildir.join("new")).is_empty() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the daemon exited:\n{}",
+            said()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mail not taken:\n{}",
+            said()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Still up a while later (it used to end at once, before any mail).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the daemon exited:\n{}",
+        said()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit {status:?}:\n{}", said());
+}
