@@ -50,6 +50,29 @@ struct PlaybookFile {
     /// Hits whose address fields fall in these ranges are ignored (the city's own networks).
     #[serde(default)]
     ignore_cidrs: Vec<Spanned<String>>,
+    /// Severity by where the address is, against the config's `[networks]`.
+    #[serde(default)]
+    context: Option<Context>,
+}
+
+/// Severity by context: an incident whose `field` address is in the config's `[networks]
+/// internal` ranges takes `internal`, any other `external`, and an external one escalates at
+/// most `external_levels` levels (0: the duty list only, in its mails and digests). Applies
+/// only where the config names its networks; without `[networks]` the playbook's severity
+/// stands. A raising rule (a login after failures) still goes to critical and the last level.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    #[serde(default = "ip_field")]
+    pub field: String,
+    pub internal: Severity,
+    pub external: Severity,
+    #[serde(default)]
+    pub external_levels: Option<u32>,
+}
+
+fn ip_field() -> String {
+    "ip".into()
 }
 
 #[derive(Deserialize)]
@@ -279,6 +302,9 @@ pub struct Playbook {
     /// Lines matching this are not hits of the playbook.
     pub ignore: Option<regex::RegexSet>,
     pub ignore_cidrs: Vec<cidr::Cidr>,
+    pub context: Option<Context>,
+    /// The config's `[networks] internal`, when it names them (set by `PlaybookSet::with_networks`).
+    pub internal_networks: Option<std::sync::Arc<Vec<cidr::Cidr>>>,
     pub path: PathBuf,
 }
 
@@ -289,6 +315,15 @@ pub struct PlaybookSet {
 }
 
 impl PlaybookSet {
+    /// The set with the config's internal networks, which `[context]` judges addresses by.
+    pub fn with_networks(mut self, internal: Option<Vec<cidr::Cidr>>) -> PlaybookSet {
+        let internal = internal.map(std::sync::Arc::new);
+        for p in &mut self.playbooks {
+            p.internal_networks = internal.clone();
+        }
+        self
+    }
+
     /// The playbooks in file-name order.
     pub fn iter(&self) -> impl Iterator<Item = &Playbook> {
         self.playbooks.iter()
@@ -758,6 +793,8 @@ fn parse(
             deadlines,
             ignore,
             ignore_cidrs,
+            context: file.context.clone(),
+            internal_networks: None,
             path: path.to_path_buf(),
         },
         id_location,
