@@ -46,6 +46,9 @@ pub struct Config {
     /// Named lists of addresses that `[notify] to` and escalations refer to.
     #[serde(default)]
     pub contacts: BTreeMap<String, Vec<Spanned<String>>>,
+    /// `[networks]`: the city's own address ranges, which playbooks' `[context]` judge by.
+    #[serde(default)]
+    pub networks: Option<Networks>,
     /// `[[schedule]]`: digests of open incidents on a cron schedule.
     #[serde(default)]
     pub schedule: Vec<Schedule>,
@@ -190,6 +193,13 @@ pub struct LogSource {
     pub start_at: StartAt,
     #[serde(default)]
     pub encoding: Encoding,
+}
+
+/// `[networks]`: the city's own ranges (`internal = ["10.0.0.0/8", "2001:db8:c17::/48"]`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Networks {
+    pub internal: Vec<Spanned<String>>,
 }
 
 /// `[[journal]]`: entries of the systemd journal, read through `journalctl`. A fresh Debian
@@ -482,6 +492,7 @@ impl Config {
             },
             smtp: None,
             contacts: BTreeMap::new(),
+            networks: None,
             schedule: Vec::new(),
         }
     }
@@ -572,6 +583,14 @@ impl Config {
                 ),
             });
         }
+        if let Some(networks) = &self.networks {
+            for range in &networks.internal {
+                range
+                    .get_ref()
+                    .parse::<crate::playbook::cidr::Cidr>()
+                    .map_err(|e| invalid(range.span(), format!("[networks] internal: {e}")))?;
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for source in &self.journal {
             let name = source.name.get_ref();
@@ -612,6 +631,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[networks] internal` ranges, when the config names them (checked at load).
+    pub fn internal_networks(&self) -> Option<Vec<crate::playbook::cidr::Cidr>> {
+        self.networks.as_ref().map(|n| {
+            n.internal
+                .iter()
+                .filter_map(|r| r.get_ref().parse().ok())
+                .collect()
+        })
     }
 
     /// A recipient is an address or a name in `[contacts]`.
@@ -765,6 +794,11 @@ csirt = ["duty@example.jp"]
                 ),
                 16,
                 "`ciso` is neither an address nor a name",
+            ),
+            (
+                format!("{MINIMAL}[networks]\ninternal = [\"10.0.0.0/33\"]\n"),
+                14,
+                "[networks] internal",
             ),
             (
                 format!("{MINIMAL}[[journal]]\nmatches = [\"_SYSTEMD_UNIT\"]\n"),

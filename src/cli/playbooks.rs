@@ -149,6 +149,7 @@ fn dry_run(
             Err(errors) => return Ok(report(&errors)),
         }
     };
+    let set = set.with_networks(config.as_ref().and_then(|c| c.internal_networks()));
     let matcher = Matcher::new(set)?;
     let id = if as_path.is_file() {
         matcher

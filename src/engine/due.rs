@@ -53,8 +53,17 @@ pub fn due(
     let Some(playbook) = playbook else {
         return due;
     };
+    // An incident from outside the city's networks escalates only as far as its playbook's
+    // [context] allows (0: the duty list's own mails and digests only).
+    let external = incident.fields.get("network").and_then(|v| v.as_str()) == Some("external");
+    let levels = match playbook.context.as_ref().and_then(|c| c.external_levels) {
+        Some(n) if external => {
+            &playbook.escalations[..(n as usize).min(playbook.escalations.len())]
+        }
+        _ => &playbook.escalations[..],
+    };
     if incident.status == Status::Open
-        && let Some((level, to)) = due_level(&playbook.escalations, incident.opened_at, now)
+        && let Some((level, to)) = due_level(levels, incident.opened_at, now)
         && level > incident.escalation_level
     {
         due.escalation = Some(LevelDue {
@@ -188,6 +197,8 @@ mod tests {
             }],
             ignore: None,
             ignore_cidrs: Vec::new(),
+            context: None,
+            internal_networks: None,
             path: Default::default(),
         }
     }

@@ -59,10 +59,27 @@ impl Hit {
         } else {
             text
         };
+        let severity = match (&playbook.context, &playbook.internal_networks) {
+            (Some(context), Some(internal)) => {
+                let inside = fields
+                    .get(&context.field)
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+                    .is_some_and(|addr| internal.iter().any(|c| c.contains(addr)));
+                let (label, severity) = if inside {
+                    ("internal", context.internal)
+                } else {
+                    ("external", context.external)
+                };
+                fields.insert("network".into(), label.into());
+                severity
+            }
+            _ => playbook.severity,
+        };
         Hit {
             playbook: playbook.id.clone(),
             category: playbook.category.clone(),
-            severity: playbook.severity,
+            severity,
             title: render_title(&playbook.title, &fields),
             dedupe_key: dedupe_key(&playbook.dedupe, &fields),
             rule: rule.name.clone(),

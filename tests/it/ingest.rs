@@ -16,6 +16,7 @@ on_both_backends!(
     checkpoints_and_hostile_bytes_are_stored,
     a_repeated_line_counts_as_often_as_it_repeats,
     a_login_after_failures_raises_the_incident,
+    severity_follows_the_citys_networks,
 );
 
 fn playbooks() -> PlaybookSet {
@@ -459,5 +460,64 @@ fn a_login_after_failures_raises_the_incident(backend: Backend) {
         assert_eq!(outcome.raised, [closed]);
         let reopened = store.incident(closed).await.expect("incident");
         assert_eq!(reopened.status, csirt::model::Status::Open);
+    });
+}
+
+/// `[networks]` and the SSH playbook's `[context]`: failures from outside the city's networks
+/// open a low incident that does not escalate past duty; from inside, a high one; a login after
+/// failures from outside is still critical and escalates to the last level.
+fn severity_follows_the_citys_networks(backend: Backend) {
+    let env = Env::new(backend);
+    let internal: Vec<csirt::playbook::cidr::Cidr> = vec!["10.0.0.0/8".parse().expect("cidr")];
+    let set = playbooks().with_networks(Some(internal));
+    block_on(async {
+        let store = env.store().await;
+        let composer = env.composer();
+        let outside: Vec<Hit> = (0..5).map(|s| ssh_hit(&set, "203.0.113.50", s)).collect();
+        let inside: Vec<Hit> = (0..5).map(|s| ssh_hit(&set, "10.20.3.4", s)).collect();
+        let o = store
+            .ingest(&batch(outside), &composer)
+            .await
+            .expect("ingest")
+            .opened[0];
+        let i = store
+            .ingest(&batch(inside), &composer)
+            .await
+            .expect("ingest")
+            .opened[0];
+        let o = store.incident(o).await.expect("incident");
+        let i = store.incident(i).await.expect("incident");
+        assert_eq!(o.severity, csirt::model::Severity::Low);
+        assert_eq!(o.fields["network"], "external");
+        assert_eq!(i.severity, csirt::model::Severity::High);
+        assert_eq!(i.fields["network"], "internal");
+        // Three hours unacknowledged: the inside one escalates to its last level, the outside
+        // one not at all.
+        let later = t0() + TimeDelta::hours(3);
+        let playbook = set.get("ssh-bruteforce").expect("playbook");
+        let quiet = |x: &csirt::model::Incident| csirt::engine::due::Notified {
+            events: x.event_count,
+            last_update_at: None,
+        };
+        let mut o_at = o.clone();
+        o_at.opened_at = t0();
+        let mut i_at = i.clone();
+        i_at.opened_at = t0();
+        let due_o = csirt::engine::due::due(
+            &o_at,
+            quiet(&o),
+            Some(playbook),
+            later,
+            TimeDelta::minutes(15),
+        );
+        let due_i = csirt::engine::due::due(
+            &i_at,
+            quiet(&i),
+            Some(playbook),
+            later,
+            TimeDelta::minutes(15),
+        );
+        assert_eq!(due_o.escalation, None);
+        assert_eq!(due_i.escalation.map(|l| l.level), Some(2));
     });
 }
