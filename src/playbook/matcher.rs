@@ -256,7 +256,8 @@ impl Matcher {
         }
     }
 
-    /// As `scan_parsed`, with the sessions of the line's source: learn rules teach them, session
+    /// The matches of `line`, whose structure is `syslog` (parsed by `structure`, or given by the
+    /// source, as the journal's fields), with the sessions of the line's source: learn rules teach them, session
     /// rules take their missing fields from them or wait there, and what a line brings releases
     /// the hits waiting for it.
     pub fn scan_in_session<'a>(
@@ -363,17 +364,6 @@ impl Matcher {
         let p = self.playbooks.get(playbook)?;
         let r = p.rules.iter().find(|r| r.name == rule)?;
         Some((p, r))
-    }
-
-    /// As `scan`, with the line's structure given by its source (the journal's fields).
-    pub fn scan_parsed<'a>(
-        &'a self,
-        rules: &FileRules,
-        line: &str,
-        syslog: Option<Syslog<'_>>,
-        out: &mut Vec<Match<'a>>,
-    ) {
-        self.scan_with(rules, line, syslog, false, out);
     }
 
     /// The matching itself; `waiting` lets the `learn = "waiting"` rules capture (a hit of this

@@ -89,13 +89,9 @@ impl Sessions {
     }
 
     /// How many sessions are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
