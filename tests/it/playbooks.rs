@@ -241,3 +241,29 @@ fn the_dry_run_dates_an_old_file_by_its_own_time() {
     let first = incidents[0]["first_seen"].as_str().expect("first_seen");
     assert!(first.starts_with("2025-12-10T"), "{first}");
 }
+
+/// "Too many authentication failures" carries no address: it takes the one the same sshd
+/// process writes next. When that line is "Connection closed by invalid user U H port P
+/// [preauth]", U is the client's and may hold spaces and a forged address; the address is the
+/// one before "port P [preauth]", never the word after "by".
+#[test]
+fn a_session_takes_sshds_address_not_the_user_names() {
+    let env = Env::new(Backend::Sqlite);
+    let log = env.dir.path().join("auth.log");
+    std::fs::write(
+        &log,
+        "Nov 25 03:14:01 gw sshd[1501]: Disconnecting: Too many authentication failures for root [preauth]\n\
+         Nov 25 03:14:02 gw sshd[1501]: Connection closed by invalid user a 198.51.100.77 203.0.113.30 port 52344 [preauth]\n\
+         Nov 25 03:14:03 gw sshd[1502]: Disconnecting: Too many authentication failures [preauth]\n\
+         Nov 25 03:14:04 gw sshd[1502]: Disconnected from authenticating user root 203.0.113.31 port 52345 [preauth]\n",
+    )
+    .expect("write the log");
+    let run = dry_run(&env, "ssh-bruteforce", &log);
+    let ips: Vec<&str> = run["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
+        .collect();
+    assert_eq!(ips, ["203.0.113.30", "203.0.113.31"], "{run:#}");
+}
