@@ -880,6 +880,55 @@ to = ["lead"]
 "#;
 
     #[test]
+    fn new_rule_keys_refuse_what_they_cannot_mean() {
+        let cases = [
+            (
+                GOOD.replace(
+                    "program = \"sshd\"\n",
+                    "learn = \"sometimes\"\nprogram = \"sshd\"\n",
+                ),
+                "learn = \"sometimes\"",
+            ),
+            (
+                GOOD.replace("program = \"sshd\"\n", "session = \"pid\"\n"),
+                "session and learn need program",
+            ),
+            (
+                GOOD.replace("program = \"sshd\"\n", "program = []\n"),
+                "program names no program",
+            ),
+            (
+                GOOD.replace(
+                    "[rule.threshold]\ncount = 5\nwindow = \"10m\"\n",
+                    "[rule.raise]\nmark = \"x\\ny\"\n",
+                ),
+                "raise.mark",
+            ),
+            (
+                GOOD.replace(
+                    "[rule.threshold]",
+                    "[rule.raise]\nmark = \"ok\"\n[rule.threshold]",
+                ),
+                "neither learns nor has a threshold",
+            ),
+            (
+                GOOD.replace(
+                    "dedupe = [\"ip\"]",
+                    "dedupe = [\"ip\"]\n[context]\ninternal = \"urgent\"\nexternal = \"low\"",
+                ),
+                "urgent",
+            ),
+        ];
+        for (text, needle) in cases {
+            let errors = check(&text).expect_err(needle);
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "{needle}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn log_patterns_must_be_anchored_or_say_why_not() {
         let with = |pattern: &str, extra: &str| {
             GOOD.replace(

@@ -26,6 +26,16 @@ fn samples(ext: &str) -> Vec<(String, String, PathBuf)> {
     out
 }
 
+/// The captured address of each match of a dry run, in line order.
+fn ips_of(run: &serde_json::Value) -> Vec<&str> {
+    run["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
+        .collect()
+}
+
 fn dry_run(env: &Env, id: &str, path: &std::path::Path) -> serde_json::Value {
     let out = env.csirt(&[
         "playbooks",
@@ -85,12 +95,7 @@ fn captured_addresses_are_the_real_ones() {
         "ssh-bruteforce",
         &fixtures().join("ssh-bruteforce.positive.log"),
     );
-    let ips: Vec<&str> = ssh["matches"]
-        .as_array()
-        .expect("matches")
-        .iter()
-        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
-        .collect();
+    let ips = ips_of(&ssh);
     assert_eq!(
         ips,
         [
@@ -115,12 +120,7 @@ fn captured_addresses_are_the_real_ones() {
         "mail-bruteforce",
         &fixtures().join("mail-bruteforce.positive.log"),
     );
-    let ips: Vec<&str> = mail["matches"]
-        .as_array()
-        .expect("matches")
-        .iter()
-        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
-        .collect();
+    let ips = ips_of(&mail);
     assert_eq!(
         ips,
         [
@@ -259,11 +259,6 @@ fn a_session_takes_sshds_address_not_the_user_names() {
     )
     .expect("write the log");
     let run = dry_run(&env, "ssh-bruteforce", &log);
-    let ips: Vec<&str> = run["matches"]
-        .as_array()
-        .expect("matches")
-        .iter()
-        .map(|m| m["fields"]["ip"].as_str().expect("ip"))
-        .collect();
+    let ips = ips_of(&run);
     assert_eq!(ips, ["203.0.113.30", "203.0.113.31"], "{run:#}");
 }
