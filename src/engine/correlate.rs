@@ -110,6 +110,13 @@ pub struct DryRun {
 }
 
 impl DryRun {
+    /// Whether the run has seen a hit of this key (a window or an incident): a raising hit of
+    /// a key it has not seen changes nothing, so the caller need not make one.
+    pub fn knows(&self, playbook: &str, dedupe_key: &str) -> bool {
+        let key = (playbook.to_string(), dedupe_key.to_string());
+        self.windows.contains_key(&key) || self.open.contains_key(&key)
+    }
+
     /// Applies one hit.
     pub fn add(&mut self, hit: &Hit) {
         let key = (hit.playbook.clone(), hit.dedupe_key.clone());

@@ -35,9 +35,9 @@ pub const MAX_REPEATED: u32 = 10_000;
 
 /// The structure of `line`, or `None` when it has no syslog shape.
 pub fn parse(line: &str) -> Option<Syslog<'_>> {
-    let mut rest = line.trim_start_matches('\u{feff}');
+    let mut rest = skip_bom(line);
     if let Some(after) = rest.strip_prefix('<') {
-        let close = after.find('>').filter(|i| (1..=3).contains(i))?;
+        let close = byte_at(after, b'>').filter(|i| (1..=3).contains(i))?;
         if !after[..close].bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -55,7 +55,8 @@ pub fn parse(line: &str) -> Option<Syslog<'_>> {
     };
     let (host, tag_and_message) = split_host(rest)?;
     if !stamped && !tag_and_message.starts_with('[') {
-        let first = tag_and_message.split(' ').next().unwrap_or("");
+        let first =
+            &tag_and_message[..byte_at(tag_and_message, b' ').unwrap_or(tag_and_message.len())];
         if !first.ends_with("]:") {
             return None;
         }
@@ -95,12 +96,9 @@ fn finish<'a>(
 /// After `Mmm dd HH:MM:SS ` (one or two spaces before a one-digit day), or an ISO 8601 stamp.
 fn skip_timestamp(s: &str) -> Option<&str> {
     let b = s.as_bytes();
-    if b.len() > 16
-        && b[..3].iter().all(u8::is_ascii_alphabetic)
-        && b[3] == b' '
-        && MONTHS.contains(&&s[..3])
-    {
-        let day = s[4..].trim_start_matches(' ');
+    if b.len() > 16 && b[3] == b' ' && is_month(&b[..3]) {
+        let spaces = b[4..].iter().take_while(|c| **c == b' ').count();
+        let day = &s[4 + spaces..];
         let digits = day.bytes().take_while(u8::is_ascii_digit).count();
         if !(1..=2).contains(&digits) {
             return None;
@@ -117,21 +115,50 @@ fn skip_timestamp(s: &str) -> Option<&str> {
         return Some(&time[9..]);
     }
     if b.len() > 20 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b'T' {
-        let end = s.find(' ')?;
+        let end = byte_at(s, b' ')?;
         return Some(&s[end + 1..]);
     }
     None
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+/// An English month abbreviation, as syslog writes it (`Nov`).
+fn is_month(b: &[u8]) -> bool {
+    matches!(
+        b,
+        b"Jan"
+            | b"Feb"
+            | b"Mar"
+            | b"Apr"
+            | b"May"
+            | b"Jun"
+            | b"Jul"
+            | b"Aug"
+            | b"Sep"
+            | b"Oct"
+            | b"Nov"
+            | b"Dec"
+    )
+}
+
+/// Where the first `byte` (ASCII) is: a plain byte scan, as the separators are near the start
+/// and a `char` search decodes every character on its way.
+fn byte_at(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().position(|b| b == byte)
+}
+
+/// Any number of byte-order marks a relay or an editor left at the start.
+fn skip_bom(mut s: &str) -> &str {
+    while let Some(rest) = s.strip_prefix("\u{feff}") {
+        s = rest;
+    }
+    s
+}
 
 /// `host tag…` or just `tag…`: the first token is the tag itself when it looks like one
 /// (`sshd[1]:`, `[sshd]`, `[sshd]:`). A host-less `sshd: …` is read as a host named `sshd:`
 /// and no tag, so it has no structure: rare, and safer than guessing.
 fn split_host(s: &str) -> Option<(Option<&str>, &str)> {
-    let first_end = s.find(' ')?;
+    let first_end = byte_at(s, b' ')?;
     let first = &s[..first_end];
     if first.starts_with('[') || first.ends_with("]:") {
         return Some((None, s));
@@ -142,7 +169,7 @@ fn split_host(s: &str) -> Option<(Option<&str>, &str)> {
 /// `program[pid]: message`, `program: message`, `[program]: message`, `[program] message`.
 fn tag(s: &str) -> Option<(&str, Option<&str>, &str)> {
     if let Some(inner) = s.strip_prefix('[') {
-        let close = inner.find(']')?;
+        let close = byte_at(inner, b']')?;
         let program = &inner[..close];
         if !valid_program(program) {
             return None;
@@ -161,7 +188,7 @@ fn tag(s: &str) -> Option<(&str, Option<&str>, &str)> {
     }
     let after = &s[end..];
     if let Some(bracketed) = after.strip_prefix('[') {
-        let close = bracketed.find(']')?;
+        let close = byte_at(bracketed, b']')?;
         let pid = &bracketed[..close];
         if pid.is_empty() || pid.len() > 10 || !pid.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -197,8 +224,7 @@ fn rfc5424(s: &str) -> Option<Syslog<'_>> {
     if program == "-" || !valid_program(program) {
         return None;
     }
-    let message = message.trim_start_matches('\u{feff}');
-    Some(finish(host, program, pid, message))
+    Some(finish(host, program, pid, skip_bom(message)))
 }
 
 fn nil(s: &str) -> Option<&str> {

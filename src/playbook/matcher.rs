@@ -2,16 +2,19 @@
 //!
 //! Rules are selected per file (their `files` globs) and, for rules that name a `program`, per
 //! syslog program: a line is parsed once (`line::parse`) and only the rules of its program see
-//! its message, which their patterns match from its start. Each selection of text rules is one
-//! `RegexSet`, tested first with `is_match`, which allocates nothing, so the lines that match no
-//! rule cost one scan per set and no allocation. Only for a line that matches does a set say
-//! which rules, and those rules' own regexes extract the named captures. JSON rules (eve.json
+//! its message, which their patterns match from its start. Program rules are found by the
+//! literal words their patterns start with (`prefix`): a line that holds none of its file's
+//! words anywhere is not parsed at all, and a message is tried only by the rules whose words it
+//! starts with. The rules without a program (access logs) of each selection are one `RegexSet`,
+//! tested first with `is_match`, which allocates nothing. Only the rules that can match run their
+//! own regexes, which extract the named captures. JSON rules (eve.json
 //! and other JSON-lines logs) parse the line only in files that have such rules. A line is at
 //! most one hit per playbook (its first matching rule): counting one line twice would double a
 //! threshold.
 
 use super::cidr::canonical;
 use super::line::{self, Syslog};
+use super::prefix::{self, Dispatch, LineFilter};
 use super::session::{MAX_WAITING, Sessions, Waiting, session_id};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
@@ -45,13 +48,20 @@ pub struct FileRules {
     index: Arc<Vec<usize>>,
     /// Whether any selected rule names a program (only then is a line's structure parsed).
     by_program: bool,
-    /// The sets of the program rules, per program seen in this file (bounded).
-    programs: Arc<Mutex<HashMap<Box<str>, CompiledSet>>>,
+    /// Any of the literals the selected program rules start with, searched in the whole line
+    /// before it is parsed; `None` when some rule has none.
+    literals: Option<Arc<LineFilter>>,
+    /// The dispatch of the program rules, per program seen in this file (bounded; a file has a
+    /// few programs, and a short list beats hashing the name on every line).
+    programs: Arc<Mutex<ProgramCache>>,
 }
 
-/// Distinct programs whose rule sets a file keeps; beyond, sets come from the matcher's own
-/// cache (a lock and a lookup more per line, never an unbounded map: any local user can log
-/// under any tag).
+/// The programs seen in a file and the dispatch of the rules that read each.
+type ProgramCache = Vec<(Box<str>, Arc<Dispatch>)>;
+
+/// Distinct programs whose dispatch a file keeps; beyond, it comes from the matcher's own cache
+/// (a lock and a lookup more per line, never an unbounded map: any local user can log under
+/// any tag).
 const PROGRAMS_PER_FILE: usize = 64;
 
 impl PartialEq for FileRules {
@@ -67,6 +77,16 @@ impl FileRules {
     pub fn any(&self) -> bool {
         self.text.iter().chain(&self.json).any(|b| *b)
     }
+
+    /// A filter a reader applies to the file's raw lines, before decoding them: a line in which
+    /// it finds nothing cannot match any rule of the file. Only when every rule is a program rule
+    /// whose literals are known and ASCII; `None` otherwise (every line must be scanned).
+    pub fn raw_filter(&self) -> Option<&LineFilter> {
+        let only_program_rules = self.index.is_empty() && !self.json.iter().any(|b| *b);
+        self.literals
+            .as_deref()
+            .filter(|f| only_program_rules && f.ascii())
+    }
 }
 
 /// A compiled selection of text rules and the matcher's index of each of its patterns.
@@ -79,6 +99,10 @@ pub struct Matcher {
     patterns: Vec<String>,
     /// The compiled sets, one per distinct selection of text rules (files share them).
     sets: Mutex<HashMap<Vec<bool>, CompiledSet>>,
+    /// The program rules' dispatches, one per distinct selection (programs share them).
+    dispatches: Mutex<HashMap<Vec<bool>, Arc<Dispatch>>>,
+    /// For each text rule with a program, the literals its pattern starts with.
+    prefixes: Vec<Option<Vec<Box<[u8]>>>>,
     /// `(playbook, rule)` indices of the text rules.
     text: Vec<(usize, usize)>,
     /// For each text rule, its program globs (empty: it reads whole lines).
@@ -94,6 +118,7 @@ impl Matcher {
         let mut json = Vec::new();
         let mut patterns = Vec::new();
         let mut programs = Vec::new();
+        let mut prefixes = Vec::new();
         for (p, playbook) in playbooks.iter().enumerate() {
             for (r, rule) in playbook.rules.iter().enumerate() {
                 if rule.source != RuleSource::Log {
@@ -105,23 +130,26 @@ impl Matcher {
                         patterns.push(regex.as_str().to_string());
                         text.push((p, r));
                         programs.push(rule.programs.clone());
+                        prefixes.push(if rule.programs.is_empty() {
+                            None
+                        } else {
+                            prefix::prefixes(regex.as_str())
+                        });
                     }
                     (false, None) => {}
                 }
             }
         }
-        // Each pattern passed its own size cap at load; the set gets room for all of them.
-        // Compiling the whole set once here proves every selection of it compiles too.
-        let all = RegexSetBuilder::new(&patterns)
-            .size_limit(64 << 20)
-            .build()?;
-        let everything = vec![true; patterns.len()];
-        let index = Arc::new((0..patterns.len()).collect::<Vec<_>>());
-        let sets = Mutex::new(HashMap::from([(everything, (Arc::new(all), index))]));
+        // Each pattern passed its own size cap at load. The sets of whole-line rules are compiled
+        // when a file selects them (most files select none, and compiling every pattern at once
+        // would be most of a dry run's start).
+        let sets = Mutex::new(HashMap::new());
         Ok(Matcher {
             playbooks,
             patterns,
             sets,
+            dispatches: Mutex::new(HashMap::new()),
+            prefixes,
             text,
             programs,
             json,
@@ -133,7 +161,9 @@ impl Matcher {
         let whole_lines: Vec<bool> = (0..text.len())
             .map(|i| text[i] && self.programs[i].is_empty())
             .collect();
-        let by_program = (0..text.len()).any(|i| text[i] && !self.programs[i].is_empty());
+        let program_rules = (0..text.len()).filter(|i| text[*i] && !self.programs[*i].is_empty());
+        let by_program = program_rules.clone().next().is_some();
+        let literals = prefix::line_filter(program_rules.map(|i| self.prefixes[i].as_deref()));
         let (set, index) = self.compiled(&whole_lines);
         FileRules {
             text,
@@ -141,30 +171,41 @@ impl Matcher {
             set,
             index,
             by_program,
-            programs: Arc::new(Mutex::new(HashMap::new())),
+            literals: literals.map(Arc::new),
+            programs: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// The program rules of `rules` that read `program`'s lines, compiled.
-    fn program_set(&self, rules: &FileRules, program: &str) -> CompiledSet {
+    /// The dispatch of the program rules of `rules` that read `program`'s lines.
+    fn program_dispatch(&self, rules: &FileRules, program: &str) -> Arc<Dispatch> {
         let mut cache = match rules.programs.lock() {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some((set, index)) = cache.get(program) {
-            return (Arc::clone(set), Arc::clone(index));
+        if let Some((_, dispatch)) = cache.iter().find(|(name, _)| **name == *program) {
+            return Arc::clone(dispatch);
         }
         let mask: Vec<bool> = (0..rules.text.len())
             .map(|i| rules.text[i] && self.programs[i].iter().any(|g| g.matches(program)))
             .collect();
-        let compiled = self.compiled(&mask);
+        let dispatch = {
+            let mut all = match self.dispatches.lock() {
+                Ok(all) => all,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let made = all.entry(mask).or_insert_with_key(|mask| {
+                Arc::new(Dispatch::new(
+                    (0..mask.len())
+                        .filter(|i| mask[*i])
+                        .map(|i| (i, self.prefixes[i].as_deref())),
+                ))
+            });
+            Arc::clone(made)
+        };
         if cache.len() < PROGRAMS_PER_FILE {
-            cache.insert(
-                program.into(),
-                (Arc::clone(&compiled.0), Arc::clone(&compiled.1)),
-            );
+            cache.push((program.into(), Arc::clone(&dispatch)));
         }
-        compiled
+        dispatch
     }
 
     /// The compiled set of the text rules selected by `text`, shared by every file and program
@@ -181,14 +222,10 @@ impl Matcher {
                 let patterns = index.iter().map(|i| self.patterns[*i].as_str());
                 let compiled = match RegexSetBuilder::new(patterns).size_limit(64 << 20).build() {
                     Ok(set) => (Arc::new(set), Arc::new(index)),
-                    // Cannot happen (the whole set compiled); if it did, the whole set with the
-                    // selection applied per match is still correct, only slower.
-                    Err(_) => {
-                        let everything = vec![true; self.patterns.len()];
-                        let (set, index) = &sets[&everything];
-                        let keep: Vec<usize> = index.iter().copied().collect();
-                        (Arc::clone(set), Arc::new(keep))
-                    }
+                    // Each pattern compiled alone at load, so a set of them fails only on the
+                    // set's size cap. Then no set prefilters: every selected rule is tried with
+                    // its own regex (`RegexSet::empty` never matches, `every` says try all).
+                    Err(_) => (Arc::new(RegexSet::empty()), Arc::new(index)),
                 };
                 sets.insert(
                     text.to_vec(),
@@ -247,13 +284,20 @@ impl Matcher {
         self.settle(start, out);
     }
 
-    /// The line's syslog structure, when some selected rule needs it.
+    /// The line's syslog structure, when some selected rule needs it: not for a line that holds
+    /// none of the words the program rules start with (no program rule can match it). Where the
+    /// reader applies `raw_filter`, the lines it hands out hold one, and are not searched again.
     pub fn structure<'l>(&self, rules: &FileRules, line: &'l str) -> Option<Syslog<'l>> {
-        if rules.by_program {
-            line::parse(line)
-        } else {
-            None
+        if !rules.by_program
+            || (rules.raw_filter().is_none()
+                && rules
+                    .literals
+                    .as_ref()
+                    .is_some_and(|words| !words.is_match(line)))
+        {
+            return None;
         }
+        line::parse(line)
     }
 
     /// The matches of `line`, whose structure is `syslog` (parsed by `structure`, or given by the
@@ -381,7 +425,12 @@ impl Matcher {
         // Candidates from both kinds of rules, taken in rule order: the first matching rule of
         // a playbook is its hit.
         let mut candidates: Vec<(usize, &str, u32)> = Vec::new();
-        if rules.set.is_match(line) {
+        if rules.index.is_empty() {
+            // No whole-line rule reads this file.
+        } else if rules.set.is_empty() {
+            // The set did not compile (its size cap): every rule tries its own regex.
+            candidates.extend(rules.index.iter().map(|i| (*i, line, 1)));
+        } else if rules.set.is_match(line) {
             for found in rules.set.matches(line).iter() {
                 candidates.push((rules.index[found], line, 1));
             }
@@ -389,14 +438,13 @@ impl Matcher {
         if rules.by_program
             && let Some(s) = syslog
         {
-            let (set, index) = self.program_set(rules, s.program);
-            if set.is_match(s.message) {
-                for found in set.matches(s.message).iter() {
-                    candidates.push((index[found], s.message, s.repeated));
-                }
+            let dispatch = self.program_dispatch(rules, s.program);
+            for found in dispatch.candidates(s.message) {
+                candidates.push((found, s.message, s.repeated));
             }
         }
         candidates.sort_unstable_by_key(|c| c.0);
+        candidates.dedup_by_key(|c| c.0);
         for (index, haystack, repeated) in candidates {
             if !rules.text[index] {
                 continue;
@@ -413,12 +461,13 @@ impl Matcher {
             {
                 continue;
             }
-            let Some(caps) = rule.regex.as_ref().and_then(|r| r.captures(haystack)) else {
+            let Some(regex) = &rule.regex else { continue };
+            let Some(caps) = regex.captures(haystack) else {
                 continue;
             };
             let mut fields = Fields::new();
-            for name in rule.regex.iter().flat_map(|r| r.capture_names()).flatten() {
-                if let Some(m) = caps.name(name) {
+            for (i, name) in regex.capture_names().enumerate() {
+                if let (Some(name), Some(m)) = (name, caps.get(i)) {
                     fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
                 }
             }
@@ -499,8 +548,10 @@ fn lookup<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
 /// IPv6 compressed and lower-case); anything else as captured.
 fn normalize(value: &str) -> String {
     match value.parse::<IpAddr>() {
+        // The parser takes only the dotted decimal spelling (no leading zeros), which is the
+        // canonical one: no need to print it again.
+        Ok(IpAddr::V4(_)) | Err(_) => value.to_string(),
         Ok(addr) => canonical(addr).to_string(),
-        Err(_) => value.to_string(),
     }
 }
 
@@ -683,6 +734,19 @@ text = "x"
             ips(&m, "other.json", alert).is_empty(),
             "files glob applies"
         );
+    }
+
+    #[test]
+    fn addresses_are_captured_in_one_spelling() {
+        for (captured, stored) in [
+            ("192.0.2.1", "192.0.2.1"),
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("2001:DB8:0:0::1", "2001:db8::1"),
+            ("010.1.1.1", "010.1.1.1"),
+            ("gw.example.lg.jp", "gw.example.lg.jp"),
+        ] {
+            assert_eq!(normalize(captured), stored, "{captured}");
+        }
     }
 
     #[test]

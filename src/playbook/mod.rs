@@ -7,6 +7,7 @@
 pub mod cidr;
 pub mod line;
 pub mod matcher;
+pub mod prefix;
 pub mod session;
 
 use crate::duration::Span;

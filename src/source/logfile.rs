@@ -8,6 +8,7 @@
 //! beyond the limit. Reading is plain blocking I/O: the caller runs it on a thread of its own.
 
 use crate::engine::Checkpoint;
+use crate::playbook::prefix::LineFilter;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -205,6 +206,18 @@ impl Tail {
     pub fn read_lines(
         &mut self,
         budget: usize,
+        on_line: impl FnMut(Line<'_>),
+    ) -> io::Result<usize> {
+        self.read_lines_where(budget, None, on_line)
+    }
+
+    /// `read_lines`, handing out only the lines in which `wanted` finds something: the others
+    /// are counted (line numbers, offsets, cut lines) and passed over. The search runs over the
+    /// whole chunk, not line by line, which is what makes passing over cheap.
+    pub fn read_lines_where(
+        &mut self,
+        budget: usize,
+        wanted: Option<&LineFilter>,
         mut on_line: impl FnMut(Line<'_>),
     ) -> io::Result<usize> {
         // The fingerprint of a file shorter than FINGERPRINT_BYTES grows with it.
@@ -229,7 +242,29 @@ impl Tail {
             self.read_pos += n as u64;
             total += n;
             let mut start = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &self.chunk[start..n]) {
+            loop {
+                // At a line's start (nothing pending): the complete lines before the next place
+                // of interest cannot match, and are only counted.
+                let mut nothing_further = false;
+                if let Some(wanted) = wanted
+                    && self.pending.is_empty()
+                    && !self.skipping
+                {
+                    let next = wanted.find_in(&self.chunk[start..n]).map(|p| start + p);
+                    nothing_further = next.is_none();
+                    let until = next.unwrap_or(n);
+                    if let Some(last) = memchr::memrchr(b'\n', &self.chunk[start..until]) {
+                        let skipped_to = start + last + 1;
+                        self.pass_over(start, skipped_to, chunk_start);
+                        start = skipped_to;
+                    }
+                }
+                if nothing_further {
+                    break;
+                }
+                let Some(nl) = memchr::memchr(b'\n', &self.chunk[start..n]) else {
+                    break;
+                };
                 let end = start + nl;
                 let truncated = self.skipping || self.pending.len() + (end - start) > self.max_line;
                 let line: &[u8] = if self.pending.is_empty() && !self.skipping {
@@ -247,11 +282,14 @@ impl Tail {
                 if truncated {
                     self.truncated_lines += 1;
                 }
-                on_line(Line {
-                    bytes: clean(line),
-                    line_no: self.line_no,
-                    truncated,
-                });
+                // A line completed from the previous chunk was not searched with the rest.
+                if wanted.is_none_or(|w| w.find_in(line).is_some()) {
+                    on_line(Line {
+                        bytes: clean(line),
+                        line_no: self.line_no,
+                        truncated,
+                    });
+                }
                 self.pending.clear();
                 self.skipping = false;
                 start = end + 1;
@@ -266,6 +304,21 @@ impl Tail {
             }
         }
         Ok(total)
+    }
+
+    /// Counts the complete lines of `chunk[from..to]` (`to` just after a newline) as read
+    /// without handing them out.
+    fn pass_over(&mut self, from: usize, to: usize, chunk_start: u64) {
+        let mut line_start = from;
+        for nl in memchr::memchr_iter(b'\n', &self.chunk[from..to]) {
+            let end = from + nl;
+            self.line_no += 1;
+            if end - line_start > self.max_line {
+                self.truncated_lines += 1;
+            }
+            line_start = end + 1;
+        }
+        self.offset = chunk_start + to as u64;
     }
 
     /// The file has gone away (rotated and drained): deliver a last line without a newline as a
@@ -352,6 +405,47 @@ mod tests {
             [("two".into(), 2, false), ("three".into(), 3, false)]
         );
         assert_eq!(tail.offset(), 15);
+        Ok(())
+    }
+
+    #[test]
+    fn lines_the_filter_passes_over_are_counted_not_lost() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.log");
+        let mut f = File::create(&path)?;
+        let words = crate::playbook::prefix::prefixes("^Failed password ").expect("literals");
+        let filter = crate::playbook::prefix::line_filter([Some(&words[..])]).expect("filter");
+        // Enough lines to span several chunks, a wanted line across a chunk boundary, an
+        // over-long unwanted line (counted as cut), and a wanted line still being written.
+        let mut body = Vec::new();
+        let mut wanted = Vec::new();
+        for i in 1..=20_000u64 {
+            if i % 997 == 0 {
+                body.extend_from_slice(format!("sshd[{i}]: Failed password {i}\n").as_bytes());
+                wanted.push(i);
+            } else if i == 5_000 {
+                body.extend_from_slice(&vec![b'y'; 3000]);
+                body.push(b'\n');
+            } else {
+                body.extend_from_slice(format!("cron[{i}]: session opened {i}\n").as_bytes());
+            }
+        }
+        body.extend_from_slice(b"sshd[1]: Failed pass");
+        f.write_all(&body)?;
+        let mut tail = Tail::open(&path, Start::Beginning, 2048)?;
+        let mut seen = Vec::new();
+        while tail.read_lines_where(1 << 20, Some(&filter), |l| seen.push(l.line_no))? > 0 {}
+        assert_eq!(seen, wanted);
+        assert_eq!(tail.checkpoint().line_no, 20_000);
+        assert_eq!(
+            tail.offset(),
+            (body.len() - b"sshd[1]: Failed pass".len()) as u64
+        );
+        assert_eq!(tail.truncated_lines, 1);
+        f.write_all(b"word\n")?;
+        seen.clear();
+        while tail.read_lines_where(1 << 20, Some(&filter), |l| seen.push(l.line_no))? > 0 {}
+        assert_eq!(seen, [20_001], "the line completed later is handed out");
         Ok(())
     }
 

@@ -485,11 +485,13 @@ impl LogReader {
             let mut hits = Vec::new();
             let path = open.tail.path.clone();
             let (encoding, rules, sessions) = (open.encoding, &open.rules, &mut open.sessions);
-            let read = open.tail.read_lines(READ_BUDGET, |line| {
-                collect_hits(
-                    &matcher, rules, sessions, &path, encoding, tz, &line, &mut hits,
-                )
-            });
+            let read = open
+                .tail
+                .read_lines_where(READ_BUDGET, rules.raw_filter(), |line| {
+                    collect_hits(
+                        &matcher, rules, sessions, &path, encoding, tz, &line, &mut hits,
+                    )
+                });
             match read {
                 Ok(0) => return true,
                 Ok(_) => {
