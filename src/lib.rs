@@ -35,6 +35,7 @@ pub mod logging;
 pub mod model;
 pub mod notifier;
 pub mod playbook;
+pub mod proof;
 pub mod source;
 pub mod store;
 pub mod systemd;

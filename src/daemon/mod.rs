@@ -70,7 +70,7 @@ pub async fn run(
     let store = Arc::new(Store::open(&loaded.config.store.url, Role::Daemon).await?);
     let schema = store.migrate().await?;
     let live = LiveSet::new(&loaded);
-    let mailer = Mailer::from_config(&loaded.config)?;
+    let mailer = Mailer::from_config(&loaded.config)?.with_proof(store.mail_proof().await?);
     let node = loaded.config.node_name();
     let started_at = now();
     info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), "csirt daemon started");

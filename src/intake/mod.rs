@@ -2,9 +2,11 @@
 //! intake` on an MTA's pipe), takes one path: parse within limits, then
 //!
 //! 1. a reply (`[CSIRT #N]` in the subject, or In-Reply-To/References naming one of our
-//!    notifications) becomes a note on incident N by its sender; a reply to our notification
-//!    from an address in `[contacts]` with a first line `ack` or `close: <resolution>` also
-//!    acts on it (a subject tag alone never acts: anyone can type one);
+//!    notifications) becomes a note on incident N by its sender; a reply from an address in
+//!    `[contacts]` with a first line `ack` or `close: <resolution>` also acts on it when it
+//!    carries that contact's reply code for that incident (`crate::proof`), which only our
+//!    notification to that contact had. Without the code a command is a note marked 未確認 and
+//!    acts on nothing; a note from outside the contacts is marked 外部;
 //! 0. a machine's message (bounce, delivery report, auto-reply) is only ever a note on the
 //!    incident it names, else quarantined: it can never open an incident and start a loop;
 //! 2. a forwarded message (message/rfc822, or a forward pasted inline) is a report of
@@ -148,9 +150,9 @@ pub async fn take(
         None => None,
     };
     if let Some(incident) = thread {
-        // Acting needs a reply to our own notification of that incident: a subject tag is
-        // easily typed by anyone, the Message-ID of a mail sent only to the contacts is not.
-        let may_act = by_reference == Some(incident) && !mail.automatic;
+        // A machine's message never acts. Whether a person's may is the reply code's to say:
+        // the subject tag and the Message-IDs of our mails are known to anyone in the thread.
+        let may_act = !mail.automatic;
         return reply(store, ctx, &mail, &record, incident, may_act).await;
     }
     if mail.automatic {
@@ -205,16 +207,36 @@ async fn reply(
     let sender = mail.from.clone().unwrap_or_else(|| "unknown".into());
     let actor = Actor::mail_sender(&sender);
     let body = reply_text(&mail.text);
-    let action = if may_act && ctx.contacts.contains(&sender) {
+    let contact = ctx.contacts.contains(&sender);
+    let commanded = if may_act && contact {
         command(&body)
     } else {
         None
     };
-    let note = if body.is_empty() {
+    // The code is looked for in the whole text: replies quote the notification that had it.
+    let proven = match &commanded {
+        Some(_) => store
+            .mail_proof()
+            .await?
+            .carried_by(incident, &sender, &mail.text),
+        None => false,
+    };
+    let action = commanded.clone().filter(|_| proven);
+    let text = if body.is_empty() {
         format!("(メールでの返信: {})", mail.subject)
     } else {
         body
     };
+    let note = if !contact {
+        format!("【外部】{text}")
+    } else if commanded.is_some() && !proven {
+        format!("【未確認: 確認コードがないため操作しません】{text}")
+    } else {
+        text
+    };
+    if commanded.is_some() && !proven {
+        tracing::warn!(incident, sender = %sender, "a mail command without the sender's reply code: kept as a note, not applied");
+    }
     // The action, the note and the mail commit together: a redelivery finds the mail stored
     // and changes nothing, even after a responder has reopened the incident since.
     Ok(

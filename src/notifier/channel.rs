@@ -25,8 +25,14 @@ pub trait Channel: Send + Sync {
     /// Delivers `row` to all its recipients; Ok once the other side took it.
     fn deliver(&self, row: &Outgoing) -> impl Future<Output = Result<(), SendError>> + Send;
 
-    /// Delivers `row` to each recipient on its own (after a refusal of the whole): one address
-    /// that no longer exists must not keep it from everyone else.
+    /// Whether `row` goes to each recipient on its own from the start (each copy differs, as
+    /// an incident mail carrying each recipient's reply code does).
+    fn one_by_one(&self, _row: &Outgoing) -> bool {
+        false
+    }
+
+    /// Delivers `row` to each recipient on its own (after a refusal of the whole, or when
+    /// `one_by_one`): one address that no longer exists must not keep it from everyone else.
     fn deliver_each(
         &self,
         row: &Outgoing,

@@ -83,9 +83,15 @@ pub async fn run_notifier(
         for row in rows {
             // Each mail is a piece of work of its own: a long outbox is not a stuck notifier.
             health.busy();
-            let mut result = mailer.deliver(&row).await;
+            let mut result = if mailer.one_by_one(&row) {
+                Err(SendError::Permanent("no recipient".into()))
+            } else {
+                mailer.deliver(&row).await
+            };
             let mut refused_note = None;
-            if matches!(result, Err(SendError::Permanent(_))) && row.recipients().len() > 1 {
+            if mailer.one_by_one(&row)
+                || (matches!(result, Err(SendError::Permanent(_))) && row.recipients().len() > 1)
+            {
                 // Refused as a whole (lettre stops at the first refused RCPT): one address each,
                 // so a departed employee in a contact group does not silence the rest.
                 let each = mailer.deliver_each(&row).await;
@@ -102,10 +108,12 @@ pub async fn run_notifier(
                     refused_note = Some(format!("refused: {}", refused.join("; ")));
                     result = Ok(());
                 } else if let Some((_, Err(e))) = each
-                    .into_iter()
+                    .iter()
                     .find(|(_, r)| matches!(r, Err(SendError::Transient(_))))
                 {
-                    result = Err(e);
+                    result = Err(SendError::Transient(e.to_string()));
+                } else if let Some((to, Err(e))) = each.iter().find(|(_, r)| r.is_err()) {
+                    result = Err(SendError::Permanent(format!("{to}: {e}")));
                 }
             }
             let at = now();

@@ -4,6 +4,7 @@
 
 use super::channel::{Channel, SendError};
 use crate::config::{Config, Tls, Transport};
+use crate::proof::Proof;
 use crate::store::outbox::Outgoing;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MessageBuilder};
@@ -54,6 +55,9 @@ pub struct Mailer {
     inner: Inner,
     from: Mailbox,
     describe: String,
+    /// With it, each recipient of an incident mail gets a copy of their own that carries their
+    /// reply code (`crate::proof`) and says how to answer by mail.
+    proof: Option<Proof>,
 }
 
 /// `Auto-Submitted: auto-generated` (RFC 3834): vacation responders and other robots do not
@@ -162,7 +166,14 @@ impl Mailer {
             inner,
             from,
             describe,
+            proof: None,
         })
+    }
+
+    /// Incident mails go to each recipient on their own, with their reply code.
+    pub fn with_proof(mut self, proof: Proof) -> Mailer {
+        self.proof = Some(proof);
+        self
     }
 
     /// Builds the message of an outbox row: its stored Message-ID (a resend is recognisable),
@@ -177,6 +188,8 @@ impl Mailer {
             .from(self.from.clone())
             .subject(row.subject.clone())
             .message_id(Some(row.message_id.clone()))
+            // `body` (unlike `singlepart`) adds no MIME-Version, which RFC 2045 requires.
+            .header(lettre::message::header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN)
             .header(AutoSubmitted);
         if let Some(parent) = &row.in_reply_to {
@@ -202,8 +215,18 @@ impl Mailer {
                 row.recipients
             )));
         }
+        let body = match (&self.proof, row.incident_id, recipients) {
+            (Some(proof), Some(incident), [one]) => {
+                format!(
+                    "{}{}",
+                    row.body,
+                    reply_instructions(&proof.code(incident, one))
+                )
+            }
+            _ => row.body.clone(),
+        };
         builder
-            .body(row.body.clone())
+            .body(body)
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
 
@@ -230,9 +253,28 @@ impl Mailer {
     }
 }
 
+/// How to answer an incident mail by mail, with the recipient's own code. Plain text that reads
+/// on a phone: the commands on lines of their own.
+fn reply_instructions(code: &str) -> String {
+    format!(
+        "\n\n――――――――――――――――――――\n\
+         メールの返信でも操作できます。返信の 1 行目に次のどれかを書いてください:\n\
+         \x20 ack                … 受け付ける (エスカレーションが止まります)\n\
+         \x20 close: resolved    … 対応を終えて閉じる\n\
+         \x20 close: false-positive … 誤検知として閉じる\n\
+         操作には下の確認コードが要ります。引用したままで構いません。\n\
+         確認コードはあなたとこのインシデント専用です。このメールを転送しないでください。\n\
+         確認コード: {code}\n"
+    )
+}
+
 impl Channel for Mailer {
     fn describe(&self) -> &str {
         &self.describe
+    }
+
+    fn one_by_one(&self, row: &Outgoing) -> bool {
+        self.proof.is_some() && row.incident_id.is_some()
     }
 
     /// Ok once the server (or the file system) took it.

@@ -8,6 +8,7 @@ use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
 use crate::engine::{Hit, MailRecord};
 use crate::model::{Action, Fields, Origin, now};
+use crate::proof::Proof;
 use sqlx::types::Json;
 
 /// What became of a reply.
@@ -30,6 +31,37 @@ pub struct ReportOutcome {
 }
 
 impl Store {
+    /// The key of the reply codes that prove a mail command (`crate::proof`), made the first
+    /// time a process asks for it; if two make one at once, the first stored is everyone's.
+    pub async fn mail_proof(&self) -> Result<Proof, StoreError> {
+        const NAME: &str = "reply-codes";
+        let stored: Option<String> = read!(self, pool => sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            .bind(NAME)
+            .fetch_optional(pool)
+            .await?);
+        let text = match stored {
+            Some(text) => text,
+            None => {
+                let key = crate::proof::new_key().map_err(|e| StoreError::Random(e.to_string()))?;
+                transaction!(self, tx => {
+                    sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                        .bind(NAME)
+                        .bind(crate::proof::key_to_text(&key))
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok::<(), StoreError>(())
+                })?;
+                read!(self, pool => sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                    .bind(NAME)
+                    .fetch_one(pool)
+                    .await?)
+            }
+        };
+        crate::proof::key_from_text(&text)
+            .map(Proof::new)
+            .ok_or_else(|| StoreError::Corrupt("the key of the mail reply codes is not hex".into()))
+    }
+
     /// The incident a reply belongs to: `tag` (from `[CSIRT #N]`) when that incident exists,
     /// else the incident of one of our notifications named by In-Reply-To/References.
     pub async fn thread_of(

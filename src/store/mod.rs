@@ -72,6 +72,10 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "cannot make the key of the mail reply codes: the operating system's random source failed: {0}"
+    )]
+    Random(String),
     #[error("the store holds a value this csirt does not understand: {0}")]
     Corrupt(String),
     #[error("store error: {0}")]

@@ -154,11 +154,16 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     let out = env.intake(&corpus("utf8_plain.eml"));
     assert_exit(&out, 0);
     let id = incidents(&env)[0]["id"].as_i64().expect("id");
-    let thread = block_on(async {
+    let (thread, duty_code, lead_code) = block_on(async {
         let store = env.store().await;
         let outbox = store.outbox().await.expect("outbox");
+        let proof = store.mail_proof().await.expect("reply-code key");
         store.close().await;
-        outbox[0].message_id.clone()
+        (
+            outbox[0].message_id.clone(),
+            proof.code(id, "duty@example.jp"),
+            proof.code(id, "lead@example.jp"),
+        )
     });
     let reply = |from: &str, subject: &str, in_reply_to: &str, body: &str, n: u32| {
         format!(
@@ -183,12 +188,35 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "{}",
         stderr(&out)
     );
-    // The duty contact acknowledges by replying to the notification (no tag needed).
+    // A forged From: a contact's address, a reply to our notification, but no reply code (or
+    // another recipient's): a note marked unconfirmed, nothing acts.
+    for (n, code) in [(5, String::new()), (6, lead_code.clone())] {
+        let out = env.intake(&reply(
+            "duty@example.jp",
+            "Re: ホームページの件",
+            &thread,
+            &format!("close: false-positive\r\n\r\n> 確認コード: {code}"),
+            n,
+        ));
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains(&format!("noted on incident #{id}")),
+            "{}",
+            stderr(&out)
+        );
+        let show = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+        assert_eq!(show["status"], "open", "a forged command acted: {show}");
+    }
+    // The duty contact acknowledges by replying to the notification, which it quotes with the
+    // reply code made for it (no tag needed).
+    let genuine = format!(
+        "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント\r\n> 確認コード: {duty_code}"
+    );
     let out = env.intake(&reply(
         "duty@example.jp",
         "Re: ホームページの件",
         &thread,
-        "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+        &genuine,
         2,
     ));
     assert_exit(&out, 0);
@@ -215,7 +243,15 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         [
             (
                 "mail:citizen@example.net",
-                "close: resolved\nもう直りました"
+                "【外部】close: resolved\nもう直りました"
+            ),
+            (
+                "mail:duty@example.jp",
+                "【未確認: 確認コードがないため操作しません】close: false-positive"
+            ),
+            (
+                "mail:duty@example.jp",
+                "【未確認: 確認コードがないため操作しません】close: false-positive"
             ),
             ("mail:duty@example.jp", "ack\n確認します。"),
         ]
@@ -261,7 +297,7 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "duty@example.jp",
         "Re: ホームページの件",
         &thread,
-        "ack\r\n確認します。\r\n\r\nOn Wed, csirt wrote:\r\n> 新しいインシデント",
+        &genuine,
         2,
     ));
     assert_exit(&out, 0);
@@ -272,7 +308,7 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
         "duty@example.jp",
         "Re: ホームページの件",
         &thread,
-        "close: false-positive\r\n誤検知でした",
+        &format!("close: false-positive\r\n誤検知でした\r\n> 確認コード: {duty_code}"),
         4,
     );
     let out = env.intake(&close);

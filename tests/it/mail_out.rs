@@ -154,6 +154,27 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
     );
     let thread = mail["message_id"].as_str().expect("Message-ID").to_string();
     assert!(thread.starts_with("<csirt.1.opened."), "{thread}");
+    let raw = std::fs::read_to_string(&first).expect("the received mail");
+    assert!(raw.contains("\nMIME-Version: 1.0\r\n"), "{raw}");
+    // The copy carries the reply code made for its recipient, and says how to answer.
+    let code = with_store(&env, "reply-code key", async |store| {
+        Ok(store.mail_proof().await?.code(1, "duty@example.jp"))
+    });
+    assert!(body.contains(&format!("確認コード: {code}")), "{body}");
+    assert!(body.contains("返信の 1 行目"), "{body}");
+    // Replying with it (the client quotes the notification) acknowledges through the pipe.
+    let quoted: String = body.lines().map(|l| format!("> {l}\r\n")).collect();
+    let answer = format!(
+        "From: duty@example.jp\r\nTo: csirt@example.jp\r\nSubject: Re: [CSIRT #1]\r\n\
+         Message-ID: <answer-1@example.jp>\r\nIn-Reply-To: {thread}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nack\r\n\r\n{quoted}"
+    );
+    let out = env.intake(answer.as_bytes());
+    assert!(
+        stderr(&out).contains("acknowledged incident #1"),
+        "{}",
+        stderr(&out)
+    );
 
     // More hits: one update (update_interval 1 s, escalator every 10 s), replying to the first.
     append(&auth, five_failures("203.0.113.5", 100));
