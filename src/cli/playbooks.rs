@@ -144,7 +144,14 @@ fn dry_run(
         }
     } else {
         let config = config.as_ref().context(format!("`{id_or_path}` is not a playbook file, and without a config there is no playbook set to find it in"))?;
-        match playbook::load(&config.playbooks, None) {
+        let one = if id_or_path == ALL {
+            None
+        } else {
+            playbook::load_one(&config.playbooks, id_or_path, None)
+                .ok()
+                .flatten()
+        };
+        match one.map_or_else(|| playbook::load(&config.playbooks, None), Ok) {
             Ok(set) => set,
             Err(errors) => return Ok(report(&errors)),
         }

@@ -18,6 +18,7 @@ use crate::source::{self, SourceContext};
 use crate::store::{Heartbeat, Role, Store};
 use crate::systemd;
 use anyhow::Context;
+use chrono::TimeDelta;
 use reload::{LiveSet, Loaded};
 use std::future::Future;
 use std::path::PathBuf;
@@ -117,6 +118,10 @@ pub async fn run(
         "notice recorder",
         source::writer::record_notices(Arc::clone(&store), node.clone(), notice_rx),
     );
+    // Loaded before the sources start, so that a login read at once meets the store's keys; if
+    // the store cannot be read, the gate passes everything.
+    let gate = Arc::new(crate::engine::RaiseGate::default());
+    refresh_gate(&store, &gate, &loaded.playbooks, &node).await;
     let mut ready = Vec::new();
     for source in source::configured(&loaded.config) {
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -130,6 +135,7 @@ pub async fn run(
             notices: notices.clone(),
             matcher: live.matcher.clone(),
             intake: live.intake.clone(),
+            gate: Arc::clone(&gate),
             health: tasks.worker(name),
             cancel: tasks.cancel_token(),
             ready: ready_tx,
@@ -169,7 +175,8 @@ pub async fn run(
             _ = ticker.tick() => {
                 let status = status_line(&store, &loaded).await;
                 systemd::sd_notify(&format!("STATUS={status}"));
-                beat(&store, &node, started_at, status).await
+                beat(&store, &node, started_at, status).await;
+                refresh_gate(&store, &gate, &loaded.playbooks, &node).await;
             }
             _ = watchdog_ticker.tick(), if watchdog.is_some() => {
                 match tasks.health().stuck(watchdog.unwrap_or(Duration::MAX)) {
@@ -240,5 +247,50 @@ async fn beat(
     };
     if let Err(e) = store.beat(&heartbeat).await {
         warn!(error = %e, "cannot record the heartbeat; retrying at the next beat");
+    }
+}
+
+/// Loads the raise gate (`engine::gate`) from the store: per playbook with a raising rule, the
+/// keys it may raise for; and whether another daemon writes to the store (then the gate passes
+/// everything: that daemon's failures are not noted here).
+async fn refresh_gate(
+    store: &Store,
+    gate: &crate::engine::RaiseGate,
+    playbooks: &crate::playbook::PlaybookSet,
+    node: &str,
+) {
+    let at = now();
+    let mut keys = Vec::new();
+    for playbook in playbooks.iter() {
+        let Some(closed_within) = playbook
+            .rules
+            .iter()
+            .filter_map(|r| r.raise.as_ref())
+            .map(|r| r.closed_within.to_chrono())
+            .max()
+        else {
+            continue;
+        };
+        match store.raise_keys(&playbook.id, at - closed_within).await {
+            Ok(found) => keys.extend(found.into_iter().map(|k| (playbook.id.clone(), k))),
+            Err(e) => {
+                warn!(error = %e, "cannot read the keys logins may raise; every login is looked up");
+                gate.pass_all();
+                return;
+            }
+        }
+    }
+    let stale = TimeDelta::from_std(HEARTBEAT_STALE_AFTER).unwrap_or(TimeDelta::minutes(1));
+    match store.heartbeats().await {
+        Ok(beats) => {
+            let others = beats
+                .iter()
+                .any(|b| b.node != node && b.beat_at >= at - stale);
+            gate.load(keys, others, at);
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the daemons' heartbeats; every login is looked up");
+            gate.pass_all();
+        }
     }
 }

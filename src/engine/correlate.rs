@@ -106,6 +106,9 @@ pub struct DryRun {
     /// Per key, the window's hits.
     windows: HashMap<(String, String), Window>,
     open: HashMap<(String, String), usize>,
+    /// Every dedupe key a hit was added for (of any playbook): `knows` without a lookup key
+    /// to build.
+    seen: std::collections::HashSet<String>,
     pub incidents: Vec<DryIncident>,
 }
 
@@ -113,12 +116,18 @@ impl DryRun {
     /// Whether the run has seen a hit of this key (a window or an incident): a raising hit of
     /// a key it has not seen changes nothing, so the caller need not make one.
     pub fn knows(&self, playbook: &str, dedupe_key: &str) -> bool {
+        if !self.seen.contains(dedupe_key) {
+            return false;
+        }
         let key = (playbook.to_string(), dedupe_key.to_string());
         self.windows.contains_key(&key) || self.open.contains_key(&key)
     }
 
     /// Applies one hit.
     pub fn add(&mut self, hit: &Hit) {
+        if !self.seen.contains(&hit.dedupe_key) {
+            self.seen.insert(hit.dedupe_key.clone());
+        }
         let key = (hit.playbook.clone(), hit.dedupe_key.clone());
         if let Some(raise) = &hit.raise {
             let since = hit.observed_at - raise.window.to_chrono();

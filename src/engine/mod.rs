@@ -14,6 +14,7 @@ mod batch;
 mod correlate;
 pub mod due;
 mod evidence;
+pub mod gate;
 mod hit;
 
 pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord};
@@ -21,4 +22,5 @@ pub use correlate::{
     DryIncident, DryRun, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
 };
 pub use evidence::{EVIDENCE_KEEP, worth_storing};
+pub use gate::RaiseGate;
 pub use hit::{Hit, dedupe_key, fill_step, render_title};

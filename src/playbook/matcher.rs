@@ -547,6 +547,15 @@ fn lookup<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
 /// A captured address in the one spelling dedupe keys use (`::ffff:192.0.2.1` is `192.0.2.1`,
 /// IPv6 compressed and lower-case); anything else as captured.
 fn normalize(value: &str) -> String {
+    // Most captures that are not addresses (user names) fail at the first byte; not parsing
+    // them saves the parser's setup on every match.
+    if !value
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_hexdigit() || *b == b':')
+    {
+        return value.to_string();
+    }
     match value.parse::<IpAddr>() {
         // The parser takes only the dotted decimal spelling (no leading zeros), which is the
         // canonical one: no need to print it again.

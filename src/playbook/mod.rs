@@ -398,6 +398,31 @@ pub fn load(
     }
 }
 
+/// Only the playbook `id` of the set at `path` (its file found by reading each file's `id`
+/// alone), compiled; `None` when no file has that id. `playbooks test` on one playbook need not
+/// compile every other playbook's patterns, most of its start. A set with errors elsewhere is
+/// not reported here: `playbooks check` does that.
+pub fn load_one(
+    path: &Path,
+    id: &str,
+    contacts: Option<&BTreeSet<String>>,
+) -> Result<Option<PlaybookSet>, PlaybookErrors> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    let files = playbook_files(path).map_err(|e| PlaybookErrors(vec![e]))?;
+    for file in files {
+        let Ok(text) = toml_file::read(&file) else {
+            continue;
+        };
+        if toml::from_str::<IdOnly>(&text).is_ok_and(|only| only.id == id) {
+            return load(&file, contacts).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 /// The `*.toml` files of a directory in name order, or the file itself.
 fn playbook_files(path: &Path) -> Result<Vec<PathBuf>, TomlError> {
     let read_err = |source| TomlError::Read {

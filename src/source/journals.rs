@@ -11,7 +11,7 @@
 use super::journal::{JournalEntry, JournalQuery, JournalTail, syslog_line};
 use super::{Notice, Running, Source, SourceContext};
 use crate::config::{JournalSource, StartAt};
-use crate::engine::{Batch, Hit, JournalCursor};
+use crate::engine::{Batch, Hit, JournalCursor, RaiseGate};
 use crate::playbook::matcher::Matcher;
 use crate::playbook::session::Sessions;
 use std::path::Path;
@@ -99,7 +99,13 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
                 continue;
             };
             restart_wait = RESTART_FIRST;
-            let hits = match_entries(&ctx.matcher.get(), &name, &mut sessions, &entries);
+            let hits = match_entries(
+                &ctx.matcher.get(),
+                &ctx.gate,
+                &name,
+                &mut sessions,
+                &entries,
+            );
             if hits.is_empty() && last_cursor_sent.elapsed() < CURSOR_EVERY {
                 // Only the position would move; it moves with the next batch that is sent.
                 position = Some(last.cursor.clone());
@@ -155,6 +161,7 @@ async fn follow(source: JournalSource, ctx: SourceContext) -> anyhow::Result<()>
 /// the others see the line rsyslog would have written for it.
 pub fn match_entries(
     matcher: &Matcher,
+    gate: &RaiseGate,
     name: &str,
     sessions: &mut Sessions,
     entries: &[JournalEntry],
@@ -175,13 +182,15 @@ pub fn match_entries(
         });
         matcher.scan_in_session(&rules, &line, structure, sessions, &mut matches);
         for m in matches.drain(..) {
-            hits.push(Hit::of_log_match(
-                m,
-                format!("journal:{name}"),
-                entry.cursor.clone(),
-                entry.realtime,
-                line.clone(),
-            ));
+            hits.extend(super::through_gate(gate, m, |m| {
+                Hit::of_log_match(
+                    m,
+                    format!("journal:{name}"),
+                    entry.cursor.clone(),
+                    entry.realtime,
+                    line.clone(),
+                )
+            }));
         }
     }
     hits

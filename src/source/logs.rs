@@ -16,7 +16,7 @@
 use super::logfile::{self, Start, Tail};
 use super::{Notice, Running, Source, SourceContext};
 use crate::config::{Encoding, LogSource, StartAt};
-use crate::engine::{Batch, Checkpoint, Hit};
+use crate::engine::{Batch, Checkpoint, Hit, RaiseGate};
 use crate::live::Live;
 use crate::model::now;
 use crate::playbook::matcher::{FileRules, Matcher};
@@ -85,6 +85,7 @@ struct Open {
 pub struct LogReader {
     node: String,
     tz: Tz,
+    gate: Arc<RaiseGate>,
     specs: Vec<PatternSpec>,
     matcher: Live<Matcher>,
     matcher_seen: Arc<Matcher>,
@@ -141,6 +142,7 @@ impl LogReader {
         LogReader {
             node: node.clone(),
             tz,
+            gate: Arc::clone(&ctx.gate),
             specs,
             matcher,
             matcher_seen: current,
@@ -312,9 +314,16 @@ impl LogReader {
             let encoding = open.encoding;
             let rules = open.rules.clone();
             let sessions = &mut open.sessions;
-            open.tail.finish(|line| {
-                collect_hits(&matcher, &rules, sessions, &path, encoding, tz, &line, &mut hits)
-            });
+            let reading = Reading {
+                matcher: &matcher,
+                rules: &rules,
+                gate: &self.gate,
+                path: &path,
+                encoding,
+                tz,
+            };
+            open.tail
+                .finish(|line| collect_hits(&reading, sessions, &line, &mut hits));
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
@@ -485,12 +494,18 @@ impl LogReader {
             let mut hits = Vec::new();
             let path = open.tail.path.clone();
             let (encoding, rules, sessions) = (open.encoding, &open.rules, &mut open.sessions);
+            let reading = Reading {
+                matcher: &matcher,
+                rules,
+                gate: &self.gate,
+                path: &path,
+                encoding,
+                tz,
+            };
             let read = open
                 .tail
                 .read_lines_where(READ_BUDGET, rules.raw_filter(), |line| {
-                    collect_hits(
-                        &matcher, rules, sessions, &path, encoding, tz, &line, &mut hits,
-                    )
+                    collect_hits(&reading, sessions, &line, &mut hits)
                 });
             match read {
                 Ok(0) => return true,
@@ -714,17 +729,30 @@ fn watch_root(pattern: &str) -> (PathBuf, RecursiveMode) {
 }
 
 /// Decodes a line and appends the hits it makes.
-#[allow(clippy::too_many_arguments)]
-fn collect_hits(
-    matcher: &Matcher,
-    rules: &FileRules,
-    sessions: &mut Sessions,
-    path: &Path,
+/// What reading one file's lines needs besides the lines.
+struct Reading<'a> {
+    matcher: &'a Matcher,
+    rules: &'a FileRules,
+    gate: &'a RaiseGate,
+    path: &'a Path,
     encoding: Encoding,
     tz: Tz,
+}
+
+fn collect_hits(
+    reading: &Reading<'_>,
+    sessions: &mut Sessions,
     line: &logfile::Line<'_>,
     hits: &mut Vec<Hit>,
 ) {
+    let Reading {
+        matcher,
+        rules,
+        gate,
+        path,
+        encoding,
+        tz,
+    } = *reading;
     let text: Cow<'_, str> = match encoding {
         Encoding::Utf8 => crate::text::utf8_lossy(line.bytes),
         Encoding::ShiftJis => {
@@ -739,16 +767,20 @@ fn collect_hits(
     if matches.is_empty() {
         return;
     }
-    let arrival = crate::model::now();
-    let observed_at = crate::timestamp::line_time(&text, tz, arrival);
+    let mut observed_at = None;
     for m in matches {
-        hits.push(Hit::of_log_match(
-            m,
-            path.display().to_string(),
-            line.line_no.to_string(),
-            observed_at,
-            text.clone().into_owned(),
-        ));
+        let hit = super::through_gate(gate, m, |m| {
+            let at = *observed_at
+                .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, crate::model::now()));
+            Hit::of_log_match(
+                m,
+                path.display().to_string(),
+                line.line_no.to_string(),
+                at,
+                text.clone().into_owned(),
+            )
+        });
+        hits.extend(hit);
     }
 }
 

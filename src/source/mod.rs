@@ -22,7 +22,7 @@ pub mod logs;
 pub mod writer;
 
 use crate::config::Config;
-use crate::engine::Batch;
+use crate::engine::{Batch, Hit};
 use crate::live::Live;
 use crate::playbook::matcher::Matcher;
 use crate::store::Store;
@@ -50,6 +50,8 @@ pub struct SourceContext {
     pub notices: mpsc::Sender<Notice>,
     pub matcher: Live<Matcher>,
     pub intake: Live<crate::intake::Context>,
+    /// Which raising matches (logins) are worth a hit; the sources note every failure's key.
+    pub gate: Arc<crate::engine::RaiseGate>,
     /// The source's entry in the watchdog's health registry.
     pub health: crate::systemd::Worker,
     pub cancel: CancellationToken,
@@ -90,4 +92,25 @@ pub fn configured(config: &Config) -> Vec<Box<dyn Source>> {
         }
     }
     sources
+}
+
+/// The hit of a log match, made by `make`, unless it is a raising match (a login) of a key the
+/// gate knows nothing to raise for; a failure's key is noted in the gate on its way to the store.
+pub fn through_gate(
+    gate: &crate::engine::RaiseGate,
+    m: crate::playbook::matcher::Match<'_>,
+    make: impl FnOnce(crate::playbook::matcher::Match<'_>) -> Hit,
+) -> Option<Hit> {
+    if m.rule.raise.is_some() {
+        // The key as `Hit::new` makes it (a NUL shown as U+2400), without making the hit.
+        let key =
+            crate::engine::dedupe_key(&m.playbook.dedupe, &m.fields).replace('\0', "\u{2400}");
+        return gate.passes(&m.playbook.id, &key).then(|| make(m));
+    }
+    let raises = m.playbook.rules.iter().any(|r| r.raise.is_some());
+    let hit = make(m);
+    if raises {
+        gate.note(&hit.playbook, &hit.dedupe_key, crate::model::now());
+    }
+    Some(hit)
 }

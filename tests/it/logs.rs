@@ -1102,5 +1102,23 @@ fn a_login_after_failures_raises_across_a_sigkill(backend: Backend) {
     }
     let counts = hit_counts(&env);
     assert_eq!(counts, expected, "the logins are not failures");
+    // Failures this daemon reads itself, then a login, raise too; a login from an address
+    // that never failed (most logins: the gate lets them pass unmade) raises and records
+    // nothing.
+    let mut more: String = (20..23).map(|s| failure("192.0.2.82", s)).collect();
+    more += &(accepted("192.0.2.82", 30) + &accepted("192.0.2.83", 31));
+    append(&auth, more);
+    second.wait_read_to_end(&env, &auth);
+    let all = second.wait("the third incident raised", &env, |env| {
+        let all = incidents(env);
+        (all.iter().filter(|i| i["severity"] == "critical").count() == 3).then_some(all)
+    });
+    assert!(
+        all.iter()
+            .all(|i| !i["title"].as_str().unwrap_or("").contains("192.0.2.83")),
+        "{all:#?}"
+    );
+    expected.insert("ip=192.0.2.82".to_string(), 3);
+    assert_eq!(hit_counts(&env), expected);
     second.stop();
 }

@@ -1,0 +1,157 @@
+//! Which raising matches are worth a hit.
+//!
+//! A raising rule (the SSH playbook's login after failures) matches every login, and on a busy
+//! server most logins are monitoring and automation: 7% of the generator's auth.log. Each would
+//! become a hit that the reader builds and the writer looks up, only for the store to find
+//! nothing to raise. The store can raise only for a key that has an incident (open, or closed
+//! within the rule's `closed_within`) or failures below the threshold; the gate knows those keys
+//! (loaded from the store, then noted by the readers as they make each failure's hit) and lets a
+//! raising match through only for them.
+//!
+//! It errs on the side of passing, never of dropping: before its first load, and while another
+//! daemon writes to the same store (whose failures this one does not read), everything passes;
+//! a key is kept for `KEEP` after it was last noted or loaded, longer than any `closed_within`;
+//! and the store's keys are loaded again every minute (an incident reopened from the CLI).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How long a key stays after it was last noted or loaded.
+const KEEP: TimeDelta = TimeDelta::hours(49);
+
+/// The keys a raising match may matter for, per playbook.
+#[derive(Debug, Default)]
+pub struct RaiseGate {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Whether the gate filters at all (loaded, and this daemon the only writer).
+    filtering: bool,
+    /// Per playbook, per dedupe key, when it was last noted or loaded.
+    keys: HashMap<String, HashMap<String, DateTime<Utc>>>,
+}
+
+impl RaiseGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether a raising match of `playbook` for `key` must become a hit.
+    pub fn passes(&self, playbook: &str, key: &str) -> bool {
+        let state = self.state();
+        !state.filtering
+            || state
+                .keys
+                .get(playbook)
+                .is_some_and(|k| k.contains_key(key))
+    }
+
+    /// A failure of `key` was seen (its hit is on its way to the store).
+    pub fn note(&self, playbook: &str, key: &str, now: DateTime<Utc>) {
+        let mut state = self.state();
+        let keys = match state.keys.get_mut(playbook) {
+            Some(keys) => keys,
+            None => state.keys.entry(playbook.to_string()).or_default(),
+        };
+        match keys.get_mut(key) {
+            Some(at) => *at = now,
+            None => {
+                keys.insert(key.to_string(), now);
+            }
+        }
+    }
+
+    /// The store's keys of `playbook` (incidents open or closed lately, failures pending), and
+    /// whether another daemon writes to the store too. Forgets keys not noted or loaded for
+    /// `KEEP`.
+    pub fn load(
+        &self,
+        from_store: impl IntoIterator<Item = (String, String)>,
+        others_writing: bool,
+        now: DateTime<Utc>,
+    ) {
+        let mut state = self.state();
+        for (playbook, key) in from_store {
+            state.keys.entry(playbook).or_default().insert(key, now);
+        }
+        for keys in state.keys.values_mut() {
+            keys.retain(|_, at| *at >= now - KEEP);
+        }
+        state.keys.retain(|_, keys| !keys.is_empty());
+        state.filtering = !others_writing;
+    }
+
+    /// Back to passing everything (the store could not be read: its keys are unknown).
+    pub fn pass_all(&self) {
+        self.state().filtering = false;
+    }
+
+    /// How many keys the gate holds (for the log).
+    pub fn len(&self) -> usize {
+        self.state().keys.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + TimeDelta::hours(1000 + h)
+    }
+
+    #[test]
+    fn everything_passes_until_the_store_was_read() {
+        let gate = RaiseGate::default();
+        assert!(gate.passes("ssh", "ip=192.0.2.1"));
+        gate.load(
+            [("ssh".to_string(), "ip=192.0.2.9".to_string())],
+            false,
+            at(0),
+        );
+        assert!(!gate.passes("ssh", "ip=192.0.2.1"));
+        assert!(gate.passes("ssh", "ip=192.0.2.9"));
+        assert!(
+            !gate.passes("mail", "ip=192.0.2.9"),
+            "keys are per playbook"
+        );
+    }
+
+    #[test]
+    fn a_failure_seen_opens_the_gate_for_its_key() {
+        let gate = RaiseGate::default();
+        gate.load([], false, at(0));
+        gate.note("ssh", "ip=192.0.2.1", at(1));
+        assert!(gate.passes("ssh", "ip=192.0.2.1"));
+        // Kept past any closed_within, then forgotten unless the store still has it.
+        gate.load([], false, at(40));
+        assert!(gate.passes("ssh", "ip=192.0.2.1"));
+        gate.load([], false, at(51));
+        assert!(!gate.passes("ssh", "ip=192.0.2.1"));
+        assert!(gate.is_empty());
+        gate.note("ssh", "ip=192.0.2.1", at(52));
+        gate.load([("ssh".into(), "ip=192.0.2.1".into())], false, at(200));
+        assert_eq!(gate.len(), 1, "what the store still has stays");
+    }
+
+    #[test]
+    fn another_writer_or_an_unread_store_lets_everything_pass() {
+        let gate = RaiseGate::default();
+        gate.load([], true, at(0));
+        assert!(gate.passes("ssh", "ip=192.0.2.1"));
+        gate.load([], false, at(0));
+        assert!(!gate.passes("ssh", "ip=192.0.2.1"));
+        gate.pass_all();
+        assert!(gate.passes("ssh", "ip=192.0.2.1"));
+    }
+}
