@@ -109,18 +109,27 @@ pub struct StoreConfig {
 pub struct StoreUrl(String);
 
 impl StoreUrl {
-    /// Checks the scheme; the store opens it later.
+    /// Checks the scheme and, for PostgreSQL, that the URL parses as one: a password with an
+    /// unencoded `@`, `/`, `?` or `#` would otherwise connect to the wrong host or show the
+    /// password where the host should be. The store opens it later.
     pub fn parse(url: &str) -> Result<Self, String> {
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
-            Some("sqlite" | "postgres" | "postgresql") => Ok(StoreUrl(url.to_string())),
+            Some("sqlite") => Ok(StoreUrl(url.to_string())),
+            Some("postgres" | "postgresql") => match parse_postgres_url(url) {
+                Ok(_) => Ok(StoreUrl(url.to_string())),
+                Err(why) => Err(format!(
+                    "the PostgreSQL store URL {}: {why}",
+                    redact_url(url)
+                )),
+            },
             Some(other) => Err(format!(
                 "unsupported store URL scheme `{other}`: use sqlite://PATH or postgres://USER@HOST/DB"
             )),
-            None => Err(format!(
-                "store URL `{}` has no scheme: use sqlite://PATH or postgres://USER@HOST/DB",
-                redact_url(url)
-            )),
+            // Without a scheme nothing tells where a password would be: the URL is not shown.
+            None => Err(
+                "the store URL has no scheme: use sqlite://PATH or postgres://USER@HOST/DB".into(),
+            ),
         }
     }
 
@@ -128,6 +137,35 @@ impl StoreUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// True when the URL carries a password (in the user part or as `?password=`).
+    pub fn has_password(&self) -> bool {
+        parse_postgres_url(&self.0).is_ok_and(|u| {
+            u.password().is_some() || u.query_pairs().any(|(k, _)| is_password_key(&k))
+        })
+    }
+}
+
+/// Query parameters of a PostgreSQL URL that carry a secret (libpq's names, which sqlx reads).
+fn is_password_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// Parses a PostgreSQL URL, refusing one whose `@` lies outside the user part: that is a
+/// password with an unencoded `/` (`postgres://u:12/x@db/csirt` parses as host `u`, port 12).
+fn parse_postgres_url(raw: &str) -> Result<url::Url, String> {
+    const HINT: &str =
+        "percent-encode @ : / ? # in the user name and password (%40 %3A %2F %3F %23)";
+    let url = url::Url::parse(raw).map_err(|e| format!("does not parse ({e}); {HINT}"))?;
+    let stray_at = url.path().contains('@')
+        || url.query().is_some_and(|q| q.contains('@'))
+        || url.fragment().is_some();
+    if stray_at {
+        return Err(format!(
+            "has an `@` or `#` after the host, as when a password holds `/` or `?`; {HINT}"
+        ));
+    }
+    Ok(url)
 }
 
 impl fmt::Display for StoreUrl {
@@ -149,20 +187,43 @@ impl<'de> Deserialize<'de> for StoreUrl {
     }
 }
 
-/// `user:secret@host` becomes `user:***@host`; anything else is returned unchanged.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// The URL as it may be shown: a password, in the user part or in a `password`/`sslpassword`
+/// query parameter, becomes `***`. The URL is parsed, not searched: a search cannot tell
+/// where a password that holds `?`, `/` or `@` ends. A URL that does not parse cleanly is shown
+/// as its scheme only. URLs without a password (all `sqlite://` ones) are returned unchanged.
+pub fn redact_url(raw: &str) -> String {
+    let Some((scheme, _)) = raw.split_once("://") else {
+        return "(a URL without a scheme, hidden)".into();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    if scheme == "sqlite" {
+        return raw.to_string();
     }
+    let hidden = || format!("{scheme}://*** (hidden: the URL does not parse cleanly)");
+    let Ok(mut url) = parse_postgres_url(raw) else {
+        return hidden();
+    };
+    let query_secret = url.query_pairs().any(|(k, _)| is_password_key(&k));
+    if url.password().is_none() && !query_secret {
+        return raw.to_string();
+    }
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return hidden();
+    }
+    if query_secret {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_password_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// Where to start reading a file that exists when the daemon first sees it.
@@ -840,6 +901,79 @@ csirt = ["duty@example.jp"]
         );
         assert_eq!(c.store.url.to_string(), "postgres://csirt:***@db/csirt");
         Ok(())
+    }
+
+    #[test]
+    fn redaction_parses_the_url() {
+        let cases = [
+            (
+                "postgres://csirt:s3cret@db/csirt",
+                "postgres://csirt:***@db/csirt",
+            ),
+            // libpq's query parameters carry passwords too.
+            (
+                "postgres://csirt@db/csirt?sslmode=require&password=s3cret",
+                "postgres://csirt@db/csirt?sslmode=require&password=***",
+            ),
+            (
+                "postgres://csirt@db/csirt?PassWord=s3cret&sslpassword=s3cret",
+                "postgres://csirt@db/csirt?PassWord=***&sslpassword=***",
+            ),
+            // Encoded, a password may hold any character and still ends where the URL says.
+            (
+                "postgres://csirt:s3%3Fc%2Fr%40et@db:5432/csirt",
+                "postgres://csirt:***@db:5432/csirt",
+            ),
+            // Raw `@` in the password: the last `@` before the path ends the user part.
+            (
+                "postgres://csirt:s3@cret@db/csirt",
+                "postgres://csirt:***@db/csirt",
+            ),
+            // Raw `?`, `/` or `#`: unparsable or misparsed, so nothing of it is shown.
+            (
+                "postgres://csirt:s3?cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            (
+                "postgres://csirt:12/s3cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            (
+                "postgres://csirt:s3#cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            ("postgres://csirt@db/csirt", "postgres://csirt@db/csirt"),
+            (
+                "sqlite://./var/北上/csirt.db",
+                "sqlite://./var/北上/csirt.db",
+            ),
+            ("csirt:s3cret@db/csirt", "(a URL without a scheme, hidden)"),
+        ];
+        for (raw, shown) in cases {
+            let redacted = redact_url(raw);
+            assert!(redacted.starts_with(shown), "{raw} -> {redacted}");
+            assert!(!redacted.contains("s3"), "{raw} -> {redacted}");
+        }
+    }
+
+    #[test]
+    fn postgres_urls_that_hide_their_host_are_refused() {
+        for raw in [
+            "postgres://csirt:s3?cret@db/csirt",
+            "postgres://csirt:12/s3cret@db/csirt",
+        ] {
+            let err = StoreUrl::parse(raw).expect_err(raw);
+            assert!(err.contains("percent-encode"), "{err}");
+            assert!(!err.contains("s3"), "{err}");
+        }
+        assert!(
+            StoreUrl::parse("postgres://csirt:s3@db/csirt?password=x")
+                .is_ok_and(|u| u.has_password())
+        );
+        assert!(
+            StoreUrl::parse("postgres://csirt@db/csirt?password=x").is_ok_and(|u| u.has_password())
+        );
+        assert!(StoreUrl::parse("postgres://csirt@db/csirt").is_ok_and(|u| !u.has_password()));
     }
 
     #[test]

@@ -477,6 +477,50 @@ fn unreachable_postgres_fails_fast_with_the_url_but_not_the_password() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// Issue #12: `?password=` and passwords holding `?`, `/` or `@` were shown in errors, since
+/// redaction searched the text for `user:…@` instead of parsing the URL.
+#[test]
+fn no_password_shape_reaches_an_error() {
+    let env = Env::new(Backend::Sqlite);
+    let cases = [
+        (
+            "postgres://csirt@127.0.0.1:1/csirt?password=hunter2",
+            "cannot open the store at postgres://csirt@127.0.0.1:1/csirt?password=***",
+        ),
+        (
+            "postgres://csirt:hun%3Fter%2F2%40@127.0.0.1:1/csirt",
+            "cannot open the store at postgres://csirt:***@127.0.0.1:1/csirt",
+        ),
+        (
+            "postgres://csirt:hun@ter2@127.0.0.1:1/csirt",
+            "cannot open the store at postgres://csirt:***@127.0.0.1:1/csirt",
+        ),
+        (
+            "postgres://csirt:hun?ter2@127.0.0.1:1/csirt",
+            "percent-encode",
+        ),
+        (
+            "postgres://csirt:12/hunter2@127.0.0.1:1/csirt",
+            "percent-encode",
+        ),
+    ];
+    for (url, needle) in cases {
+        // Through the flag and through the config file, whose URL also reaches the error.
+        let by_flag = env.csirt(&["--database", url, "incidents", "list"]);
+        env.write_config(&config_text(url, &env.playbooks(), env.dir.path()));
+        let by_config = env.csirt(&["incidents", "list"]);
+        for out in [by_flag, by_config] {
+            assert_exit(&out, 1);
+            let err = stderr(&out);
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(
+                !err.contains("hunter2") && !err.contains("ter2"),
+                "{url}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn playbook_check_lists_every_error_as_file_line() {
     let env = Env::new(Backend::Sqlite);
