@@ -1,8 +1,9 @@
 //! The daemon's and CLI's configuration: typed, strict, checked before anything starts.
 //!
 //! Relative paths are taken from the working directory, as a shell user expects; the packaged
-//! config uses absolute paths. Secrets (SMTP and IMAP passwords) are redacted from `Debug`, and
-//! a config that holds one inline is refused when other users can read it.
+//! config uses absolute paths. Secrets (SMTP and IMAP passwords, a password in the store URL) are
+//! redacted from `Debug`; a config that holds one inline, or a `password_file`, is refused when
+//! other users can read it.
 
 use crate::duration::Span;
 use crate::toml_file::{self, TomlError};
@@ -52,6 +53,47 @@ pub struct Config {
     /// `[[schedule]]`: digests of open incidents on a cron schedule.
     #[serde(default)]
     pub schedule: Vec<Schedule>,
+    /// Where this file holds a secret or names a secret file, for the permission check.
+    #[serde(skip)]
+    secret_sites: Vec<SecretSite>,
+}
+
+/// A secret the config file holds inline, or a file it names that holds one, and the line.
+#[derive(Debug, Clone)]
+struct SecretSite {
+    line: usize,
+    /// `[store] url`, `[smtp] password`, `[smtp] password_file`...
+    key: &'static str,
+    /// The secret file for `password_file`; `None` for a secret inline in the config.
+    file: Option<PathBuf>,
+}
+
+/// The keys that hold or name a secret, with their spans: a second, lenient reading of the
+/// text (the typed config keeps plain values for the code that uses them).
+#[derive(Deserialize, Default)]
+struct SecretSpans {
+    #[serde(default)]
+    store: Option<SectionSpans>,
+    #[serde(default)]
+    smtp: Option<SectionSpans>,
+    #[serde(default)]
+    intake: Option<IntakeSpans>,
+}
+
+#[derive(Deserialize, Default)]
+struct IntakeSpans {
+    #[serde(default)]
+    imap: Option<SectionSpans>,
+}
+
+#[derive(Deserialize, Default)]
+struct SectionSpans {
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    password_file: Option<Spanned<String>>,
 }
 
 /// What a `[[schedule]]` sends.
@@ -509,12 +551,29 @@ fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
 pub enum ConfigError {
     #[error(transparent)]
     Toml(#[from] TomlError),
+    /// A secret others can read: inline in a config file they can read, or in a
+    /// `password_file` they can read.
     #[error(
-        "{}: holds an SMTP password inline but is readable by other users (mode {mode:o}): \
-         run `chmod o-rwx {}` or move the password to password_file",
-        path.display(), path.display()
+        "{location}: {key} {holds}, and {} is readable by other users (mode {mode:o}): \
+         run `chmod 640 {}` (owner root, group csirt){alternative}",
+        exposed.display(), exposed.display()
     )]
-    SecretExposed { path: PathBuf, mode: u32 },
+    SecretExposed {
+        location: toml_file::Location,
+        key: &'static str,
+        holds: &'static str,
+        exposed: PathBuf,
+        mode: u32,
+        alternative: &'static str,
+    },
+    #[error("{location}: {key} {}: {source}", file.display())]
+    SecretFile {
+        location: toml_file::Location,
+        key: &'static str,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Config {
@@ -526,8 +585,9 @@ impl Config {
 
     /// Parses and validates `text` as if read from `path`.
     pub fn from_text(path: &Path, text: &str) -> Result<Config, TomlError> {
-        let config: Config = toml_file::parse(path, text)?;
+        let mut config: Config = toml_file::parse(path, text)?;
         config.validate(path, text)?;
+        config.secret_sites = secret_sites(path, text, &config)?;
         Ok(config)
     }
 
@@ -555,6 +615,7 @@ impl Config {
             contacts: BTreeMap::new(),
             networks: None,
             schedule: Vec::new(),
+            secret_sites: Vec::new(),
         }
     }
 
@@ -718,24 +779,53 @@ impl Config {
         }
     }
 
-    /// Refuses a config file that holds a secret inline and is readable by other users.
+    /// Refuses a config file that holds a secret inline (an SMTP password, a password in the
+    /// store URL) and is readable by other users, and a `password_file` readable by them. The
+    /// rule is the one the package installs: 0640, owner root, group csirt; any permission
+    /// for others is refused. Credentials that systemd passes are its to protect.
     pub fn check_secret_permissions(&self, path: &Path) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
-        let inline_secret = self.smtp.as_ref().is_some_and(|s| s.password.is_some());
-        if !inline_secret {
-            return Ok(());
-        }
-        let mode = std::fs::metadata(path)
-            .map_err(|source| TomlError::Read {
+        for site in &self.secret_sites {
+            let location = toml_file::Location {
                 path: path.to_path_buf(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o007 != 0 {
+                line: site.line,
+            };
+            let exposed = site.file.as_deref().unwrap_or(path);
+            let mode = match std::fs::metadata(exposed) {
+                Ok(meta) => meta.permissions().mode(),
+                Err(source) => {
+                    return Err(ConfigError::SecretFile {
+                        location,
+                        key: site.key,
+                        file: exposed.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            if mode & 0o007 == 0 {
+                continue;
+            }
+            let (holds, alternative) = match (site.key, &site.file) {
+                (_, Some(_)) => ("names a secret file", ""),
+                ("[store] url", None) => (
+                    "holds a password",
+                    ", or take the password out of the URL and give it to the daemon as the \
+                     systemd credential store-password \
+                     (LoadCredential=store-password:/etc/csirt/credentials/store-password)",
+                ),
+                _ => (
+                    "is inline",
+                    ", or move the password to password_file (mode 640) or to the systemd \
+                     credential (LoadCredential=)",
+                ),
+            };
             return Err(ConfigError::SecretExposed {
-                path: path.to_path_buf(),
+                location,
+                key: site.key,
+                holds,
+                exposed: exposed.to_path_buf(),
                 mode: mode & 0o7777,
+                alternative,
             });
         }
         Ok(())
@@ -757,6 +847,66 @@ impl Config {
             Some(list) => list.iter().map(|a| a.get_ref().clone()).collect(),
             None => vec![name_or_address.to_string()],
         }
+    }
+}
+
+/// Where `text` holds a secret inline or names a secret file, by line.
+fn secret_sites(path: &Path, text: &str, config: &Config) -> Result<Vec<SecretSite>, TomlError> {
+    let spans: SecretSpans = toml_file::parse(path, text)?;
+    let line = |span: std::ops::Range<usize>| toml_file::Location::of_span(path, text, span).line;
+    let mut sites = Vec::new();
+    if config.store.url.has_password()
+        && let Some(url) = spans.store.as_ref().and_then(|s| s.url.as_ref())
+    {
+        sites.push(SecretSite {
+            line: line(url.span()),
+            key: "[store] url",
+            file: None,
+        });
+    }
+    if let Some(password) = spans.smtp.as_ref().and_then(|s| s.password.as_ref()) {
+        sites.push(SecretSite {
+            line: line(password.span()),
+            key: "[smtp] password",
+            file: None,
+        });
+    }
+    let imap = spans.intake.as_ref().and_then(|i| i.imap.as_ref());
+    for (key, section) in [
+        ("[smtp] password_file", spans.smtp.as_ref()),
+        ("[intake.imap] password_file", imap),
+    ] {
+        if let Some(file) = section.and_then(|s| s.password_file.as_ref()) {
+            sites.push(SecretSite {
+                line: line(file.span()),
+                key,
+                file: Some(PathBuf::from(file.get_ref())),
+            });
+        }
+    }
+    Ok(sites)
+}
+
+/// The systemd credential `name` (`LoadCredential=name:…`), trimmed of its final line break;
+/// `None` outside systemd, when it is not there, or when it is empty. An empty one counts as
+/// absent: the package's tmpfiles.d creates the credential files empty, and an empty file must
+/// not replace a password configured elsewhere with nothing.
+pub fn credential(name: &str) -> Result<Option<String>, std::io::Error> {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => credential_in(Path::new(&dir), name),
+        None => Ok(None),
+    }
+}
+
+/// `credential` with the directory given (tests cannot set the environment safely).
+pub fn credential_in(dir: &Path, name: &str) -> Result<Option<String>, std::io::Error> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(text) => {
+            let secret = text.trim_end_matches(['\r', '\n']);
+            Ok((!secret.is_empty()).then(|| secret.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -981,18 +1131,84 @@ csirt = ["duty@example.jp"]
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("csirt.toml");
+        let secret_file = dir.path().join("smtp-password");
+        std::fs::write(&secret_file, "x\n")?;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o640))?;
+        let cases = [
+            (
+                format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"x\"\n"),
+                16,
+                "[smtp] password is inline",
+            ),
+            (
+                MINIMAL.replace("sqlite://./var/csirt.db", "postgres://csirt:x@db/csirt"),
+                3,
+                "[store] url holds a password",
+            ),
+            (
+                MINIMAL.replace(
+                    "sqlite://./var/csirt.db",
+                    "postgres://csirt@db/csirt?password=x",
+                ),
+                3,
+                "[store] url holds a password",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            let c = Config::load(&path)?;
+            let err = c.check_secret_permissions(&path).expect_err(needle);
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("{}:{line}: {needle}", path.display())),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("chmod 640 {}", path.display())),
+                "{msg}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+            c.check_secret_permissions(&path)?;
+        }
+        // A password_file others can read is refused even in a private config.
         std::fs::write(
             &path,
-            format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"x\"\n"),
+            format!(
+                "{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword_file = \"{}\"\n",
+                secret_file.display()
+            ),
         )?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         let c = Config::load(&path)?;
-        assert!(matches!(
-            c.check_secret_permissions(&path),
-            Err(ConfigError::SecretExposed { .. })
-        ));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
         c.check_secret_permissions(&path)?;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644))?;
+        let msg = c
+            .check_secret_permissions(&path)
+            .expect_err("0644 secret")
+            .to_string();
+        assert!(
+            msg.contains(&format!("chmod 640 {}", secret_file.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(":16: [smtp] password_file"), "{msg}");
+        Ok(())
+    }
+
+    /// Issue #12: the package creates the credential files empty; an empty one replaced the
+    /// configured password with nothing.
+    #[test]
+    fn an_empty_credential_is_no_credential() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "")?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "\n")?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "s3cret\n")?;
+        assert_eq!(
+            credential_in(dir.path(), "smtp-password")?.as_deref(),
+            Some("s3cret")
+        );
         Ok(())
     }
 }

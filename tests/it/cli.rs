@@ -477,6 +477,63 @@ fn unreachable_postgres_fails_fast_with_the_url_but_not_the_password() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// Issue #12: only `[smtp] password` was checked; a password in the store URL, or a
+/// password_file, that others can read was accepted.
+#[test]
+fn secrets_others_can_read_are_refused_with_the_line_and_the_chmod() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Backend::Sqlite);
+    let chmod = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let config = env.config.display().to_string();
+    for url in [
+        "postgres://csirt:hunter2@127.0.0.1:1/csirt",
+        "postgres://csirt@127.0.0.1:1/csirt?password=hunter2",
+    ] {
+        env.write_config(&config_text(url, &env.playbooks(), env.dir.path()));
+        chmod(&env.config, 0o644);
+        let out = env.csirt(&["config", "check"]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{config}:4: [store] url holds a password, and {config} is readable by other users (mode 644): run `chmod 640 {config}`"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("LoadCredential=store-password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        chmod(&env.config, 0o640);
+        let out = env.csirt(&["config", "check"]);
+        assert_exit(&out, 0);
+    }
+    let secret = env.dir.path().join("smtp-password");
+    std::fs::write(&secret, "hunter2\n").expect("secret");
+    chmod(&secret, 0o644);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    env.write_config(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nusername = \"csirt\"\npassword_file = \"{}\"\n",
+        secret.display()
+    ));
+    chmod(&env.config, 0o640);
+    for args in [&["config", "check"][..], &["daemon"]] {
+        let out = env.csirt(args);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{config}:24: [smtp] password_file names a secret file, and {} is readable by other users (mode 644): run `chmod 640 {}`",
+                secret.display(),
+                secret.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    chmod(&secret, 0o640);
+    assert_exit(&env.csirt(&["config", "check"]), 0);
+}
+
 /// Issue #12: `?password=` and passwords holding `?`, `/` or `@` were shown in errors, since
 /// redaction searched the text for `user:…@` instead of parsing the URL.
 #[test]

@@ -129,7 +129,12 @@ fn daemon_refuses_a_store_or_an_inline_secret_that_others_can_touch() {
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains("holds an SMTP password inline but is readable by other users"),
+        err.contains(&format!(
+            "{}:24: [smtp] password is inline, and {} is readable by other users (mode 644): run `chmod 640 {}`",
+            env.config.display(),
+            env.config.display(),
+            env.config.display()
+        )),
         "{err}"
     );
     assert!(
