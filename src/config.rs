@@ -481,8 +481,8 @@ pub struct Smtp {
     pub host: String,
     #[serde(default = "default_smtp_port")]
     pub port: u16,
-    #[serde(default)]
-    pub tls: Tls,
+    #[serde(default = "default_smtp_tls")]
+    pub tls: Spanned<Tls>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -531,6 +531,10 @@ fn default_retry_after() -> Span {
 
 fn default_flood() -> u32 {
     10
+}
+
+fn default_smtp_tls() -> Spanned<Tls> {
+    Spanned::new(0..0, Tls::Starttls)
 }
 
 fn default_smtp_port() -> u16 {
@@ -690,9 +694,26 @@ impl Config {
                 message: "[smtp] has both password and password_file: keep one".into(),
             });
         }
+        // AUTH over a connection without TLS hands the password to anyone on the path; on
+        // loopback there is no path. lettre would send it without asking.
+        if let Some(smtp) = &self.smtp
+            && *smtp.tls.get_ref() == Tls::None
+            && smtp.username.is_some()
+            && !is_loopback(&smtp.host)
+        {
+            return Err(invalid(
+                smtp.tls.span(),
+                format!(
+                    "[smtp] tls = \"none\" with a username would send the password in clear to {}: \
+                     use tls = \"starttls\" (port 587) or \"tls\" (port 465); \"none\" with AUTH is for a \
+                     relay on 127.0.0.1 or ::1 only, and without username for a relay that needs no AUTH",
+                    smtp.host
+                ),
+            ));
+        }
         if let Some(imap) = self.intake.as_ref().and_then(|i| i.imap.as_ref())
             && imap.tls == Tls::None
-            && !matches!(imap.host.as_str(), "127.0.0.1" | "::1" | "localhost")
+            && !is_loopback(&imap.host)
         {
             return Err(TomlError::Invalid {
                 location: toml_file::Location {
@@ -848,6 +869,15 @@ impl Config {
             None => vec![name_or_address.to_string()],
         }
     }
+}
+
+/// True for a host name that cannot leave this machine: `localhost`, 127.0.0.0/8, `::1`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Where `text` holds a secret inline or names a secret file, by line.
@@ -1192,6 +1222,28 @@ csirt = ["duty@example.jp"]
         );
         assert!(msg.contains(":16: [smtp] password_file"), "{msg}");
         Ok(())
+    }
+
+    /// Issue #12: SMTP AUTH over tls = "none" was allowed to any host.
+    #[test]
+    fn smtp_auth_without_tls_only_to_loopback() {
+        let smtp = |host: &str, extra: &str| {
+            load(&format!(
+                "{MINIMAL}\n[smtp]\nhost = \"{host}\"\ntls = \"none\"\n{extra}"
+            ))
+        };
+        let err = smtp("mail.example.jp", "username = \"csirt\"\n").expect_err("AUTH in clear");
+        assert_eq!(err.location().line, 16, "{err}");
+        assert!(
+            err.to_string()
+                .contains("send the password in clear to mail.example.jp"),
+            "{err}"
+        );
+        for host in ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"] {
+            assert!(smtp(host, "username = \"csirt\"\n").is_ok(), "{host}");
+        }
+        // No username, no AUTH: a relay that trusts the sender's address may be anywhere.
+        assert!(smtp("mail.example.jp", "").is_ok());
     }
 
     /// Issue #12: the package creates the credential files empty; an empty one replaced the

@@ -136,7 +136,7 @@ impl Mailer {
                                 .max_size(4)
                                 .idle_timeout(POOL_IDLE),
                         );
-                builder = match smtp.tls {
+                builder = match smtp.tls.get_ref() {
                     Tls::None => builder.tls(lettre::transport::smtp::client::Tls::None),
                     Tls::Starttls => {
                         builder.tls(lettre::transport::smtp::client::Tls::Required(tls))
@@ -147,7 +147,7 @@ impl Mailer {
                     let password = smtp_password(smtp.password_file.as_deref(), &smtp.password)?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
-                let tls_name = match smtp.tls {
+                let tls_name = match smtp.tls.get_ref() {
                     Tls::None => "no TLS",
                     Tls::Starttls => "STARTTLS",
                     Tls::Tls => "TLS",

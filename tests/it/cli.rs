@@ -534,6 +534,31 @@ fn secrets_others_can_read_are_refused_with_the_line_and_the_chmod() {
     assert_exit(&env.csirt(&["config", "check"]), 0);
 }
 
+/// Issue #12: SMTP AUTH over `tls = "none"` to a host on the network was accepted.
+#[test]
+fn smtp_auth_in_clear_is_refused_beyond_loopback() {
+    let env = Env::new(Backend::Sqlite);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    let with_smtp = |host: &str| {
+        env.write_config(&format!(
+            "{text}\n[smtp]\nhost = \"{host}\"\ntls = \"none\"\nusername = \"csirt\"\n"
+        ));
+        env.csirt(&["config", "check"])
+    };
+    let out = with_smtp("mail.city.example.jp");
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:23: [smtp] tls = \"none\" with a username would send the password in clear to mail.city.example.jp",
+            env.config.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("use tls = \"starttls\""), "{err}");
+    assert_exit(&with_smtp("127.0.0.1"), 0);
+}
+
 /// Issue #12: `?password=` and passwords holding `?`, `/` or `@` were shown in errors, since
 /// redaction searched the text for `user:…@` instead of parsing the URL.
 #[test]
