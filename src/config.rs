@@ -56,6 +56,9 @@ pub struct Config {
     /// Where this file holds a secret or names a secret file, for the permission check.
     #[serde(skip)]
     secret_sites: Vec<SecretSite>,
+    /// What is accepted but looks like a mistake, as `file:line: message`.
+    #[serde(skip)]
+    warnings: Vec<String>,
 }
 
 /// A secret the config file holds inline, or a file it names that holds one, and the line.
@@ -592,6 +595,7 @@ impl Config {
         let mut config: Config = toml_file::parse(path, text)?;
         config.validate(path, text)?;
         config.secret_sites = secret_sites(path, text, &config)?;
+        config.warnings = config.address_warnings(path, text);
         Ok(config)
     }
 
@@ -620,6 +624,7 @@ impl Config {
             networks: None,
             schedule: Vec::new(),
             secret_sites: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -786,6 +791,44 @@ impl Config {
         })
     }
 
+    /// What was accepted but looks like a mistake (`file:line: message`): `config check` prints
+    /// these and the daemon logs them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn address_warnings(&self, path: &Path, text: &str) -> Vec<String> {
+        let mut addresses: Vec<(String, &Spanned<String>)> = Vec::new();
+        for (name, list) in &self.contacts {
+            addresses.extend(list.iter().map(|a| (format!("[contacts] {name}"), a)));
+        }
+        addresses.push(("[notify] from".into(), &self.notify.from));
+        addresses.extend(
+            self.notify
+                .to
+                .get_ref()
+                .iter()
+                .map(|a| ("[notify] to".into(), a)),
+        );
+        for schedule in &self.schedule {
+            addresses.extend(
+                schedule
+                    .to
+                    .get_ref()
+                    .iter()
+                    .map(|a| ("[[schedule]] to".into(), a)),
+            );
+        }
+        addresses
+            .into_iter()
+            .filter_map(|(key, address)| {
+                let warning = dotless_domain(address.get_ref())?;
+                let location = toml_file::Location::of_span(path, text, address.span());
+                Some(format!("{location}: {key}: {warning}"))
+            })
+            .collect()
+    }
+
     /// A recipient is an address or a name in `[contacts]`.
     fn check_recipient(&self, to: &Spanned<String>) -> Result<(), String> {
         let to = to.get_ref();
@@ -946,7 +989,7 @@ fn check_address(address: &str) -> Result<(), String> {
     let ok = match address.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
-                && domain.contains('.')
+                && !domain.is_empty()
                 && !domain.starts_with('.')
                 && !address.chars().any(|c| c.is_whitespace() || c.is_control())
         }
@@ -957,6 +1000,19 @@ fn check_address(address: &str) -> Result<(), String> {
     } else {
         Err(format!("`{address}` is not a mail address"))
     }
+}
+
+/// An address on a domain without a dot (`root@localhost`, `csirt@mailhost`) is legal and has
+/// its uses (a local mailbox, a relay's own name), so it is accepted; but it is also what a
+/// missing `.lg.jp` looks like, so it is pointed out.
+fn dotless_domain(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    (!domain.contains('.')).then(|| {
+        format!(
+            "`{address}` has no dot in its domain: mail to it stays on this machine or its \
+             local network; check that the domain is complete"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -1221,6 +1277,21 @@ csirt = ["duty@example.jp"]
             "{msg}"
         );
         assert!(msg.contains(":16: [smtp] password_file"), "{msg}");
+        Ok(())
+    }
+
+    /// Issue #12: `user@localhost` was refused as "not a mail address".
+    #[test]
+    fn a_dotless_domain_is_accepted_with_a_warning() -> Result<(), TomlError> {
+        let c = load(&MINIMAL.replace("duty@example.jp", "root@localhost"))?;
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(
+            c.warnings()[0]
+                .starts_with("csirt.toml:12: [contacts] csirt: `root@localhost` has no dot"),
+            "{:?}",
+            c.warnings()
+        );
+        assert!(load(MINIMAL)?.warnings().is_empty());
         Ok(())
     }
 

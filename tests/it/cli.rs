@@ -534,6 +534,26 @@ fn secrets_others_can_read_are_refused_with_the_line_and_the_chmod() {
     assert_exit(&env.csirt(&["config", "check"]), 0);
 }
 
+/// Issue #12: a contact on a dotless domain (`root@localhost`) was refused as "not a mail
+/// address"; it is legal, and only worth a warning.
+#[test]
+fn a_contact_on_a_dotless_domain_is_accepted_with_a_warning() {
+    let env = Env::new(Backend::Sqlite);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    env.write_config(&text.replace("lead@example.jp", "root@localhost"));
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "csirt: warning: {}:17: [contacts] lead: `root@localhost` has no dot in its domain",
+            env.config.display()
+        )),
+        "{err}"
+    );
+    assert!(stdout(&out).contains(": OK"), "{}", stdout(&out));
+}
+
 /// Issue #12: SMTP AUTH over `tls = "none"` to a host on the network was accepted.
 #[test]
 fn smtp_auth_in_clear_is_refused_beyond_loopback() {
