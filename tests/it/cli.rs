@@ -240,7 +240,10 @@ fn reopen_refuses_when_the_same_key_is_open_again(backend: Backend) {
 
 fn hostile_text_never_reaches_the_terminal(backend: Backend) {
     let env = Env::new(backend);
-    let hostile = "SSH総当たり \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}fdp.exe\r\nforged line";
+    // Issue #12: every format character (category Cf), not only the bidi overrides: the Arabic
+    // letter mark, LRM, an isolate, the BOM, a tag character (outside the BMP).
+    let hostile = "SSH総当たり \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}fdp.exe\r\nforged line \
+                   \u{61c}a\u{200e}b\u{2066}c\u{feff}d\u{e0041}";
     let id = env
         .open("ssh-bruteforce", hostile, hostile, Severity::High)
         .to_string();
@@ -254,15 +257,24 @@ fn hostile_text_never_reaches_the_terminal(backend: Backend) {
         assert_exit(&out, 0);
         let text = stdout(&out);
         assert!(
-            !text
-                .chars()
-                .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{202e}' || c == '\r'),
+            !text.chars().any(|c| matches!(
+                c,
+                '\u{1b}'
+                    | '\u{7}'
+                    | '\u{202e}'
+                    | '\r'
+                    | '\u{61c}'
+                    | '\u{200e}'
+                    | '\u{2066}'
+                    | '\u{feff}'
+                    | '\u{e0041}'
+            )),
             "{args:?} printed a raw control character: {text:?}"
         );
     }
     let shown = stdout(&env.csirt(&["incidents", "show", &id]));
     assert!(
-        shown.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}fdp.exe\\r\\nforged line"),
+        shown.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}fdp.exe\\r\\nforged line \\u{061c}a\\u{200e}b\\u{2066}c\\u{feff}d\\u{e0041}"),
         "{shown}"
     );
     let detail = json(&env.csirt(&["incidents", "show", &id, "--json"]));
