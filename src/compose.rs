@@ -471,12 +471,18 @@ fn clean(s: &str) -> String {
 }
 
 /// A subject: on one line (CR, LF and other controls become spaces), runs of spaces collapsed,
-/// at most `SUBJECT_MAX` characters. lettre encodes what is not ASCII (RFC 2047).
+/// no `=?` that could open an encoded word, at most `SUBJECT_MAX` characters. lettre encodes
+/// what is not ASCII (RFC 2047).
 pub fn subject_line(s: &str) -> String {
     // Controls become spaces first (a CR/LF must not even show as an escape in a subject);
     // what `sanitize` then catches is the rest (bidi overrides and the like), which it turns
     // into escapes without spaces, so the flattened text stays flat.
     let flat = crate::text::flatten(s, usize::MAX);
+    // A reported mail's subject may decode to text that is itself an encoded word
+    // (`=?UTF-8?B?4oCu?=`, double-encoded by the attacker). lettre writes an ASCII word as it
+    // is, and the recipient's client would decode it: a U+202E that `sanitize` never saw.
+    // Clients decode `=?…?=` even inside a word, so every `=?` is broken, visibly.
+    let flat = flat.replace("=?", "= ?");
     let safe = sanitize(&flat);
     match safe.char_indices().nth(SUBJECT_MAX) {
         Some((cut, _)) => format!("{}…", &safe[..cut]),
@@ -557,6 +563,11 @@ mod tests {
         assert!(
             s.starts_with("[CSIRT #1] SSH (x Bcc: victim@example.jp body)"),
             "{s:?}"
+        );
+        // Issue #12: a subject that decoded to an encoded word went out as one.
+        assert_eq!(
+            subject_line("報告受付: =?UTF-8?B?4oCu?=gpj.exe x=?utf-8?q?=E2=80=AE?="),
+            "報告受付: = ?UTF-8?B?4oCu?=gpj.exe x= ?utf-8?q?=E2=80=AE?="
         );
         let long = subject_line(&"長".repeat(500));
         assert_eq!(long.chars().count(), SUBJECT_MAX + 1);

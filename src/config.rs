@@ -1,8 +1,9 @@
 //! The daemon's and CLI's configuration: typed, strict, checked before anything starts.
 //!
 //! Relative paths are taken from the working directory, as a shell user expects; the packaged
-//! config uses absolute paths. Secrets (SMTP and IMAP passwords) are redacted from `Debug`, and
-//! a config that holds one inline is refused when other users can read it.
+//! config uses absolute paths. Secrets (SMTP and IMAP passwords, a password in the store URL) are
+//! redacted from `Debug`; a config that holds one inline, or a `password_file`, is refused when
+//! other users can read it.
 
 use crate::duration::Span;
 use crate::toml_file::{self, TomlError};
@@ -52,6 +53,50 @@ pub struct Config {
     /// `[[schedule]]`: digests of open incidents on a cron schedule.
     #[serde(default)]
     pub schedule: Vec<Schedule>,
+    /// Where this file holds a secret or names a secret file, for the permission check.
+    #[serde(skip)]
+    secret_sites: Vec<SecretSite>,
+    /// What is accepted but looks like a mistake, as `file:line: message`.
+    #[serde(skip)]
+    warnings: Vec<String>,
+}
+
+/// A secret the config file holds inline, or a file it names that holds one, and the line.
+#[derive(Debug, Clone)]
+struct SecretSite {
+    line: usize,
+    /// `[store] url`, `[smtp] password`, `[smtp] password_file`...
+    key: &'static str,
+    /// The secret file for `password_file`; `None` for a secret inline in the config.
+    file: Option<PathBuf>,
+}
+
+/// The keys that hold or name a secret, with their spans: a second, lenient reading of the
+/// text (the typed config keeps plain values for the code that uses them).
+#[derive(Deserialize, Default)]
+struct SecretSpans {
+    #[serde(default)]
+    store: Option<SectionSpans>,
+    #[serde(default)]
+    smtp: Option<SectionSpans>,
+    #[serde(default)]
+    intake: Option<IntakeSpans>,
+}
+
+#[derive(Deserialize, Default)]
+struct IntakeSpans {
+    #[serde(default)]
+    imap: Option<SectionSpans>,
+}
+
+#[derive(Deserialize, Default)]
+struct SectionSpans {
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    password_file: Option<Spanned<String>>,
 }
 
 /// What a `[[schedule]]` sends.
@@ -109,18 +154,27 @@ pub struct StoreConfig {
 pub struct StoreUrl(String);
 
 impl StoreUrl {
-    /// Checks the scheme; the store opens it later.
+    /// Checks the scheme and, for PostgreSQL, that the URL parses as one: a password with an
+    /// unencoded `@`, `/`, `?` or `#` would otherwise connect to the wrong host or show the
+    /// password where the host should be. The store opens it later.
     pub fn parse(url: &str) -> Result<Self, String> {
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
-            Some("sqlite" | "postgres" | "postgresql") => Ok(StoreUrl(url.to_string())),
+            Some("sqlite") => Ok(StoreUrl(url.to_string())),
+            Some("postgres" | "postgresql") => match parse_postgres_url(url) {
+                Ok(_) => Ok(StoreUrl(url.to_string())),
+                Err(why) => Err(format!(
+                    "the PostgreSQL store URL {}: {why}",
+                    redact_url(url)
+                )),
+            },
             Some(other) => Err(format!(
                 "unsupported store URL scheme `{other}`: use sqlite://PATH or postgres://USER@HOST/DB"
             )),
-            None => Err(format!(
-                "store URL `{}` has no scheme: use sqlite://PATH or postgres://USER@HOST/DB",
-                redact_url(url)
-            )),
+            // Without a scheme nothing tells where a password would be: the URL is not shown.
+            None => Err(
+                "the store URL has no scheme: use sqlite://PATH or postgres://USER@HOST/DB".into(),
+            ),
         }
     }
 
@@ -128,6 +182,35 @@ impl StoreUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// True when the URL carries a password (in the user part or as `?password=`).
+    pub fn has_password(&self) -> bool {
+        parse_postgres_url(&self.0).is_ok_and(|u| {
+            u.password().is_some() || u.query_pairs().any(|(k, _)| is_password_key(&k))
+        })
+    }
+}
+
+/// Query parameters of a PostgreSQL URL that carry a secret (libpq's names, which sqlx reads).
+fn is_password_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
+}
+
+/// Parses a PostgreSQL URL, refusing one whose `@` lies outside the user part: that is a
+/// password with an unencoded `/` (`postgres://u:12/x@db/csirt` parses as host `u`, port 12).
+fn parse_postgres_url(raw: &str) -> Result<url::Url, String> {
+    const HINT: &str =
+        "percent-encode @ : / ? # in the user name and password (%40 %3A %2F %3F %23)";
+    let url = url::Url::parse(raw).map_err(|e| format!("does not parse ({e}); {HINT}"))?;
+    let stray_at = url.path().contains('@')
+        || url.query().is_some_and(|q| q.contains('@'))
+        || url.fragment().is_some();
+    if stray_at {
+        return Err(format!(
+            "has an `@` or `#` after the host, as when a password holds `/` or `?`; {HINT}"
+        ));
+    }
+    Ok(url)
 }
 
 impl fmt::Display for StoreUrl {
@@ -149,20 +232,43 @@ impl<'de> Deserialize<'de> for StoreUrl {
     }
 }
 
-/// `user:secret@host` becomes `user:***@host`; anything else is returned unchanged.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// The URL as it may be shown: a password, in the user part or in a `password`/`sslpassword`
+/// query parameter, becomes `***`. The URL is parsed, not searched: a search cannot tell
+/// where a password that holds `?`, `/` or `@` ends. A URL that does not parse cleanly is shown
+/// as its scheme only. URLs without a password (all `sqlite://` ones) are returned unchanged.
+pub fn redact_url(raw: &str) -> String {
+    let Some((scheme, _)) = raw.split_once("://") else {
+        return "(a URL without a scheme, hidden)".into();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    if scheme == "sqlite" {
+        return raw.to_string();
     }
+    let hidden = || format!("{scheme}://*** (hidden: the URL does not parse cleanly)");
+    let Ok(mut url) = parse_postgres_url(raw) else {
+        return hidden();
+    };
+    let query_secret = url.query_pairs().any(|(k, _)| is_password_key(&k));
+    if url.password().is_none() && !query_secret {
+        return raw.to_string();
+    }
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return hidden();
+    }
+    if query_secret {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_password_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// Where to start reading a file that exists when the daemon first sees it.
@@ -378,8 +484,8 @@ pub struct Smtp {
     pub host: String,
     #[serde(default = "default_smtp_port")]
     pub port: u16,
-    #[serde(default)]
-    pub tls: Tls,
+    #[serde(default = "default_smtp_tls")]
+    pub tls: Spanned<Tls>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -430,6 +536,10 @@ fn default_flood() -> u32 {
     10
 }
 
+fn default_smtp_tls() -> Spanned<Tls> {
+    Spanned::new(0..0, Tls::Starttls)
+}
+
 fn default_smtp_port() -> u16 {
     587
 }
@@ -448,12 +558,29 @@ fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
 pub enum ConfigError {
     #[error(transparent)]
     Toml(#[from] TomlError),
+    /// A secret others can read: inline in a config file they can read, or in a
+    /// `password_file` they can read.
     #[error(
-        "{}: holds an SMTP password inline but is readable by other users (mode {mode:o}): \
-         run `chmod o-rwx {}` or move the password to password_file",
-        path.display(), path.display()
+        "{location}: {key} {holds}, and {} is readable by other users (mode {mode:o}): \
+         run `chmod 640 {}` (owner root, group csirt){alternative}",
+        exposed.display(), exposed.display()
     )]
-    SecretExposed { path: PathBuf, mode: u32 },
+    SecretExposed {
+        location: toml_file::Location,
+        key: &'static str,
+        holds: &'static str,
+        exposed: PathBuf,
+        mode: u32,
+        alternative: &'static str,
+    },
+    #[error("{location}: {key} {}: {source}", file.display())]
+    SecretFile {
+        location: toml_file::Location,
+        key: &'static str,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Config {
@@ -465,8 +592,10 @@ impl Config {
 
     /// Parses and validates `text` as if read from `path`.
     pub fn from_text(path: &Path, text: &str) -> Result<Config, TomlError> {
-        let config: Config = toml_file::parse(path, text)?;
+        let mut config: Config = toml_file::parse(path, text)?;
         config.validate(path, text)?;
+        config.secret_sites = secret_sites(path, text, &config)?;
+        config.warnings = config.address_warnings(path, text);
         Ok(config)
     }
 
@@ -494,6 +623,8 @@ impl Config {
             contacts: BTreeMap::new(),
             networks: None,
             schedule: Vec::new(),
+            secret_sites: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -568,9 +699,26 @@ impl Config {
                 message: "[smtp] has both password and password_file: keep one".into(),
             });
         }
+        // AUTH over a connection without TLS hands the password to anyone on the path; on
+        // loopback there is no path. lettre would send it without asking.
+        if let Some(smtp) = &self.smtp
+            && *smtp.tls.get_ref() == Tls::None
+            && smtp.username.is_some()
+            && !is_loopback(&smtp.host)
+        {
+            return Err(invalid(
+                smtp.tls.span(),
+                format!(
+                    "[smtp] tls = \"none\" with a username would send the password in clear to {}: \
+                     use tls = \"starttls\" (port 587) or \"tls\" (port 465); \"none\" with AUTH is for a \
+                     relay on 127.0.0.1 or ::1 only, and without username for a relay that needs no AUTH",
+                    smtp.host
+                ),
+            ));
+        }
         if let Some(imap) = self.intake.as_ref().and_then(|i| i.imap.as_ref())
             && imap.tls == Tls::None
-            && !matches!(imap.host.as_str(), "127.0.0.1" | "::1" | "localhost")
+            && !is_loopback(&imap.host)
         {
             return Err(TomlError::Invalid {
                 location: toml_file::Location {
@@ -643,6 +791,44 @@ impl Config {
         })
     }
 
+    /// What was accepted but looks like a mistake (`file:line: message`): `config check` prints
+    /// these and the daemon logs them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn address_warnings(&self, path: &Path, text: &str) -> Vec<String> {
+        let mut addresses: Vec<(String, &Spanned<String>)> = Vec::new();
+        for (name, list) in &self.contacts {
+            addresses.extend(list.iter().map(|a| (format!("[contacts] {name}"), a)));
+        }
+        addresses.push(("[notify] from".into(), &self.notify.from));
+        addresses.extend(
+            self.notify
+                .to
+                .get_ref()
+                .iter()
+                .map(|a| ("[notify] to".into(), a)),
+        );
+        for schedule in &self.schedule {
+            addresses.extend(
+                schedule
+                    .to
+                    .get_ref()
+                    .iter()
+                    .map(|a| ("[[schedule]] to".into(), a)),
+            );
+        }
+        addresses
+            .into_iter()
+            .filter_map(|(key, address)| {
+                let warning = dotless_domain(address.get_ref())?;
+                let location = toml_file::Location::of_span(path, text, address.span());
+                Some(format!("{location}: {key}: {warning}"))
+            })
+            .collect()
+    }
+
     /// A recipient is an address or a name in `[contacts]`.
     fn check_recipient(&self, to: &Spanned<String>) -> Result<(), String> {
         let to = to.get_ref();
@@ -657,24 +843,53 @@ impl Config {
         }
     }
 
-    /// Refuses a config file that holds a secret inline and is readable by other users.
+    /// Refuses a config file that holds a secret inline (an SMTP password, a password in the
+    /// store URL) and is readable by other users, and a `password_file` readable by them. The
+    /// rule is the one the package installs: 0640, owner root, group csirt; any permission
+    /// for others is refused. Credentials that systemd passes are its to protect.
     pub fn check_secret_permissions(&self, path: &Path) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
-        let inline_secret = self.smtp.as_ref().is_some_and(|s| s.password.is_some());
-        if !inline_secret {
-            return Ok(());
-        }
-        let mode = std::fs::metadata(path)
-            .map_err(|source| TomlError::Read {
+        for site in &self.secret_sites {
+            let location = toml_file::Location {
                 path: path.to_path_buf(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o007 != 0 {
+                line: site.line,
+            };
+            let exposed = site.file.as_deref().unwrap_or(path);
+            let mode = match std::fs::metadata(exposed) {
+                Ok(meta) => meta.permissions().mode(),
+                Err(source) => {
+                    return Err(ConfigError::SecretFile {
+                        location,
+                        key: site.key,
+                        file: exposed.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            if mode & 0o007 == 0 {
+                continue;
+            }
+            let (holds, alternative) = match (site.key, &site.file) {
+                (_, Some(_)) => ("names a secret file", ""),
+                ("[store] url", None) => (
+                    "holds a password",
+                    ", or take the password out of the URL and give it to the daemon as the \
+                     systemd credential store-password \
+                     (LoadCredential=store-password:/etc/csirt/credentials/store-password)",
+                ),
+                _ => (
+                    "is inline",
+                    ", or move the password to password_file (mode 640) or to the systemd \
+                     credential (LoadCredential=)",
+                ),
+            };
             return Err(ConfigError::SecretExposed {
-                path: path.to_path_buf(),
+                location,
+                key: site.key,
+                holds,
+                exposed: exposed.to_path_buf(),
                 mode: mode & 0o7777,
+                alternative,
             });
         }
         Ok(())
@@ -699,13 +914,82 @@ impl Config {
     }
 }
 
+/// True for a host name that cannot leave this machine: `localhost`, 127.0.0.0/8, `::1`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Where `text` holds a secret inline or names a secret file, by line.
+fn secret_sites(path: &Path, text: &str, config: &Config) -> Result<Vec<SecretSite>, TomlError> {
+    let spans: SecretSpans = toml_file::parse(path, text)?;
+    let line = |span: std::ops::Range<usize>| toml_file::Location::of_span(path, text, span).line;
+    let mut sites = Vec::new();
+    if config.store.url.has_password()
+        && let Some(url) = spans.store.as_ref().and_then(|s| s.url.as_ref())
+    {
+        sites.push(SecretSite {
+            line: line(url.span()),
+            key: "[store] url",
+            file: None,
+        });
+    }
+    if let Some(password) = spans.smtp.as_ref().and_then(|s| s.password.as_ref()) {
+        sites.push(SecretSite {
+            line: line(password.span()),
+            key: "[smtp] password",
+            file: None,
+        });
+    }
+    let imap = spans.intake.as_ref().and_then(|i| i.imap.as_ref());
+    for (key, section) in [
+        ("[smtp] password_file", spans.smtp.as_ref()),
+        ("[intake.imap] password_file", imap),
+    ] {
+        if let Some(file) = section.and_then(|s| s.password_file.as_ref()) {
+            sites.push(SecretSite {
+                line: line(file.span()),
+                key,
+                file: Some(PathBuf::from(file.get_ref())),
+            });
+        }
+    }
+    Ok(sites)
+}
+
+/// The systemd credential `name` (`LoadCredential=name:…`), trimmed of its final line break;
+/// `None` outside systemd, when it is not there, or when it is empty. An empty one counts as
+/// absent: the package's tmpfiles.d creates the credential files empty, and an empty file must
+/// not replace a password configured elsewhere with nothing.
+pub fn credential(name: &str) -> Result<Option<String>, std::io::Error> {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => credential_in(Path::new(&dir), name),
+        None => Ok(None),
+    }
+}
+
+/// `credential` with the directory given (tests cannot set the environment safely).
+pub fn credential_in(dir: &Path, name: &str) -> Result<Option<String>, std::io::Error> {
+    match std::fs::read_to_string(dir.join(name)) {
+        Ok(text) => {
+            let secret = text.trim_end_matches(['\r', '\n']);
+            Ok((!secret.is_empty()).then(|| secret.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A plausibility check for an address: lettre parses it properly when sending. This refuses
 /// what would otherwise surface only at 3 a.m.: empty, no `@`, spaces, control characters.
 fn check_address(address: &str) -> Result<(), String> {
     let ok = match address.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
-                && domain.contains('.')
+                && !domain.is_empty()
                 && !domain.starts_with('.')
                 && !address.chars().any(|c| c.is_whitespace() || c.is_control())
         }
@@ -716,6 +1000,19 @@ fn check_address(address: &str) -> Result<(), String> {
     } else {
         Err(format!("`{address}` is not a mail address"))
     }
+}
+
+/// An address on a domain without a dot (`root@localhost`, `csirt@mailhost`) is legal and has
+/// its uses (a local mailbox, a relay's own name), so it is accepted; but it is also what a
+/// missing `.lg.jp` looks like, so it is pointed out.
+fn dotless_domain(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    (!domain.contains('.')).then(|| {
+        format!(
+            "`{address}` has no dot in its domain: mail to it stays on this machine or its \
+             local network; check that the domain is complete"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -843,22 +1140,198 @@ csirt = ["duty@example.jp"]
     }
 
     #[test]
+    fn redaction_parses_the_url() {
+        let cases = [
+            (
+                "postgres://csirt:s3cret@db/csirt",
+                "postgres://csirt:***@db/csirt",
+            ),
+            // libpq's query parameters carry passwords too.
+            (
+                "postgres://csirt@db/csirt?sslmode=require&password=s3cret",
+                "postgres://csirt@db/csirt?sslmode=require&password=***",
+            ),
+            (
+                "postgres://csirt@db/csirt?PassWord=s3cret&sslpassword=s3cret",
+                "postgres://csirt@db/csirt?PassWord=***&sslpassword=***",
+            ),
+            // Encoded, a password may hold any character and still ends where the URL says.
+            (
+                "postgres://csirt:s3%3Fc%2Fr%40et@db:5432/csirt",
+                "postgres://csirt:***@db:5432/csirt",
+            ),
+            // Raw `@` in the password: the last `@` before the path ends the user part.
+            (
+                "postgres://csirt:s3@cret@db/csirt",
+                "postgres://csirt:***@db/csirt",
+            ),
+            // Raw `?`, `/` or `#`: unparsable or misparsed, so nothing of it is shown.
+            (
+                "postgres://csirt:s3?cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            (
+                "postgres://csirt:12/s3cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            (
+                "postgres://csirt:s3#cret@db/csirt",
+                "postgres://*** (hidden",
+            ),
+            ("postgres://csirt@db/csirt", "postgres://csirt@db/csirt"),
+            (
+                "sqlite://./var/北上/csirt.db",
+                "sqlite://./var/北上/csirt.db",
+            ),
+            ("csirt:s3cret@db/csirt", "(a URL without a scheme, hidden)"),
+        ];
+        for (raw, shown) in cases {
+            let redacted = redact_url(raw);
+            assert!(redacted.starts_with(shown), "{raw} -> {redacted}");
+            assert!(!redacted.contains("s3"), "{raw} -> {redacted}");
+        }
+    }
+
+    #[test]
+    fn postgres_urls_that_hide_their_host_are_refused() {
+        for raw in [
+            "postgres://csirt:s3?cret@db/csirt",
+            "postgres://csirt:12/s3cret@db/csirt",
+        ] {
+            let err = StoreUrl::parse(raw).expect_err(raw);
+            assert!(err.contains("percent-encode"), "{err}");
+            assert!(!err.contains("s3"), "{err}");
+        }
+        assert!(
+            StoreUrl::parse("postgres://csirt:s3@db/csirt?password=x")
+                .is_ok_and(|u| u.has_password())
+        );
+        assert!(
+            StoreUrl::parse("postgres://csirt@db/csirt?password=x").is_ok_and(|u| u.has_password())
+        );
+        assert!(StoreUrl::parse("postgres://csirt@db/csirt").is_ok_and(|u| !u.has_password()));
+    }
+
+    #[test]
     fn inline_secret_in_world_readable_file_is_refused() -> Result<(), Box<dyn std::error::Error>> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("csirt.toml");
+        let secret_file = dir.path().join("smtp-password");
+        std::fs::write(&secret_file, "x\n")?;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o640))?;
+        let cases = [
+            (
+                format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"x\"\n"),
+                16,
+                "[smtp] password is inline",
+            ),
+            (
+                MINIMAL.replace("sqlite://./var/csirt.db", "postgres://csirt:x@db/csirt"),
+                3,
+                "[store] url holds a password",
+            ),
+            (
+                MINIMAL.replace(
+                    "sqlite://./var/csirt.db",
+                    "postgres://csirt@db/csirt?password=x",
+                ),
+                3,
+                "[store] url holds a password",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            let c = Config::load(&path)?;
+            let err = c.check_secret_permissions(&path).expect_err(needle);
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("{}:{line}: {needle}", path.display())),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("chmod 640 {}", path.display())),
+                "{msg}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+            c.check_secret_permissions(&path)?;
+        }
+        // A password_file others can read is refused even in a private config.
         std::fs::write(
             &path,
-            format!("{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword = \"x\"\n"),
+            format!(
+                "{MINIMAL}\n[smtp]\nhost = \"mx\"\npassword_file = \"{}\"\n",
+                secret_file.display()
+            ),
         )?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
         let c = Config::load(&path)?;
-        assert!(matches!(
-            c.check_secret_permissions(&path),
-            Err(ConfigError::SecretExposed { .. })
-        ));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
         c.check_secret_permissions(&path)?;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644))?;
+        let msg = c
+            .check_secret_permissions(&path)
+            .expect_err("0644 secret")
+            .to_string();
+        assert!(
+            msg.contains(&format!("chmod 640 {}", secret_file.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(":16: [smtp] password_file"), "{msg}");
+        Ok(())
+    }
+
+    /// Issue #12: `user@localhost` was refused as "not a mail address".
+    #[test]
+    fn a_dotless_domain_is_accepted_with_a_warning() -> Result<(), TomlError> {
+        let c = load(&MINIMAL.replace("duty@example.jp", "root@localhost"))?;
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(
+            c.warnings()[0]
+                .starts_with("csirt.toml:12: [contacts] csirt: `root@localhost` has no dot"),
+            "{:?}",
+            c.warnings()
+        );
+        assert!(load(MINIMAL)?.warnings().is_empty());
+        Ok(())
+    }
+
+    /// Issue #12: SMTP AUTH over tls = "none" was allowed to any host.
+    #[test]
+    fn smtp_auth_without_tls_only_to_loopback() {
+        let smtp = |host: &str, extra: &str| {
+            load(&format!(
+                "{MINIMAL}\n[smtp]\nhost = \"{host}\"\ntls = \"none\"\n{extra}"
+            ))
+        };
+        let err = smtp("mail.example.jp", "username = \"csirt\"\n").expect_err("AUTH in clear");
+        assert_eq!(err.location().line, 16, "{err}");
+        assert!(
+            err.to_string()
+                .contains("send the password in clear to mail.example.jp"),
+            "{err}"
+        );
+        for host in ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"] {
+            assert!(smtp(host, "username = \"csirt\"\n").is_ok(), "{host}");
+        }
+        // No username, no AUTH: a relay that trusts the sender's address may be anywhere.
+        assert!(smtp("mail.example.jp", "").is_ok());
+    }
+
+    /// Issue #12: the package creates the credential files empty; an empty one replaced the
+    /// configured password with nothing.
+    #[test]
+    fn an_empty_credential_is_no_credential() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "")?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "\n")?;
+        assert_eq!(credential_in(dir.path(), "smtp-password")?, None);
+        std::fs::write(dir.path().join("smtp-password"), "s3cret\n")?;
+        assert_eq!(
+            credential_in(dir.path(), "smtp-password")?.as_deref(),
+            Some("s3cret")
+        );
         Ok(())
     }
 }

@@ -30,14 +30,53 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 }
 
 /// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
-/// the invisible format characters that reorder or hide text (bidi overrides, zero-width).
+/// the invisible format characters that reorder or hide text.
 fn is_unsafe(c: char) -> bool {
     c.is_control() || is_invisible_format(c)
 }
 
-/// Bidi overrides and zero-width characters: they reorder or hide text on screen.
+/// Unicode general category Cf (format), as of Unicode 16: bidi overrides and isolates, the
+/// Arabic letter mark (U+061C), LRM/RLM, zero-width characters, the BOM, interlinear
+/// annotation, tags. Every one of them is invisible yet changes how text reads: a list of the
+/// bidi overrides alone let U+061C and U+2066 through. Sorted, for the binary search; a test
+/// compares it with the regex crate's own `\p{Cf}` table.
+const FORMAT: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// True for a format character (category Cf): it reorders or hides text on screen.
 pub fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    FORMAT
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 /// Makes text safe for a terminal: unsafe characters become visible escapes (`\x1b`, `\u{202e}`),
@@ -155,6 +194,27 @@ mod tests {
             "root\\x1b]0;pwned\\x07\\x1b[2J user\\u{202e}gnp.exe\\x9b31m"
         );
         assert!(matches!(sanitize("北上市 ssh"), Cow::Borrowed(_)));
+    }
+
+    /// Issue #12: only the bidi overrides and zero-width characters were neutralised; U+061C,
+    /// U+2066 and the other format characters reached the terminal.
+    #[test]
+    fn every_format_character_is_neutralised() {
+        let cf = regex::Regex::new(r"^\p{Cf}$").expect("regex");
+        let mut buf = [0u8; 4];
+        let differ: Vec<String> = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|&c| cf.is_match(c.encode_utf8(&mut buf)) != is_invisible_format(c))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "FORMAT differs from \\p{{Cf}} at {differ:?}"
+        );
+        assert_eq!(
+            sanitize("a\u{61c}b\u{200e}c\u{2066}d\u{feff}e\u{e0041}"),
+            "a\\u{061c}b\\u{200e}c\\u{2066}d\\u{feff}e\\u{e0041}"
+        );
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub(super) async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
 pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
     let (path, config) = load_config(cli)?;
     config.check_secret_permissions(&path)?;
+    // Warnings are diagnostics: stderr, so that stdout stays what the config does.
+    for warning in config.warnings() {
+        eprintln!("csirt: warning: {}", crate::text::sanitize(warning));
+    }
     let contacts = config.contacts.keys().cloned().collect();
     let playbooks = match crate::playbook::load(&config.playbooks, Some(&contacts)) {
         Ok(set) => set,

@@ -130,13 +130,16 @@ impl Output {
     }
 
     /// Prints `value` as pretty JSON. serde_json escapes control characters; the invisible
-    /// format characters (bidi overrides, zero-width) are valid unescaped in JSON, so they are
+    /// format characters (category Cf: bidi controls, zero-width, tags) are valid unescaped in JSON, so they are
     /// escaped here too: `--json | jq -r` output lands on terminals as well.
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
         let text = serde_json::to_string_pretty(value)?;
         for c in text.chars() {
             if crate::text::is_invisible_format(c) {
-                write!(self.out, "\\u{:04x}", c as u32)?;
+                // JSON escapes are UTF-16 units: a tag character (U+E0001) is a surrogate pair.
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(self.out, "\\u{:04x}", unit)?;
+                }
             } else {
                 write!(self.out, "{c}")?;
             }

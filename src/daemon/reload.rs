@@ -28,6 +28,9 @@ impl Loaded {
     /// Builds and validates all of it from `config` (read from `path`).
     pub fn build(path: &Path, config: Config) -> anyhow::Result<Loaded> {
         config.check_secret_permissions(path)?;
+        for warning in config.warnings() {
+            warn!("{warning}");
+        }
         let contacts = config.contacts.keys().cloned().collect();
         let playbooks = playbook::load(&config.playbooks, Some(&contacts))
             .with_context(|| format!("playbooks in {} refused", config.playbooks.display()))?

@@ -69,22 +69,21 @@ async fn timed<T, E: Into<ImapError>>(
     }
 }
 
+/// The IMAP password: `password_file`, else the systemd credential `imap-password` (an empty
+/// one counts as absent).
 fn password(cfg: &Imap) -> Result<String, ImapError> {
-    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|d| std::path::PathBuf::from(d).join("imap-password"))
-        .filter(|p| p.exists());
-    let path = cfg
-        .password_file
-        .clone()
-        .or(from_credentials)
+    if let Some(path) = &cfg.password_file {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| ImapError::Password(format!("{}: {e}", path.display())));
+    }
+    crate::config::credential("imap-password")
+        .map_err(|e| ImapError::Password(format!("$CREDENTIALS_DIRECTORY/imap-password: {e}")))?
         .ok_or_else(|| {
             ImapError::Password(
-                "no password_file and no $CREDENTIALS_DIRECTORY/imap-password".into(),
+                "no password_file and no (or an empty) $CREDENTIALS_DIRECTORY/imap-password".into(),
             )
-        })?;
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-        .map_err(|e| ImapError::Password(format!("{}: {e}", path.display())))
+        })
 }
 
 fn tls_connector(cfg: &Imap) -> Result<tokio_rustls::TlsConnector, ImapError> {

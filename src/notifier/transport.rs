@@ -140,7 +140,7 @@ impl Mailer {
                                 .max_size(4)
                                 .idle_timeout(POOL_IDLE),
                         );
-                builder = match smtp.tls {
+                builder = match smtp.tls.get_ref() {
                     Tls::None => builder.tls(lettre::transport::smtp::client::Tls::None),
                     Tls::Starttls => {
                         builder.tls(lettre::transport::smtp::client::Tls::Required(tls))
@@ -151,7 +151,7 @@ impl Mailer {
                     let password = smtp_password(smtp.password_file.as_deref(), &smtp.password)?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
-                let tls_name = match smtp.tls {
+                let tls_name = match smtp.tls.get_ref() {
                     Tls::None => "no TLS",
                     Tls::Starttls => "STARTTLS",
                     Tls::Tls => "TLS",
@@ -295,16 +295,21 @@ impl Channel for Mailer {
     }
 }
 
+/// The SMTP password: `password_file`, else the systemd credential `smtp-password` when it is
+/// not empty, else the inline `password`.
 fn smtp_password(file: Option<&Path>, inline: &Option<String>) -> Result<String, SetupError> {
-    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|dir| PathBuf::from(dir).join("smtp-password"))
-        .filter(|p| p.exists());
-    let path = file.map(Path::to_path_buf).or(from_credentials);
-    match (path, inline) {
-        (Some(path), _) => std::fs::read_to_string(&path)
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|source| SetupError::Password { path, source }),
-        (None, Some(p)) => Ok(p.clone()),
-        (None, None) => Ok(String::new()),
+            .map_err(|source| SetupError::Password {
+                path: path.to_path_buf(),
+                source,
+            });
     }
+    let credential =
+        crate::config::credential("smtp-password").map_err(|source| SetupError::Password {
+            path: PathBuf::from("$CREDENTIALS_DIRECTORY/smtp-password"),
+            source,
+        })?;
+    Ok(credential.or_else(|| inline.clone()).unwrap_or_default())
 }

@@ -51,6 +51,12 @@ pub enum StoreError {
         path.display(), path.display()
     )]
     WritableByOthers { path: PathBuf, mode: u32 },
+    #[error(
+        "{} is readable by other users (mode {mode:o}): anyone on this machine could read the incidents, \
+         the reported mail and the evidence; run `chmod o-rwx {}` (csirt creates it 0660 in a 0770 directory)",
+        path.display(), path.display()
+    )]
+    ReadableByOthers { path: PathBuf, mode: u32 },
     #[error("migrating the store failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(

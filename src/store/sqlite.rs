@@ -61,22 +61,40 @@ pub(super) async fn open(
 }
 
 /// The daemon refuses a database file, or a directory holding it, that other users can write:
-/// they could forge incidents or replace the file.
+/// they could forge incidents or replace the file. It refuses a database file (or its WAL, which
+/// holds the latest writes) that they can read: it holds reporters' mail and evidence.
 fn refuse_writable_by_others(file: &Path) -> Result<(), StoreError> {
     let dir = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    for path in [file, dir] {
-        let mode = std::fs::metadata(path)
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let mode_of = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
             .map_err(|source| StoreError::Prepare {
                 path: path.to_path_buf(),
                 source,
-            })?
-            .permissions()
-            .mode();
+            })
+    };
+    for path in [file, dir] {
+        let mode = mode_of(path)?;
         if mode & 0o002 != 0 {
             return Err(StoreError::WritableByOthers {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    for path in [file, wal.as_path()] {
+        if path != file && !path.exists() {
+            continue;
+        }
+        let mode = mode_of(path)?;
+        if mode & 0o004 != 0 {
+            return Err(StoreError::ReadableByOthers {
                 path: path.to_path_buf(),
                 mode: mode & 0o7777,
             });

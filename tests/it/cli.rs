@@ -240,7 +240,10 @@ fn reopen_refuses_when_the_same_key_is_open_again(backend: Backend) {
 
 fn hostile_text_never_reaches_the_terminal(backend: Backend) {
     let env = Env::new(backend);
-    let hostile = "SSH総当たり \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}fdp.exe\r\nforged line";
+    // Issue #12: every format character (category Cf), not only the bidi overrides: the Arabic
+    // letter mark, LRM, an isolate, the BOM, a tag character (outside the BMP).
+    let hostile = "SSH総当たり \u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}fdp.exe\r\nforged line \
+                   \u{61c}a\u{200e}b\u{2066}c\u{feff}d\u{e0041}";
     let id = env
         .open("ssh-bruteforce", hostile, hostile, Severity::High)
         .to_string();
@@ -254,15 +257,24 @@ fn hostile_text_never_reaches_the_terminal(backend: Backend) {
         assert_exit(&out, 0);
         let text = stdout(&out);
         assert!(
-            !text
-                .chars()
-                .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{202e}' || c == '\r'),
+            !text.chars().any(|c| matches!(
+                c,
+                '\u{1b}'
+                    | '\u{7}'
+                    | '\u{202e}'
+                    | '\r'
+                    | '\u{61c}'
+                    | '\u{200e}'
+                    | '\u{2066}'
+                    | '\u{feff}'
+                    | '\u{e0041}'
+            )),
             "{args:?} printed a raw control character: {text:?}"
         );
     }
     let shown = stdout(&env.csirt(&["incidents", "show", &id]));
     assert!(
-        shown.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}fdp.exe\\r\\nforged line"),
+        shown.contains("\\x1b]0;pwned\\x07\\x1b[2J\\u{202e}fdp.exe\\r\\nforged line \\u{061c}a\\u{200e}b\\u{2066}c\\u{feff}d\\u{e0041}"),
         "{shown}"
     );
     let detail = json(&env.csirt(&["incidents", "show", &id, "--json"]));
@@ -475,6 +487,152 @@ fn unreachable_postgres_fails_fast_with_the_url_but_not_the_password() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Issue #12: only `[smtp] password` was checked; a password in the store URL, or a
+/// password_file, that others can read was accepted.
+#[test]
+fn secrets_others_can_read_are_refused_with_the_line_and_the_chmod() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Backend::Sqlite);
+    let chmod = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let config = env.config.display().to_string();
+    for url in [
+        "postgres://csirt:hunter2@127.0.0.1:1/csirt",
+        "postgres://csirt@127.0.0.1:1/csirt?password=hunter2",
+    ] {
+        env.write_config(&config_text(url, &env.playbooks(), env.dir.path()));
+        chmod(&env.config, 0o644);
+        let out = env.csirt(&["config", "check"]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{config}:4: [store] url holds a password, and {config} is readable by other users (mode 644): run `chmod 640 {config}`"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("LoadCredential=store-password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        chmod(&env.config, 0o640);
+        let out = env.csirt(&["config", "check"]);
+        assert_exit(&out, 0);
+    }
+    let secret = env.dir.path().join("smtp-password");
+    std::fs::write(&secret, "hunter2\n").expect("secret");
+    chmod(&secret, 0o644);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    env.write_config(&format!(
+        "{text}\n[smtp]\nhost = \"127.0.0.1\"\nusername = \"csirt\"\npassword_file = \"{}\"\n",
+        secret.display()
+    ));
+    chmod(&env.config, 0o640);
+    for args in [&["config", "check"][..], &["daemon"]] {
+        let out = env.csirt(args);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{config}:24: [smtp] password_file names a secret file, and {} is readable by other users (mode 644): run `chmod 640 {}`",
+                secret.display(),
+                secret.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    chmod(&secret, 0o640);
+    assert_exit(&env.csirt(&["config", "check"]), 0);
+}
+
+/// Issue #12: a contact on a dotless domain (`root@localhost`) was refused as "not a mail
+/// address"; it is legal, and only worth a warning.
+#[test]
+fn a_contact_on_a_dotless_domain_is_accepted_with_a_warning() {
+    let env = Env::new(Backend::Sqlite);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    env.write_config(&text.replace("lead@example.jp", "root@localhost"));
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "csirt: warning: {}:17: [contacts] lead: `root@localhost` has no dot in its domain",
+            env.config.display()
+        )),
+        "{err}"
+    );
+    assert!(stdout(&out).contains(": OK"), "{}", stdout(&out));
+}
+
+/// Issue #12: SMTP AUTH over `tls = "none"` to a host on the network was accepted.
+#[test]
+fn smtp_auth_in_clear_is_refused_beyond_loopback() {
+    let env = Env::new(Backend::Sqlite);
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    let with_smtp = |host: &str| {
+        env.write_config(&format!(
+            "{text}\n[smtp]\nhost = \"{host}\"\ntls = \"none\"\nusername = \"csirt\"\n"
+        ));
+        env.csirt(&["config", "check"])
+    };
+    let out = with_smtp("mail.city.example.jp");
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:23: [smtp] tls = \"none\" with a username would send the password in clear to mail.city.example.jp",
+            env.config.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("use tls = \"starttls\""), "{err}");
+    assert_exit(&with_smtp("127.0.0.1"), 0);
+}
+
+/// Issue #12: `?password=` and passwords holding `?`, `/` or `@` were shown in errors, since
+/// redaction searched the text for `user:…@` instead of parsing the URL.
+#[test]
+fn no_password_shape_reaches_an_error() {
+    let env = Env::new(Backend::Sqlite);
+    let cases = [
+        (
+            "postgres://csirt@127.0.0.1:1/csirt?password=hunter2",
+            "cannot open the store at postgres://csirt@127.0.0.1:1/csirt?password=***",
+        ),
+        (
+            "postgres://csirt:hun%3Fter%2F2%40@127.0.0.1:1/csirt",
+            "cannot open the store at postgres://csirt:***@127.0.0.1:1/csirt",
+        ),
+        (
+            "postgres://csirt:hun@ter2@127.0.0.1:1/csirt",
+            "cannot open the store at postgres://csirt:***@127.0.0.1:1/csirt",
+        ),
+        (
+            "postgres://csirt:hun?ter2@127.0.0.1:1/csirt",
+            "percent-encode",
+        ),
+        (
+            "postgres://csirt:12/hunter2@127.0.0.1:1/csirt",
+            "percent-encode",
+        ),
+    ];
+    for (url, needle) in cases {
+        // Through the flag and through the config file, whose URL also reaches the error.
+        let by_flag = env.csirt(&["--database", url, "incidents", "list"]);
+        env.write_config(&config_text(url, &env.playbooks(), env.dir.path()));
+        let by_config = env.csirt(&["incidents", "list"]);
+        for out in [by_flag, by_config] {
+            assert_exit(&out, 1);
+            let err = stderr(&out);
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(
+                !err.contains("hunter2") && !err.contains("ter2"),
+                "{url}: {err}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -118,6 +118,22 @@ fn daemon_refuses_a_store_or_an_inline_secret_that_others_can_touch() {
         err.contains(&format!("chmod o-w {}", db.display())),
         "{err}"
     );
+    // Issue #12: a store others can read was accepted; it holds reported mail and evidence.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = env.csirt(&["daemon"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{} is readable by other users (mode 644)",
+            db.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod o-rwx {}", db.display())),
+        "{err}"
+    );
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o660)).expect("chmod");
 
     let text = std::fs::read_to_string(&env.config).expect("config");
@@ -129,7 +145,12 @@ fn daemon_refuses_a_store_or_an_inline_secret_that_others_can_touch() {
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains("holds an SMTP password inline but is readable by other users"),
+        err.contains(&format!(
+            "{}:24: [smtp] password is inline, and {} is readable by other users (mode 644): run `chmod 640 {}`",
+            env.config.display(),
+            env.config.display(),
+            env.config.display()
+        )),
         "{err}"
     );
     assert!(

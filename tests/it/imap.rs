@@ -132,6 +132,12 @@ fn configure_imap(env: &Env, port: u16, tls: &str) {
     configure_default(env);
     let text = std::fs::read_to_string(&env.config).expect("config");
     std::fs::write(env.dir.path().join("imap-password"), "secret\n").expect("password");
+    // A password_file others can read is refused.
+    std::fs::set_permissions(
+        env.dir.path().join("imap-password"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .expect("chmod");
     env.write_config(&format!(
         "{text}\n[intake.imap]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"csirt\"\n\
          password_file = \"{}\"\n{tls}",

@@ -487,3 +487,44 @@ fn a_daemon_with_only_a_maildir_stays_up() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "exit {status:?}:\n{}", said());
 }
+
+/// Issue #12: a reported mail whose subject decodes to an encoded word (`=?UTF-8?B?4oCu?=`,
+/// encoded twice by the sender) put that word into our notification's Subject as ASCII, and
+/// the recipient's client decoded it into a U+202E.
+#[test]
+fn a_subject_that_decodes_to_an_encoded_word_is_not_decoded_twice() {
+    let env = Env::new(Backend::Sqlite);
+    // The subject is "=?UTF-8?B?4oCu?=gpj.exe 請求書", base64 once more.
+    let raw = "From: kouhou@city.kitakami.example.jp\r\nTo: csirt@city.kitakami.example.jp\r\n\
+               Subject: =?UTF-8?B?PT9VVEYtOD9CPzRvQ3U/PWdwai5leGUg6KuL5rGC5pu4?=\r\n\
+               Message-ID: <double-1@city.kitakami.example.jp>\r\nMIME-Version: 1.0\r\n\
+               Content-Type: text/plain; charset=UTF-8\r\n\r\n請求書が届きました。\r\n";
+    let out = env.intake(raw.as_bytes());
+    assert_exit(&out, 0);
+    let config = csirt::config::Config::load(&env.config).expect("config");
+    let mailer = csirt::notifier::transport::Mailer::from_config(&config).expect("mailer");
+    let composer = env.composer();
+    let rows = block_on(async {
+        let store = env.store().await;
+        let rows = store
+            .claim_outbox("test", csirt::model::now(), 10, 10, &composer)
+            .await
+            .expect("claim");
+        store.close().await;
+        rows
+    });
+    assert!(!rows.is_empty(), "the report was notified");
+    for row in rows {
+        let formatted = mailer.message(&row).expect("message").formatted();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&formatted)
+            .expect("our mail parses");
+        let subject = parsed.subject().expect("a subject");
+        assert!(subject.contains("gpj.exe"), "{subject}");
+        assert!(
+            !subject.contains('\u{202e}'),
+            "the client decodes {subject:?} from {}",
+            String::from_utf8_lossy(&formatted)
+        );
+    }
+}
