@@ -16,7 +16,7 @@ pub mod due;
 mod evidence;
 mod hit;
 
-pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord};
+pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord, RawMail};
 pub use correlate::{
     DryIncident, DryRun, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
 };
