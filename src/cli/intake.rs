@@ -35,6 +35,21 @@ pub(super) async fn run(cli: &Cli) -> ExitCode {
     }
 }
 
+/// `csirt intake quarantined`: what intake refused, by any path, with the reason.
+pub(super) async fn quarantined(cli: &Cli, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, config) = load_config(cli)?;
+    let store = super::open_store(&config).await?;
+    let mails = store.quarantined_mails(i64::from(limit)).await?;
+    let mut out = super::output::Output::stdout(config.timezone);
+    if json {
+        out.json(&mails)?;
+    } else {
+        out.quarantined(&mails)?;
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn take(cli: &Cli) -> anyhow::Result<Outcome> {
     let (path, config) = load_config(cli)?;
     let contacts = config.contacts.keys().cloned().collect();
@@ -58,7 +73,7 @@ async fn take(cli: &Cli) -> anyhow::Result<Outcome> {
     let outcome = if raw.len() > ctx.limits.max_size {
         // The rest is not read: the MTA keeps the message in its bounce.
         let reason = format!("message over the {}-byte limit", ctx.limits.max_size);
-        crate::intake::quarantine(&store, &ctx, &raw, "stdin", &reason).await?
+        crate::intake::quarantine(&store, &ctx, raw, "stdin", &reason).await?
     } else {
         crate::intake::take(&store, &ctx, raw, "stdin").await?
     };

@@ -70,8 +70,12 @@ pub enum Command {
         json: bool,
     },
     /// Take one mail message on stdin (for an MTA's pipe): exit 0 stored, 65 quarantined,
-    /// 75 try again later
-    Intake,
+    /// 75 try again later; `intake quarantined` lists what was quarantined
+    #[command(args_conflicts_with_subcommands = true)]
+    Intake {
+        #[command(subcommand)]
+        command: Option<IntakeCommand>,
+    },
     /// Print a shell completion script (bash, zsh, fish)
     Completions {
         #[arg(value_enum)]
@@ -80,6 +84,19 @@ pub enum Command {
     /// Print the man page (roff), for packaging
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IntakeCommand {
+    /// List quarantined intake mail (pipe, Maildir and IMAP alike), newest first, with the reason
+    Quarantined {
+        /// At most this many
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// Print one JSON array
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,7 +336,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Intake => {
+        Command::Intake { command: None } => {
             crate::logging::init(None, "warn");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -330,6 +347,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Playbooks(_)
         | Command::Db(_)
         | Command::Config(_)
+        | Command::Intake { command: Some(_) }
         | Command::Status { .. } => {
             crate::logging::init(None, "warn");
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -342,9 +360,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
+                    Command::Intake {
+                        command: Some(IntakeCommand::Quarantined { limit, json }),
+                    } => intake::quarantined(&cli, *limit, *json).await,
                     // Each handled by its own arm of the outer match, before any runtime.
                     Command::Daemon
-                    | Command::Intake
+                    | Command::Intake { command: None }
                     | Command::Completions { .. }
                     | Command::Manpage => Ok(ExitCode::from(2)),
                 }

@@ -160,6 +160,28 @@ impl Output {
         self.out.flush()
     }
 
+    /// Quarantined intake mails as a table.
+    pub fn quarantined(&mut self, mails: &[crate::store::mail::QuarantinedMail]) -> io::Result<()> {
+        if mails.is_empty() {
+            return self.line("隔離されたメールはありません (no quarantined mail)");
+        }
+        let mut table = Table::new(
+            vec!["ID", "受信日時", "経路", "大きさ", "メールキー", "理由"],
+            5,
+        );
+        for m in mails {
+            table.row(vec![
+                m.id.to_string(),
+                short_time(m.received_at, self.tz),
+                m.source.clone(),
+                m.size.to_string(),
+                m.message_key.clone(),
+                m.reason.clone(),
+            ]);
+        }
+        self.table(&table)
+    }
+
     /// The incident list as a table.
     pub fn incidents(&mut self, incidents: &[Incident]) -> io::Result<()> {
         if incidents.is_empty() {
@@ -298,22 +320,28 @@ impl Output {
                 sanitize(&e.locator),
                 sanitize(&e.rule)
             ));
-            lines.push(format!("    {}", sanitize(&e.text)));
+            for line in e.text.lines() {
+                lines.push(format!("    {}", sanitize(line)));
+            }
         }
         lines.push(String::new());
         lines.push("経過 (timeline):".into());
         for t in timeline {
-            let detail = if t.detail.is_empty() {
-                String::new()
-            } else {
-                format!("  {}", sanitize(&t.detail))
-            };
+            // A note keeps its line breaks: the first line beside the entry, the rest indented
+            // under it; each line is sanitized on its own, so a CR or an escape still shows.
+            let mut detail_lines = t.detail.lines();
+            let detail = detail_lines
+                .next()
+                .map_or_else(String::new, |l| format!("  {}", sanitize(l)));
             lines.push(format!(
                 "  {}  {}  {}{detail}",
                 long_time(t.at, tz),
                 sanitize(&t.actor),
                 t.action
             ));
+            for line in detail_lines {
+                lines.push(format!("      {}", sanitize(line)));
+            }
         }
         for line in lines {
             writeln!(self.out, "{line}")?;

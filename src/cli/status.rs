@@ -266,7 +266,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 .collect();
             out.line(&format!("未クローズ (open): {}", counts.join(" / ")))?;
             out.line(&format!(
-                "送信待ち (outbox): {}  送信失敗 (failed): {}  隔離メール (quarantined): {}",
+                "送信待ち (outbox): {}  送信失敗 (failed): {}  隔離メール (quarantined): {} (一覧: csirt intake quarantined)",
                 o.outbox_pending, o.outbox_failed, o.quarantined_mails
             ))?;
         }

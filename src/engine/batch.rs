@@ -53,7 +53,40 @@ pub struct MailRecord {
     pub size: i64,
     /// The message as it arrived (empty when it was too large to keep; the file is then kept
     /// in the quarantine folder).
-    pub raw: Vec<u8>,
+    pub raw: RawMail,
+}
+
+/// The raw bytes of a mail, handed to the store once. Taking them lets the store move them into
+/// its statement: sqlx copies a borrowed blob for its SQLite worker thread, and with SQLite's
+/// own copy and record that made four copies of a 25 MiB mail in memory at once.
+#[derive(Debug, Default)]
+pub struct RawMail(std::sync::Mutex<Vec<u8>>);
+
+impl RawMail {
+    pub fn new(bytes: Vec<u8>) -> RawMail {
+        RawMail(std::sync::Mutex::new(bytes))
+    }
+
+    /// The bytes, leaving none behind (a lock poisoned by a panic elsewhere still holds them).
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl Clone for RawMail {
+    fn clone(&self) -> RawMail {
+        RawMail::new(
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 /// What a batch changed.

@@ -17,7 +17,7 @@ mod evidence;
 pub mod gate;
 mod hit;
 
-pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord};
+pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord, RawMail};
 pub use correlate::{
     DryIncident, DryRun, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
 };

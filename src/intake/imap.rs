@@ -195,7 +195,7 @@ async fn take_new(
                 hash: format!("size:{size}"),
                 source: source.clone(),
                 size: i64::from(size),
-                raw: Vec::new(),
+                raw: Default::default(),
             };
             let reason = format!(
                 "message of {size} bytes is over the {}-byte limit (left on the server)",

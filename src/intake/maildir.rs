@@ -49,7 +49,7 @@ pub async fn take_file(
             hash: format!("size:{size}"),
             source: source_ref.clone(),
             size: size as i64,
-            raw: Vec::new(),
+            raw: Default::default(),
         };
         store.quarantine_mail(&record, &reason).await?;
         Ok::<_, crate::store::StoreError>(Outcome::Quarantined(reason))

@@ -22,10 +22,11 @@
 pub mod imap;
 pub mod maildir;
 pub mod parse;
+pub mod shape;
 
 use crate::compose::Composer;
 use crate::config::Config;
-use crate::engine::{Batch, Hit, MailRecord};
+use crate::engine::{Batch, Hit, MailRecord, RawMail};
 use crate::model::{Action, Actor, Fields, Resolution, now};
 use crate::playbook::{PlaybookSet, RuleSource};
 use crate::store::{Store, StoreError};
@@ -122,14 +123,14 @@ pub async fn take(
 ) -> Result<Outcome, StoreError> {
     let mail = match parse::parse(&raw, ctx.limits) {
         Ok(mail) => mail,
-        Err(refusal) => return quarantine(store, ctx, &raw, source, &refusal.to_string()).await,
+        Err(refusal) => return quarantine(store, ctx, raw, source, &refusal.to_string()).await,
     };
     let record = MailRecord {
         key: mail.key.clone(),
         hash: mail.hash.clone(),
         source: source.to_string(),
         size: mail.size as i64,
-        raw,
+        raw: RawMail::new(raw),
     };
     let tag = TAG
         .captures(&mail.subject)
@@ -146,7 +147,11 @@ pub async fn take(
     };
     let thread = match by_reference {
         Some(id) => Some(id),
-        None if tag.is_some() => store.thread_of(tag, &[]).await?,
+        // A forwarded message is a report whatever the subject says: the reported mail's own
+        // subject may carry `[CSIRT #1]` (issue #12: the forward became a note on #1).
+        None if tag.is_some() && (mail.report.is_none() || mail.automatic) => {
+            store.thread_of(tag, &[]).await?
+        }
         None => None,
     };
     if let Some(incident) = thread {
@@ -175,21 +180,21 @@ pub async fn take(
 pub async fn quarantine(
     store: &Store,
     ctx: &Context,
-    raw: &[u8],
+    raw: Vec<u8>,
     source: &str,
     reason: &str,
 ) -> Result<Outcome, StoreError> {
-    let hash = parse::sha256(raw);
+    let hash = parse::sha256(&raw);
     let record = MailRecord {
         key: format!("sha256:{hash}"),
         hash,
         source: source.to_string(),
         size: raw.len() as i64,
-        raw: if raw.len() <= ctx.limits.max_size {
-            raw.to_vec()
+        raw: RawMail::new(if raw.len() <= ctx.limits.max_size {
+            raw
         } else {
             Vec::new()
-        },
+        }),
     };
     store.quarantine_mail(&record, reason).await?;
     Ok(Outcome::Quarantined(reason.to_string()))

@@ -7,7 +7,7 @@
 //! to one line without control characters here, once, so that nothing downstream (titles,
 //! notification headers, the terminal) ever sees a CR, an LF or an escape sequence from a mail.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{Encoding, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
@@ -36,6 +36,12 @@ const TEXT_MAX: usize = 64 * 1024;
 const LINE_MAX: usize = 300;
 /// URLs kept per report.
 const URLS_MAX: usize = 200;
+/// Received fields read per report (outermost first); the rest of a trace is not evidence.
+const RECEIVED_MAX: usize = 30;
+/// Bytes of each reported body searched for URLs.
+const URL_TEXT_MAX: usize = 1024 * 1024;
+/// Bodies of a reported message searched for URLs.
+const BODIES_MAX: usize = 20;
 
 /// Why a message was quarantined.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,8 +52,16 @@ pub enum Refusal {
     Empty,
     #[error("not a mail message: {0}")]
     NotMail(String),
-    #[error("{parts} MIME parts, over the limit of {limit}")]
+    #[error("more than {limit} MIME parts (counted from the MIME headers before parsing)")]
     TooManyParts { parts: usize, limit: usize },
+    #[error("a header block with more than {limit} fields (or Received fields)")]
+    TooManyFields { limit: usize },
+    #[error(
+        "a header field of {size} bytes inside an encoded attached message, over the limit of {limit}"
+    )]
+    FieldTooLarge { size: usize, limit: usize },
+    #[error("mail-parser failed on this message (a bug in the parser, caught)")]
+    ParserPanic,
     #[error("MIME nesting {depth} deep, over the limit of {limit}")]
     TooDeep { depth: usize, limit: usize },
 }
@@ -115,20 +129,17 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<ParsedMail, Refusal> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(Refusal::Empty);
     }
-    // mail-parser follows un-encoded message/rfc822 parts without a depth limit, and a chain of
-    // them (30 bytes a level) would overflow the stack in parsing or dropping: count them in the
-    // raw bytes first. Attached messages side by side count too; more than max_depth of either
-    // is not what a person forwards.
-    let nested = count_ascii_ci(raw, b"message/rfc822");
-    if nested > limits.max_depth {
-        return Err(Refusal::TooDeep {
-            depth: nested,
-            limit: limits.max_depth,
-        });
-    }
+    // Parts and depth are counted from the MIME headers before mail-parser builds anything (it
+    // keeps every part it reads: 5.2 million empty parts took 925 MB); header fields that would
+    // only make its tree large are left out of its copy. The raw message is stored whole.
+    let shape = super::shape::walk(raw, limits)?;
     let hash = sha256(raw);
-    let message = MessageParser::default()
-        .parse(raw)
+    let trimmed = shape.trimmed(raw);
+    let input = trimmed.as_deref().unwrap_or(raw);
+    // A fuzzer found a panic in mail-parser 0.11.2: a message that trips one is quarantined, the
+    // process (an MTA's pipe, the daemon's intake task) goes on.
+    let message = std::panic::catch_unwind(|| MessageParser::default().parse(input))
+        .map_err(|_| Refusal::ParserPanic)?
         .ok_or_else(|| Refusal::NotMail("no header could be read".into()))?;
     // Something that parses but has none of the headers every mail has is not mail.
     let has_mail_headers = message.from().is_some()
@@ -212,13 +223,6 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<ParsedMail, Refusal> {
     })
 }
 
-/// Occurrences of `needle` (lower-case ASCII) in `hay`, ignoring ASCII case.
-fn count_ascii_ci(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len())
-        .filter(|w| w.eq_ignore_ascii_case(needle))
-        .count()
-}
-
 fn count_parts(message: &mail_parser::Message<'_>) -> usize {
     message
         .parts
@@ -246,21 +250,97 @@ fn depth(message: &mail_parser::Message<'_>) -> usize {
 /// The first text body, else the first HTML body reduced to its text; at most `TEXT_MAX`, with
 /// NULs made visible (PostgreSQL refuses them).
 fn body_text(message: &mail_parser::Message<'_>) -> String {
-    let text = message
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .or_else(|| message.body_html(0).map(|h| html_text(&h)))
-        .unwrap_or_default();
+    let text = match message.text_body.first() {
+        // mail-parser lists an HTML part as the text body when there is no text/plain one.
+        Some(&id) if is_html(message, id) => part_text(message, id, 4 * TEXT_MAX)
+            .map(|h| html_text(&h))
+            .unwrap_or_default(),
+        Some(&id) => part_text(message, id, TEXT_MAX).unwrap_or_default(),
+        None => message
+            .html_body
+            .first()
+            // The markup goes too: read more of it than the text kept.
+            .and_then(|&id| part_text(message, id, 4 * TEXT_MAX))
+            .map(|h| html_text(&h))
+            .unwrap_or_default(),
+    };
     // CRLF as sent becomes LF, as everywhere else in csirt's text.
-    let mut text = text.replace("\r\n", "\n").replace('\0', "\u{2400}");
-    if text.len() > TEXT_MAX {
-        let mut cut = TEXT_MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
+    let text = text.replace("\r\n", "\n").replace('\0', "\u{2400}");
+    cut(&text, TEXT_MAX).to_string()
+}
+
+fn is_html(message: &mail_parser::Message<'_>, id: u32) -> bool {
+    message
+        .parts
+        .get(id as usize)
+        .is_some_and(|p| matches!(p.body, PartType::Html(_)))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    text
+    &s[..end]
+}
+
+/// The text of part `id`, at most `max` bytes of it (a base64 body of 18 MiB is not copied
+/// whole). A text part without a charset parameter is decoded from its bytes by what they hold:
+/// Outlook sends ISO-2022-JP so, which mail-parser would show as raw escapes (`\x1b$B…`).
+fn part_text(message: &mail_parser::Message<'_>, id: u32, max: usize) -> Option<String> {
+    let part = message.parts.get(id as usize)?;
+    let declared = part
+        .content_type()
+        .is_some_and(|c| c.attribute("charset").is_some());
+    if !declared && let Some(bytes) = part_bytes(message, part) {
+        return Some(cut(&decode_undeclared(&bytes), max).to_string());
+    }
+    match &part.body {
+        PartType::Text(t) | PartType::Html(t) => Some(cut(t, max).to_string()),
+        _ => None,
+    }
+}
+
+/// The bytes of a part's body with its transfer encoding undone.
+fn part_bytes<'a>(
+    message: &'a mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let raw = message
+        .raw_message()
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    Some(match part.encoding {
+        Encoding::Base64 => mail_parser::decoders::base64::base64_decode(raw)?.into(),
+        Encoding::QuotedPrintable => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(raw)?.into()
+        }
+        Encoding::None => raw.into(),
+    })
+}
+
+/// Text whose charset nobody declared: ISO-2022-JP when it holds a JIS escape (`ESC $ B`,
+/// `ESC $ @`, or `ESC ( I` for half-width kana), else UTF-8 when it is valid, else EUC-JP when
+/// it decodes without error (CP932's common lead bytes 0x81-0x9F are not EUC-JP), else CP932
+/// (encoding_rs's Shift_JIS is the WHATWG one, i.e. Windows-31J).
+pub fn decode_undeclared(bytes: &[u8]) -> String {
+    use encoding_rs::{EUC_JP, ISO_2022_JP, SHIFT_JIS};
+    let jis = [&b"\x1b$B"[..], b"\x1b$@", b"\x1b(I"]
+        .iter()
+        .any(|e| memchr::memmem::find(bytes, e).is_some());
+    if jis {
+        return ISO_2022_JP
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned();
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_string();
+    }
+    if let Some(text) = EUC_JP.decode_without_bom_handling_and_without_replacement(bytes) {
+        return text.into_owned();
+    }
+    SHIFT_JIS.decode_without_bom_handling(bytes).0.into_owned()
 }
 
 // The pattern is a constant: it compiles, or no test would pass.
@@ -300,20 +380,24 @@ fn indicators(inner: &mail_parser::Message<'_>) -> Report {
             .map(|a| one_line(a).to_lowercase())
     };
     let mut received = Vec::new();
-    for r in inner.received_all() {
+    for r in inner.received_all().take(RECEIVED_MAX) {
         if let Some(ip) = r.from_ip {
             received.push(ip.to_string());
         } else if let Some(host) = &r.from {
             received.push(one_line(&host.to_string()));
         }
     }
+    // URLs are looked for in the first URL_TEXT_MAX bytes of each body, and in at most
+    // BODIES_MAX bodies: a base64 body of 18 MiB is not copied whole.
     let mut bodies = String::new();
-    for i in 0..inner.text_body_count().max(inner.html_body_count()) {
-        if let Some(t) = inner.body_text(i) {
+    for &id in inner.text_body.iter().take(BODIES_MAX) {
+        if let Some(t) = part_text(inner, id, URL_TEXT_MAX) {
             bodies.push_str(&t);
             bodies.push('\n');
         }
-        if let Some(h) = inner.body_html(i) {
+    }
+    for &id in inner.html_body.iter().take(BODIES_MAX) {
+        if let Some(h) = part_text(inner, id, URL_TEXT_MAX) {
             for c in HREF.captures_iter(&h) {
                 bodies.push_str(&c[1]);
                 bodies.push('\n');

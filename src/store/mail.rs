@@ -22,6 +22,19 @@ pub enum ThreadOutcome {
     Duplicate(i64),
 }
 
+/// A quarantined intake mail, as `csirt intake quarantined` lists it (the raw bytes stay in
+/// the store).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct QuarantinedMail {
+    pub id: i64,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// `stdin`, `maildir:<file>`, `imap:<account>#<uid>`.
+    pub source: String,
+    pub message_key: String,
+    pub size: i64,
+    pub reason: String,
+}
+
 /// What became of a report of suspicious mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportOutcome {
@@ -234,6 +247,17 @@ impl Store {
         transaction!(self, tx => {
             Ok(tx.insert_mail(mail, "quarantined", Some(reason), at).await?)
         })
+    }
+
+    /// The newest quarantined mails, at most `limit`, newest first: whatever path they came by.
+    pub async fn quarantined_mails(&self, limit: i64) -> Result<Vec<QuarantinedMail>, StoreError> {
+        Ok(read!(self, pool => sqlx::query_as(
+            "SELECT id, received_at, source, message_key, size, COALESCE(reason, '') AS reason \
+             FROM mails WHERE disposition = 'quarantined' ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// How far the IMAP `account` has been read: `(uidvalidity, last_uid)`.

@@ -558,8 +558,8 @@ macro_rules! shared_statements {
             .bind(disposition)
             .bind(reason)
             .bind(mail.size)
-            // Borrowed, not copied: sqlx would clone a Vec bound by reference.
-            .bind(mail.raw.as_slice())
+            // Moved, not copied: sqlx would clone a blob bound by reference (see RawMail).
+            .bind(mail.raw.take())
             .execute(&mut *self)
             .await?
             .rows_affected()

@@ -12,6 +12,7 @@ mod fail2ban_logs;
 mod imap;
 mod ingest;
 mod intake;
+mod intake_hostile;
 mod journal;
 mod journalfile;
 mod logs;
