@@ -16,6 +16,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// get their turn however much falls due at once.
 const DUE_BATCH: i64 = 200;
 
+/// How many incidents a scheduled digest lists; the rest are counted.
+const DIGEST_LIST: usize = 500;
+
 /// What the escalator found due and did in one pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EscalatorPass {
@@ -96,8 +99,12 @@ impl Store {
         next: DateTime<Utc>,
         composer: &Composer,
     ) -> Result<bool, StoreError> {
+        // A digest lists at most DIGEST_LIST incidents, the most severe first (a critical one is
+        // never left out behind older noise), and says how many more there are.
         let active_sql = format!(
-            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'closed' ORDER BY id LIMIT 500"
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'closed' ORDER BY \
+             CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, id \
+             LIMIT {DIGEST_LIST}"
         );
         transaction!(self, tx => {
             let stored: Option<DateTime<Utc>> =
@@ -131,7 +138,14 @@ impl Store {
             }
             let rows: Vec<IncidentRow> = sqlx::query_as(&active_sql).fetch_all(&mut *tx).await?;
             let incidents = rows.into_iter().map(Incident::try_from).collect::<Result<Vec<_>, _>>()?;
-            let mail = composer.schedule_digest(name, to, &incidents, now);
+            let total: i64 = if incidents.len() < DIGEST_LIST {
+                incidents.len() as i64
+            } else {
+                sqlx::query_scalar("SELECT COUNT(*) FROM incidents WHERE status <> 'closed'")
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
+            let mail = composer.schedule_digest(name, to, &incidents, total, now);
             tx.enqueue(None, &mail, now).await?;
             Ok(true)
         })
