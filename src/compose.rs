@@ -354,17 +354,18 @@ impl Composer {
         }
     }
 
-    /// A `[[schedule]]` digest of `incidents` (not closed) to `to`.
+    /// A `[[schedule]]` digest to `to` of `total` incidents not closed, listing `incidents` (the
+    /// most severe first; the mail says how many more there are).
     pub fn schedule_digest(
         &self,
         name: &str,
         to: &[String],
         incidents: &[Incident],
+        total: i64,
         now: DateTime<Utc>,
     ) -> Notification {
         let subject = subject_line(&format!(
-            "[CSIRT] 未クローズのインシデント {} 件 ({})",
-            incidents.len(),
+            "[CSIRT] 未クローズのインシデント {total} 件 ({})",
             self.tz_now(now)
         ));
         Notification {
@@ -375,7 +376,7 @@ impl Composer {
             subject,
             body: self.render(
                 DIGEST,
-                self.digest_context("schedule", name, incidents, now),
+                self.digest_context("schedule", name, incidents, total, now),
             ),
         }
     }
@@ -392,7 +393,10 @@ impl Composer {
             in_reply_to: None,
             recipients: self.notify_to.clone(),
             subject,
-            body: self.render(DIGEST, self.digest_context("flood", "", incidents, now)),
+            body: self.render(
+                DIGEST,
+                self.digest_context("flood", "", incidents, incidents.len() as i64, now),
+            ),
         }
     }
 
@@ -422,6 +426,7 @@ impl Composer {
         kind: &str,
         name: &str,
         incidents: &[Incident],
+        total: i64,
         now: DateTime<Utc>,
     ) -> Value {
         let tz = self.tz;
@@ -434,6 +439,8 @@ impl Composer {
             name => clean(name),
             node => self.node.clone(),
             now => self.tz_now(now),
+            total => total,
+            more => (total - items.len() as i64).max(0),
             incidents => items,
         }
     }
@@ -542,6 +549,8 @@ fn sample_digest_context(node: &str) -> Value {
         name => "sample",
         node => node,
         now => "2026-01-01 09:00",
+        total => 1,
+        more => 0,
         incidents => vec![context! {
             id => 1, title => "sample", severity => "高", status => "未対応", assignee => (),
             event_count => 1, opened_at => "2026-01-01 09:00:00", escalation_level => 1,

@@ -53,15 +53,7 @@ pub fn due(
     let Some(playbook) = playbook else {
         return due;
     };
-    // An incident from outside the city's networks escalates only as far as its playbook's
-    // [context] allows (0: the duty list's own mails and digests only).
-    let external = incident.fields.get("network").and_then(|v| v.as_str()) == Some("external");
-    let levels = match playbook.context.as_ref().and_then(|c| c.external_levels) {
-        Some(n) if external => {
-            &playbook.escalations[..(n as usize).min(playbook.escalations.len())]
-        }
-        _ => &playbook.escalations[..],
-    };
+    let levels = levels_of(incident, playbook);
     if incident.status == Status::Open
         && let Some((level, to)) = due_level(levels, incident.opened_at, now)
         && level > incident.escalation_level
@@ -83,6 +75,86 @@ pub fn due(
         }
     }
     due
+}
+
+/// The escalation levels that apply to `incident`: an incident from outside the city's networks
+/// escalates only as far as its playbook's [context] allows (0: the duty list's own mails and
+/// digests only).
+fn levels_of<'p>(incident: &Incident, playbook: &'p Playbook) -> &'p [Escalation] {
+    let external = incident.fields.get("network").and_then(|v| v.as_str()) == Some("external");
+    match playbook.context.as_ref().and_then(|c| c.external_levels) {
+        Some(n) if external => {
+            &playbook.escalations[..(n as usize).min(playbook.escalations.len())]
+        }
+        _ => &playbook.escalations[..],
+    }
+}
+
+/// The earliest time after `now` at which [`due`] has something new for `incident` as it stands
+/// once what was due at `now` is done (pass the state after the pass: the level it fired, the
+/// events its update covered); `None` when nothing can fall due until the incident changes.
+/// The store keeps this in `incidents.due_at` so that a pass reads only what is due instead of
+/// every open incident. It must never be later than the real time (an escalation would be
+/// late), so it is derived from the same rules as `due`; a time at or before `now` (something due
+/// that this pass did not do) comes back as just after `now`, for the next pass to retry, never as
+/// `now` itself, which would make the pass select the incident again and again.
+pub fn next_due(
+    incident: &Incident,
+    notified: Notified,
+    playbook: Option<&Playbook>,
+    now: DateTime<Utc>,
+    update_interval: TimeDelta,
+) -> Option<DateTime<Utc>> {
+    let mut times: Vec<DateTime<Utc>> = Vec::new();
+    if incident.event_count > notified.events {
+        let since = notified.last_update_at.unwrap_or(incident.opened_at);
+        times.push(since + update_interval);
+    }
+    if let Some(playbook) = playbook {
+        if incident.status == Status::Open
+            && let Some(at) = level_at(
+                levels_of(incident, playbook),
+                incident.opened_at,
+                incident.escalation_level + 1,
+            )
+        {
+            times.push(at);
+        }
+        for deadline in &playbook.deadlines {
+            let at = incident.opened_at + deadline.within.to_chrono();
+            let before = deadline
+                .remind_before
+                .map(|s| s.to_chrono())
+                .unwrap_or(TimeDelta::days(1));
+            // Within the window the reminder is due now (and recorded at most once by its key);
+            // after it, never again.
+            if at - before > now {
+                times.push(at - before);
+            }
+        }
+    }
+    let earliest = times.into_iter().min()?;
+    Some(earliest.max(now + TimeDelta::milliseconds(1)))
+}
+
+/// When level `level` (counting from 1) falls due for an incident opened at `opened`, by the
+/// rule of [`due_level`]: the levels are reached in order, so level n needs the largest `after`
+/// of the first n; past the last, a `repeat` adds a level per period.
+fn level_at(levels: &[Escalation], opened: DateTime<Utc>, level: i64) -> Option<DateTime<Utc>> {
+    let n = usize::try_from(level).ok().filter(|n| *n >= 1)?;
+    if n <= levels.len() {
+        let after = levels[..n].iter().map(|l| l.after.to_chrono()).max()?;
+        return Some(opened + after);
+    }
+    let last = levels.last()?;
+    let repeat = last.repeat?.to_chrono();
+    if repeat <= TimeDelta::zero() {
+        return None;
+    }
+    let reached = levels.iter().map(|l| l.after.to_chrono()).max()?;
+    let periods = i64::try_from(n - levels.len()).ok()?;
+    let step = repeat.num_seconds().max(1).checked_mul(periods)?;
+    Some(opened + reached.max(last.after.to_chrono() + TimeDelta::try_seconds(step)?))
 }
 
 /// The highest escalation level due `now` for an incident opened at `opened`, with whom it
@@ -259,5 +331,66 @@ mod tests {
         // A playbook removed since: updates only.
         let gone = due(&i, quiet, None, at(3 * 86_400), interval);
         assert_eq!((gone.update, gone.escalation), (Some(4), None));
+    }
+
+    /// `next_due` is exactly when `due` first has something new: never later (an escalation
+    /// would be late), and not earlier than needed, over levels, a repeat, an update and a
+    /// deadline window, for open and acknowledged incidents at several levels.
+    #[test]
+    fn next_due_is_when_due_first_has_something_new() {
+        let opened = DateTime::<Utc>::UNIX_EPOCH;
+        let mut pb = playbook();
+        pb.escalations = vec![level(1800, "lead", None), level(7200, "ciso", Some(3600))];
+        let interval = TimeDelta::minutes(15);
+        let step = TimeDelta::seconds(30);
+        for status in [Status::Open, Status::Acknowledged] {
+            for fired in [0, 1, 2, 4] {
+                for (events, notified) in [(5, 5), (9, 5)] {
+                    for start in [0, 600, 1799, 5000, 3 * 86_400 - 100, 2 * 86_400 + 10] {
+                        let now = opened + TimeDelta::seconds(start);
+                        let i = incident(opened, status, events, fired);
+                        let seen = Notified {
+                            events: notified,
+                            last_update_at: Some(now),
+                        };
+                        // What is already due at `now` counts as done.
+                        let old: Vec<_> = due(&i, seen, Some(&pb), now, interval).reminders;
+                        let new_at = |t| {
+                            let d = due(&i, seen, Some(&pb), t, interval);
+                            d.update.is_some()
+                                || d.escalation.is_some()
+                                || d.reminders.iter().any(|r| !old.contains(r))
+                        };
+                        let next = next_due(&i, seen, Some(&pb), now, interval);
+                        let case = format!("{status:?} level {fired} events {events} at {start}");
+                        let horizon = now + TimeDelta::days(4);
+                        let mut t = now + step;
+                        while t < next.unwrap_or(horizon).min(horizon) {
+                            assert!(!new_at(t), "{case}: due at {t} before next_due {next:?}");
+                            t += step;
+                        }
+                        if let Some(next) = next {
+                            assert!(next > now, "{case}");
+                            assert!(new_at(next), "{case}: nothing due at next_due {next}");
+                        }
+                    }
+                }
+            }
+        }
+        // Without its playbook only an update can fall due.
+        let i = incident(opened, Status::Open, 9, 0);
+        let seen = Notified {
+            events: 5,
+            last_update_at: None,
+        };
+        assert_eq!(
+            next_due(&i, seen, None, opened, interval),
+            Some(opened + interval)
+        );
+        let quiet = Notified {
+            events: 9,
+            last_update_at: None,
+        };
+        assert_eq!(next_due(&i, quiet, None, opened, interval), None);
     }
 }

@@ -166,10 +166,30 @@ pub async fn run_escalator(
     health: crate::systemd::Worker,
 ) -> anyhow::Result<()> {
     let mut failing = false;
+    // The rules the stored `due_at` times were computed under. They come from the playbooks and
+    // `update_interval`, which may have changed while no daemon ran or on a reload: then every
+    // open incident is looked at once more (in the pass's bounded batches) so that a shortened
+    // escalation is not waited out at its old time.
+    let mut scheduled_under: Option<(Arc<Composer>, Arc<EscalatorConfig>)> = None;
     loop {
         health.busy();
         let composer_now = composer.get();
         let settings = config.get();
+        let same_rules = scheduled_under
+            .as_ref()
+            .is_some_and(|(c, e)| Arc::ptr_eq(c, &composer_now) && Arc::ptr_eq(e, &settings));
+        if !same_rules {
+            match store.reschedule_open(now()).await {
+                Ok(n) => {
+                    info!(
+                        incidents = n,
+                        "escalation rules (re)loaded: open incidents are looked at again"
+                    );
+                    scheduled_under = Some((Arc::clone(&composer_now), Arc::clone(&settings)));
+                }
+                Err(e) => warn!(error = %e, "cannot mark open incidents for a new look; retrying"),
+            }
+        }
         match escalate_once(&store, &composer_now, &settings, &node).await {
             Ok(wrote) => {
                 if failing {

@@ -3,13 +3,21 @@
 //! `deadline_reminders`), and per schedule run from a compare-and-set on `next_run_at`:
 //! whichever daemon's transaction inserts or updates first fires, the others change nothing.
 
-use super::rows::{INCIDENT_COLUMNS, IncidentRow};
+use super::rows::{DueRow, INCIDENT_COLUMNS, IncidentRow};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
-use crate::engine::due::{LevelDue, Notified, due};
+use crate::engine::due::{LevelDue, Notified, due, next_due};
 use crate::model::Incident;
 use chrono::{DateTime, TimeDelta, Utc};
+
+/// How many due incidents one write transaction of a pass handles. Bounded so that the write
+/// lock (SQLite's one writer) is given back between batches: ingest and responders' commands
+/// get their turn however much falls due at once.
+const DUE_BATCH: i64 = 200;
+
+/// How many incidents a scheduled digest lists; the rest are counted.
+const DIGEST_LIST: usize = 500;
 
 /// What the escalator found due and did in one pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -17,6 +25,9 @@ pub struct EscalatorPass {
     pub updates: Vec<i64>,
     pub escalations: Vec<(i64, i64)>,
     pub reminders: Vec<(i64, String)>,
+    /// How many incidents the pass looked at (those whose `due_at` had come): the work of a
+    /// pass, whatever the number of open incidents.
+    pub examined: usize,
 }
 
 impl Store {
@@ -24,6 +35,10 @@ impl Store {
     /// `update_interval` has passed since the last mail, escalation levels that fell due on
     /// unacknowledged incidents, and deadline reminders. Everything it decides is derived from
     /// stored times, so a restart neither loses nor repeats a step.
+    ///
+    /// Only incidents whose `due_at` has come are read, through an index, in batches of
+    /// `DUE_BATCH` until none is left (so none is starved behind a fixed page); each gets its next
+    /// `due_at` from `engine::due::next_due`. When nothing is due the pass takes no write lock.
     pub async fn escalate(
         &self,
         node: &str,
@@ -31,76 +46,45 @@ impl Store {
         update_interval: TimeDelta,
         composer: &Composer,
     ) -> Result<EscalatorPass, StoreError> {
-        let playbooks = composer.playbooks();
-        let active_sql = format!(
-            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'closed' ORDER BY id LIMIT 5000"
-        );
-        transaction!(self, tx => {
-            let mut pass = EscalatorPass::default();
-            let rows: Vec<IncidentRow> = sqlx::query_as(&active_sql).fetch_all(&mut *tx).await?;
-            let notified_rows: Vec<(i64, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-                "SELECT id, notified_event_count, last_update_at FROM incidents WHERE status <> 'closed'",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let notified_of: std::collections::HashMap<i64, Notified> = notified_rows
-                .into_iter()
-                .map(|(id, events, last_update_at)| (id, Notified { events, last_update_at }))
-                .collect();
-            for row in rows {
-                let incident = Incident::try_from(row)?;
-                let id = incident.id;
-                let Some(&notified) = notified_of.get(&id) else {
-                    continue;
-                };
-                let due = due(&incident, notified, playbooks.get(&incident.playbook), now, update_interval);
-                if let Some(new_events) = due.update {
-                    // Compare-and-set: of two daemons, the one that moves the count mails.
-                    let claimed = sqlx::query(
-                        "UPDATE incidents SET notified_event_count = event_count WHERE id = $1 AND notified_event_count = $2",
-                    )
-                    .bind(id)
-                    .bind(notified.events)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if claimed == 1 {
-                        tx.announce(composer, id, &Occasion::Update { new_events }, now).await?;
-                        pass.updates.push(id);
-                    }
+        let mut pass = EscalatorPass::default();
+        let any_due: Option<i64> = read!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM incidents WHERE status <> 'closed' AND due_at <= $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(pool)
+        .await?);
+        if any_due.is_none() {
+            return Ok(pass);
+        }
+        loop {
+            let examined = transaction!(self, tx => {
+                let rows = tx.due_batch(now, DUE_BATCH).await?;
+                let examined = rows.len();
+                for row in rows {
+                    apply_due(&mut *tx, row, node, now, update_interval, composer, &mut pass).await?;
                 }
-                if let Some(LevelDue { from, level, to }) = due.escalation {
-                    // Levels skipped while no daemon ran are recorded with this one: one mail
-                    // for the highest level due, never a burst of stale ones.
-                    let fired = tx.fire_levels(id, from, level, node, now).await?;
-                    if fired {
-                        let detail = format!("第{level}段階: {}", to.join(", "));
-                        tx.insert_timeline(id, now, "daemon", "escalated", &detail).await?;
-                        tx.announce(composer, id, &Occasion::Escalation { level, to }, now).await?;
-                        pass.escalations.push((id, level));
-                    }
-                }
-                for (deadline, at) in due.reminders {
-                    let inserted = sqlx::query(
-                        "INSERT INTO deadline_reminders (incident_id, name, fired_at, node) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (incident_id, name) DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(&deadline)
-                    .bind(now)
-                    .bind(node)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 1 {
-                        let occasion = Occasion::Reminder { deadline: deadline.clone(), due: at };
-                        tx.announce(composer, id, &occasion, now).await?;
-                        pass.reminders.push((id, deadline));
-                    }
-                }
+                Ok::<usize, StoreError>(examined)
+            })?;
+            pass.examined += examined;
+            // Every incident handled got a `due_at` after `now`: a short batch means none is left
+            // (on PostgreSQL, or only those another daemon's pass holds).
+            if (examined as i64) < DUE_BATCH {
+                return Ok(pass);
             }
-            Ok(pass)
-        })
+        }
+    }
+
+    /// Makes every open incident due at `now` (unless due sooner): the escalator's rules changed,
+    /// and the stored times were computed under the old ones. The next pass recomputes each.
+    /// Returns how many incidents were marked.
+    pub async fn reschedule_open(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        transaction!(self, tx => Ok(sqlx::query(
+            "UPDATE incidents SET due_at = $1 WHERE status <> 'closed' AND (due_at IS NULL OR due_at > $1)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()))
     }
 
     /// Runs the `[[schedule]]` named `name` if it is due: `next` is its next run after this
@@ -115,8 +99,12 @@ impl Store {
         next: DateTime<Utc>,
         composer: &Composer,
     ) -> Result<bool, StoreError> {
+        // A digest lists at most DIGEST_LIST incidents, the most severe first (a critical one is
+        // never left out behind older noise), and says how many more there are.
         let active_sql = format!(
-            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'closed' ORDER BY id LIMIT 500"
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'closed' ORDER BY \
+             CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END, id \
+             LIMIT {DIGEST_LIST}"
         );
         transaction!(self, tx => {
             let stored: Option<DateTime<Utc>> =
@@ -150,7 +138,14 @@ impl Store {
             }
             let rows: Vec<IncidentRow> = sqlx::query_as(&active_sql).fetch_all(&mut *tx).await?;
             let incidents = rows.into_iter().map(Incident::try_from).collect::<Result<Vec<_>, _>>()?;
-            let mail = composer.schedule_digest(name, to, &incidents, now);
+            let total: i64 = if incidents.len() < DIGEST_LIST {
+                incidents.len() as i64
+            } else {
+                sqlx::query_scalar("SELECT COUNT(*) FROM incidents WHERE status <> 'closed'")
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
+            let mail = composer.schedule_digest(name, to, &incidents, total, now);
             tx.enqueue(None, &mail, now).await?;
             Ok(true)
         })
@@ -165,4 +160,65 @@ impl Store {
             .await?),
         )
     }
+}
+
+/// Does what is due on one incident at `now` and stores when it is next due.
+async fn apply_due(
+    tx: &mut impl Sql,
+    row: DueRow,
+    node: &str,
+    now: DateTime<Utc>,
+    update_interval: TimeDelta,
+    composer: &Composer,
+    pass: &mut EscalatorPass,
+) -> Result<(), StoreError> {
+    let mut notified = Notified {
+        events: row.notified_event_count,
+        last_update_at: row.last_update_at,
+    };
+    let mut incident = Incident::try_from(row.incident)?;
+    let id = incident.id;
+    let playbook = composer.playbooks().get(&incident.playbook);
+    let due = due(&incident, notified, playbook, now, update_interval);
+    if let Some(new_events) = due.update {
+        // Compare-and-set: of two daemons, the one that moves the count mails.
+        let claimed = tx.claim_update(id, notified.events).await?;
+        if claimed {
+            tx.announce(composer, id, &Occasion::Update { new_events }, now)
+                .await?;
+            pass.updates.push(id);
+        }
+        // Mailed here or by the other daemon: either way the update is done.
+        notified = Notified {
+            events: incident.event_count,
+            last_update_at: Some(now),
+        };
+    }
+    if let Some(LevelDue { from, level, to }) = due.escalation {
+        // Levels skipped while no daemon ran are recorded with this one: one mail for the
+        // highest level due, never a burst of stale ones.
+        if tx.fire_levels(id, from, level, node, now).await? {
+            let detail = format!("第{level}段階: {}", to.join(", "));
+            tx.insert_timeline(id, now, "daemon", "escalated", &detail)
+                .await?;
+            tx.announce(composer, id, &Occasion::Escalation { level, to }, now)
+                .await?;
+            pass.escalations.push((id, level));
+        }
+        incident.escalation_level = incident.escalation_level.max(level);
+    }
+    for (deadline, at) in due.reminders {
+        let inserted = tx.insert_reminder(id, &deadline, node, now).await?;
+        if inserted {
+            let occasion = Occasion::Reminder {
+                deadline: deadline.clone(),
+                due: at,
+            };
+            tx.announce(composer, id, &occasion, now).await?;
+            pass.reminders.push((id, deadline));
+        }
+    }
+    let next = next_due(&incident, notified, playbook, now, update_interval);
+    tx.set_due(id, next).await?;
+    Ok(())
 }

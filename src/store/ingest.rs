@@ -183,7 +183,7 @@ impl Store {
                         continue;
                     }
                     let weight = i64::from(hit.weight);
-                    if tx.add_hits(id, weight, hit.observed_at, hit.observed_at).await? == 1 {
+                    if tx.add_hits(id, weight, hit.observed_at, hit.observed_at, received_at).await? == 1 {
                         tx.insert_event(Some(id), &NewEventRow::from(hit), received_at).await?;
                         held.insert(id, Vec::new());
                         grown.push(id);
@@ -238,7 +238,7 @@ impl Store {
                     continue;
                 };
                 let weight: i64 = later.iter().map(|h| i64::from(h.weight)).sum();
-                tx.add_hits(*id, weight, first, last).await?;
+                tx.add_hits(*id, weight, first, last, received_at).await?;
                 let stored = tx.count_events(*id).await?;
                 for (i, hit) in later.iter().enumerate() {
                     if worth_storing(i, later.len(), stored) {
@@ -316,7 +316,8 @@ async fn raise_incident(
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let incident = tx.incident(id).await?;
-    tx.add_hits(id, 0, hit.observed_at, hit.observed_at).await?;
+    tx.add_hits(id, 0, hit.observed_at, hit.observed_at, at)
+        .await?;
     let evidence = NewEventRow {
         weight: 0,
         ..NewEventRow::from(hit)
@@ -334,7 +335,7 @@ async fn raise_incident(
             .await?;
         return Ok(false);
     };
-    tx.set_severity_title(id, raise.severity.as_str(), &title)
+    tx.set_severity_title(id, raise.severity.as_str(), &title, at)
         .await?;
     let playbook = composer.playbooks().get(&incident.playbook);
     let (level, to) = match playbook.and_then(|p| p.escalations.last().map(|l| (p, l))) {

@@ -201,7 +201,7 @@ impl Store {
                         .bind(Json(&fields))
                         .execute(&mut *tx)
                         .await?;
-                    tx.add_hits(id, 1, hit.observed_at, hit.observed_at).await?;
+                    tx.add_hits(id, 1, hit.observed_at, hit.observed_at, at).await?;
                     (id, false)
                 }
                 None => {

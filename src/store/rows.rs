@@ -63,6 +63,15 @@ impl TryFrom<IncidentRow> for Incident {
     }
 }
 
+/// An incident the escalator found due, with what its last mail covered.
+#[derive(FromRow)]
+pub(super) struct DueRow {
+    #[sqlx(flatten)]
+    pub incident: IncidentRow,
+    pub notified_event_count: i64,
+    pub last_update_at: Option<DateTime<Utc>>,
+}
+
 #[derive(FromRow)]
 pub(super) struct TimelineRow {
     at: DateTime<Utc>,

@@ -7,7 +7,7 @@
 //! parameters; the few statements formatted at run time format only our own enums' names.
 
 use super::StoreError;
-use super::rows::{EventRow, INCIDENT_COLUMNS, IncidentRow};
+use super::rows::{DueRow, EventRow, INCIDENT_COLUMNS, IncidentRow};
 use crate::compose::{Composer, Notification, Occasion};
 use crate::engine::{EVIDENCE_KEEP, Hit, MailRecord};
 use crate::model::{Action, Event, Fields, Incident, Status};
@@ -80,12 +80,51 @@ impl<'a> From<&'a Hit> for NewEventRow<'a> {
 
 /// The statements, on a connection inside a transaction.
 pub(super) trait Sql: Send {
+    /// What `due_batch` appends to lock the rows it returns: on PostgreSQL another daemon's
+    /// pass skips them (and takes the next ones) instead of waiting; SQLite's BEGIN IMMEDIATE
+    /// already makes the pass the only writer.
+    const DUE_LOCK: &'static str;
+
     /// Serialises writers of one dedupe key across daemons, until the transaction ends.
     fn lock_key(
         &mut self,
         playbook: &str,
         key: &str,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Up to `limit` open incidents whose `due_at` has come by `now`, most overdue first,
+    /// through the partial index `incidents_due`: the pass reads what is due, not every open
+    /// incident.
+    fn due_batch(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<DueRow>, sqlx::Error>> + Send;
+
+    /// Stores when something next falls due on incident `id` (None: nothing until it changes).
+    fn set_due(
+        &mut self,
+        id: i64,
+        at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Moves incident `id`'s mailed-event count to its event count, if it still is `notified`
+    /// (compare-and-set: of two daemons, the one that moves the count mails the update).
+    fn claim_update(
+        &mut self,
+        id: i64,
+        notified: i64,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+    /// Records deadline `name`'s reminder of incident `id` as sent by `node`; false when it
+    /// was before (at most once, whichever daemon is first).
+    fn insert_reminder(
+        &mut self,
+        id: i64,
+        name: &str,
+        node: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
     /// Inserts an open incident; a second open incident of the same playbook and key is a
     /// unique violation (the partial index `incidents_open_key`).
@@ -105,13 +144,15 @@ pub(super) trait Sql: Send {
     ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
 
     /// Counts `hits` more events, seen between `first` and `last`, on incident `id` unless it
-    /// was closed meanwhile; the number of rows changed (0 when closed).
+    /// was closed meanwhile; the number of rows changed (0 when closed). Events after the last
+    /// mail make an update due: the escalator looks at the incident again from `at`.
     fn add_hits(
         &mut self,
         id: i64,
         hits: i64,
         first: DateTime<Utc>,
         last: DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
     /// Stores one event, of `incident` or pending (None) below its threshold.
@@ -157,12 +198,14 @@ pub(super) trait Sql: Send {
         key: &str,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Raises incident `id`: a new severity and title.
+    /// Raises incident `id`: a new severity and title (its level changes with it, so the
+    /// escalator looks at it again from `at`).
     fn set_severity_title(
         &mut self,
         id: i64,
         severity: &str,
         title: &str,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Records escalation levels `from..=level` of incident `id` as fired by `node` (each at
@@ -198,7 +241,9 @@ pub(super) trait Sql: Send {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Applies `action`'s change to incident `id` if its status allows it (the check is part of
-    /// the UPDATE, so two racing writers cannot both succeed); the number of rows changed.
+    /// the UPDATE, so two racing writers cannot both succeed); the number of rows changed. A
+    /// change of status makes the escalator look at the incident again from `at` (a closed one
+    /// is never due).
     fn transition(
         &mut self,
         id: i64,
@@ -248,11 +293,63 @@ pub(super) trait Sql: Send {
 /// The statements both backends run as written.
 macro_rules! shared_statements {
     () => {
+        async fn due_batch(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueRow>, sqlx::Error> {
+            // `status <> 'closed'` is spelled as in the partial index `incidents_due`.
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS}, notified_event_count, last_update_at FROM incidents \
+                 WHERE status <> 'closed' AND due_at <= $1 ORDER BY due_at, id LIMIT $2{}",
+                Self::DUE_LOCK
+            );
+            sqlx::query_as(&sql).bind(now).bind(limit).fetch_all(&mut *self).await
+        }
+
+        async fn claim_update(&mut self, id: i64, notified: i64) -> Result<bool, sqlx::Error> {
+            Ok(sqlx::query(
+                "UPDATE incidents SET notified_event_count = event_count WHERE id = $1 AND notified_event_count = $2",
+            )
+            .bind(id)
+            .bind(notified)
+            .execute(&mut *self)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn insert_reminder(
+            &mut self,
+            id: i64,
+            name: &str,
+            node: &str,
+            now: DateTime<Utc>,
+        ) -> Result<bool, sqlx::Error> {
+            Ok(sqlx::query(
+                "INSERT INTO deadline_reminders (incident_id, name, fired_at, node) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (incident_id, name) DO NOTHING",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(now)
+            .bind(node)
+            .execute(&mut *self)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn set_due(&mut self, id: i64, at: Option<DateTime<Utc>>) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE incidents SET due_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *self)
+                .await
+                .map(|_| ())
+        }
+
         async fn insert_incident(&mut self, row: &NewIncidentRow<'_>) -> Result<i64, sqlx::Error> {
             sqlx::query_scalar(
                 "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
-                 event_count, first_seen, last_seen, opened_at) \
-                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10) RETURNING id",
+                 event_count, first_seen, last_seen, opened_at, due_at) \
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10) RETURNING id",
             )
             .bind(row.playbook)
             .bind(row.category)
@@ -291,17 +388,24 @@ macro_rules! shared_statements {
             hits: i64,
             first: DateTime<Utc>,
             last: DateTime<Utc>,
+            at: DateTime<Utc>,
         ) -> Result<u64, sqlx::Error> {
+            // Only the first events after a mail move `due_at`: from then on the escalator has
+            // scheduled the update (SET reads the row as it was before this UPDATE), so a flood
+            // of hits does not make the incident due again and again.
             Ok(sqlx::query(
                 "UPDATE incidents SET event_count = event_count + $2, \
                  last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END, \
-                 first_seen = CASE WHEN $4 < first_seen THEN $4 ELSE first_seen END \
+                 first_seen = CASE WHEN $4 < first_seen THEN $4 ELSE first_seen END, \
+                 due_at = CASE WHEN $2 > 0 AND event_count = notified_event_count \
+                 AND (due_at IS NULL OR due_at > $5) THEN $5 ELSE due_at END \
                  WHERE id = $1 AND status <> 'closed'",
             )
             .bind(id)
             .bind(hits)
             .bind(last)
             .bind(first)
+            .bind(at)
             .execute(&mut *self)
             .await?
             .rows_affected())
@@ -406,11 +510,18 @@ macro_rules! shared_statements {
             .map(|_| ())
         }
 
-        async fn set_severity_title(&mut self, id: i64, severity: &str, title: &str) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE incidents SET severity = $2, title = $3 WHERE id = $1")
+        async fn set_severity_title(
+            &mut self,
+            id: i64,
+            severity: &str,
+            title: &str,
+            at: DateTime<Utc>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE incidents SET severity = $2, title = $3, due_at = $4 WHERE id = $1")
                 .bind(id)
                 .bind(severity)
                 .bind(title)
+                .bind(at)
                 .execute(&mut *self)
                 .await
                 .map(|_| ())
@@ -507,15 +618,20 @@ macro_rules! shared_statements {
                 .collect::<Vec<_>>()
                 .join(", ");
             // Statuses come from our own enum, never from input: safe to format into the statement.
+            // A status change sets `due_at`: reopened, the incident escalates again; acknowledged,
+            // the escalator looks once more and keeps only its reminders and updates; closed, it
+            // is never due.
             let set = match action {
-                Action::Acknowledge => "status = 'acknowledged', acknowledged_at = $2",
+                Action::Acknowledge => "status = 'acknowledged', acknowledged_at = $2, due_at = $2",
                 Action::Assign(_) => "assignee = $2",
                 // A no-op change rather than a SELECT: it checks existence and status, and on
                 // PostgreSQL it locks the row until the timeline entry is written.
                 Action::Note(_) => "last_seen = last_seen",
-                Action::Close { .. } => "status = 'closed', closed_at = $2, resolution = $3",
+                Action::Close { .. } => {
+                    "status = 'closed', closed_at = $2, resolution = $3, due_at = NULL"
+                }
                 Action::Reopen => {
-                    "status = 'open', closed_at = NULL, resolution = NULL, acknowledged_at = NULL"
+                    "status = 'open', closed_at = NULL, resolution = NULL, acknowledged_at = NULL, due_at = $2"
                 }
             };
             let sql = format!("UPDATE incidents SET {set} WHERE id = $1 AND status IN ({allowed})");
@@ -524,7 +640,8 @@ macro_rules! shared_statements {
                 Action::Acknowledge => query.bind(at),
                 Action::Assign(user) => query.bind(user.as_str()),
                 Action::Close { resolution, .. } => query.bind(at).bind(resolution.as_str()),
-                Action::Note(_) | Action::Reopen => query,
+                Action::Reopen => query.bind(at),
+                Action::Note(_) => query,
             };
             Ok(query.execute(&mut *self).await?.rows_affected())
         }
@@ -632,6 +749,8 @@ macro_rules! shared_statements {
 }
 
 impl Sql for sqlx::SqliteConnection {
+    const DUE_LOCK: &'static str = "";
+
     shared_statements!();
 
     async fn lock_key(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
@@ -640,6 +759,8 @@ impl Sql for sqlx::SqliteConnection {
 }
 
 impl Sql for sqlx::PgConnection {
+    const DUE_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+
     shared_statements!();
 
     async fn lock_key(&mut self, playbook: &str, key: &str) -> Result<(), sqlx::Error> {

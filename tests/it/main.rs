@@ -8,6 +8,7 @@ mod helpers;
 
 mod cli;
 mod daemon;
+mod escalation;
 mod fail2ban_logs;
 mod imap;
 mod ingest;
