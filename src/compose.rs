@@ -79,6 +79,13 @@ pub enum Occasion {
         level: i64,
         to: Vec<String>,
     },
+    /// A reply by mail acted on the incident: everyone told is told who did what, so that an
+    /// action nobody recognises is seen (and undone) at once.
+    Acted {
+        /// What was done, in Japanese (受付, クローズ (誤検知), 担当を 佐藤 に).
+        action: String,
+        by: String,
+    },
 }
 
 impl Occasion {
@@ -90,6 +97,7 @@ impl Occasion {
             Occasion::Escalation { .. } => "escalation",
             Occasion::Reminder { .. } => "reminder",
             Occasion::Raised { .. } => "raised",
+            Occasion::Acted { .. } => "acted",
         }
     }
 }
@@ -263,6 +271,7 @@ impl Composer {
             Occasion::Escalation { level, .. } => format!("【未受付・第{level}段階】"),
             Occasion::Reminder { .. } => "【期限間近】".into(),
             Occasion::Raised { .. } => "【緊急・引き上げ】".into(),
+            Occasion::Acted { .. } => "【メール操作】".into(),
         };
         let subject = subject_line(&format!(
             "[CSIRT #{}] {marker}【重要度:{}】{}",
@@ -312,12 +321,16 @@ impl Composer {
                 Vec::new(),
                 context! { name => clean(deadline), due => long_time(*due, tz), remaining => remaining(*due, now) },
             ),
-            Occasion::Opened => (0, 0, Vec::new(), Value::UNDEFINED),
+            Occasion::Opened | Occasion::Acted { .. } => (0, 0, Vec::new(), Value::UNDEFINED),
             Occasion::Raised { level, to, .. } => (0, *level, to.clone(), Value::UNDEFINED),
         };
         let reason = match occasion {
             Occasion::Raised { reason, .. } => clean(reason),
             _ => String::new(),
+        };
+        let acted = match occasion {
+            Occasion::Acted { action, by } => context! { action => clean(action), by => clean(by) },
+            _ => Value::UNDEFINED,
         };
         let ctx = context! {
             kind => occasion.kind(),
@@ -336,6 +349,7 @@ impl Composer {
             level => level,
             escalated_to => escalated_to,
             reason => reason,
+            acted => acted,
             open_for => crate::text::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
             deadline => deadline,
             commands => context! {

@@ -375,6 +375,12 @@ pub struct Intake {
     /// `[intake.imap]`: a mailbox read over IMAP.
     #[serde(default)]
     pub imap: Option<Imap>,
+    /// The authserv-id of the city's own mail server's Authentication-Results headers: when
+    /// set, a mail command acts only if that server found DKIM or SPF passing for the From
+    /// domain, besides the reply code. Set it only if the server also removes such headers
+    /// from incoming mail.
+    #[serde(default)]
+    pub authserv_id: Option<String>,
 }
 
 /// `[intake.imap]`. The password comes from `password_file`, else

@@ -182,6 +182,17 @@ impl Action {
         }
     }
 
+    /// What was done, as a notification tells responders (受付, クローズ (誤検知)).
+    pub fn label_ja(&self) -> String {
+        match self {
+            Self::Acknowledge => "受付".into(),
+            Self::Assign(name) => format!("担当を {name} に"),
+            Self::Note(_) => "メモ".into(),
+            Self::Close { resolution, .. } => format!("クローズ ({})", resolution.label_ja()),
+            Self::Reopen => "再オープン".into(),
+        }
+    }
+
     /// The verb as an error message uses it ("cannot acknowledge").
     pub fn verb(&self) -> &'static str {
         match self {
@@ -210,7 +221,10 @@ impl Action {
     pub fn permitted_by(&self, origin: Origin) -> bool {
         match origin {
             Origin::Responder => true,
-            Origin::Mail => matches!(self, Self::Acknowledge | Self::Close { .. }),
+            Origin::Mail => matches!(
+                self,
+                Self::Acknowledge | Self::Close { .. } | Self::Assign(_)
+            ),
         }
     }
 
@@ -377,18 +391,16 @@ mod tests {
     }
 
     #[test]
-    fn mail_may_only_acknowledge_and_close() {
+    fn mail_may_only_acknowledge_close_and_assign() {
         let close = Action::Close {
             resolution: Resolution::FalsePositive,
             note: None,
         };
         assert!(Action::Acknowledge.permitted_by(Origin::Mail));
         assert!(close.permitted_by(Origin::Mail));
-        for other in [
-            Action::Reopen,
-            Action::Assign("mallory".into()),
-            Action::Note("x".into()),
-        ] {
+        assert!(Action::Assign("佐藤".into()).permitted_by(Origin::Mail));
+        // Reopening by mail would let a leaked code undo a close; a note is not a command.
+        for other in [Action::Reopen, Action::Note("x".into())] {
             assert!(!other.permitted_by(Origin::Mail), "{other:?}");
             assert!(other.permitted_by(Origin::Responder), "{other:?}");
         }

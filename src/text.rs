@@ -31,7 +31,7 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 
 /// True for characters that must not reach a terminal as they are: C0 and C1 controls, DEL, and
 /// the invisible format characters that reorder or hide text.
-fn is_unsafe(c: char) -> bool {
+pub fn is_unsafe(c: char) -> bool {
     c.is_control() || is_invisible_format(c)
 }
 

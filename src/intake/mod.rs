@@ -19,6 +19,7 @@
 //! outcome is committed in one transaction with the raw message, keyed by Message-ID (or hash)
 //! and content hash, so a redelivery changes nothing.
 
+pub mod authres;
 pub mod imap;
 pub mod maildir;
 pub mod parse;
@@ -83,6 +84,8 @@ pub struct Context {
     pub playbooks: PlaybookSet,
     /// Every address in `[contacts]`, lower-cased: only they may act by mail.
     pub contacts: HashSet<String>,
+    /// `[intake] authserv_id`: whose Authentication-Results must pass for a command to act.
+    pub authserv_id: Option<String>,
     pub composer: Arc<Composer>,
 }
 
@@ -102,6 +105,7 @@ impl Context {
                 .flatten()
                 .map(|a| a.get_ref().to_lowercase())
                 .collect(),
+            authserv_id: config.intake.as_ref().and_then(|i| i.authserv_id.clone()),
             composer,
         }
     }
@@ -226,7 +230,12 @@ async fn reply(
             .carried_by(incident, &sender, &mail.text),
         None => false,
     };
-    let action = commanded.clone().filter(|_| proven);
+    // Where the city's server vouches for senders, its word is needed too.
+    let authenticated = match &ctx.authserv_id {
+        Some(id) => authres::aligned_pass(&mail.authentication_results, id, &sender),
+        None => true,
+    };
+    let action = commanded.clone().filter(|_| proven && authenticated);
     let text = if body.is_empty() {
         format!("(メールでの返信: {})", mail.subject)
     } else {
@@ -236,17 +245,26 @@ async fn reply(
         format!("【外部】{text}")
     } else if commanded.is_some() && !proven {
         format!("【未確認: 確認コードがないため操作しません】{text}")
+    } else if commanded.is_some() && !authenticated {
+        format!("【未確認: 送信元の認証 (DKIM/SPF) が確認できないため操作しません】{text}")
     } else {
         text
     };
-    if commanded.is_some() && !proven {
-        tracing::warn!(incident, sender = %sender, "a mail command without the sender's reply code: kept as a note, not applied");
+    if commanded.is_some() && !(proven && authenticated) {
+        tracing::warn!(incident, sender = %sender, "a mail command without its proof (reply code, or the mail server's DKIM/SPF pass): kept as a note, not applied");
     }
     // The action, the note and the mail commit together: a redelivery finds the mail stored
     // and changes nothing, even after a responder has reopened the incident since.
     Ok(
         match store
-            .mail_note(record, incident, actor.as_str(), &note, action.as_ref())
+            .mail_note(
+                record,
+                incident,
+                actor.as_str(),
+                &note,
+                action.as_ref(),
+                &ctx.composer,
+            )
             .await?
         {
             crate::store::mail::ThreadOutcome::Acted(incident, name) => Outcome::Acted {
@@ -279,12 +297,22 @@ fn reply_text(text: &str) -> String {
     out.trim().chars().take(NOTE_MAX).collect()
 }
 
-/// `ack` or `close: <resolution>` on the first non-empty line.
+/// Longest name `assign:` takes (a person or a section, not a paragraph).
+const ASSIGNEE_MAX: usize = 64;
+
+/// `ack`, `close: <resolution>` or `assign: <name>` on the first non-empty line.
 fn command(body: &str) -> Option<Action> {
     let first = body.lines().map(str::trim).find(|l| !l.is_empty())?;
     let lower = first.to_lowercase();
     if lower == "ack" {
         return Some(Action::Acknowledge);
+    }
+    if lower.starts_with("assign:") {
+        let name = first["assign:".len()..].trim();
+        let fits = !name.is_empty()
+            && name.chars().count() <= ASSIGNEE_MAX
+            && !name.chars().any(crate::text::is_unsafe);
+        return fits.then(|| Action::Assign(name.to_string()));
     }
     let resolution = lower
         .strip_prefix("close:")?
@@ -482,6 +510,17 @@ mod tests {
             })
         ));
         assert_eq!(command("close: maybe"), None);
+        assert_eq!(
+            command("Assign: 佐藤 (情報政策)\n"),
+            Some(Action::Assign("佐藤 (情報政策)".into()))
+        );
+        assert_eq!(command("assign:   "), None);
+        assert_eq!(command(&format!("assign: {}", "x".repeat(65))), None);
+        assert_eq!(
+            command("assign: a\u{202e}b"),
+            None,
+            "no format controls in a name"
+        );
         assert_eq!(command("了解しました\nack"), None);
         let japanese = "確認中です。\n\n2026年11月25日 10:00 csirt のメッセージ:\n> 本文";
         assert_eq!(reply_text(japanese), "確認中です。");

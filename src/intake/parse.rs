@@ -110,6 +110,9 @@ pub struct ParsedMail {
     /// Sent by a machine (Auto-Submitted other than `no`, a delivery report, a bounce or an
     /// auto-reply): never opens an incident, so no mail loop can start.
     pub automatic: bool,
+    /// The Authentication-Results headers as written, top first (the receiving server's own
+    /// comes first).
+    pub authentication_results: Vec<String>,
 }
 
 /// Hex SHA-256.
@@ -220,6 +223,12 @@ pub fn parse(raw: &[u8], limits: Limits) -> Result<ParsedMail, Refusal> {
         text,
         report,
         automatic: auto_submitted || delivery_report || from_daemon || auto_reply,
+        authentication_results: message
+            .headers_raw()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+            .map(|(_, value)| one_line(value))
+            .take(32)
+            .collect(),
     })
 }
 

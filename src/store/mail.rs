@@ -106,8 +106,9 @@ impl Store {
     }
 
     /// Stores a reply as a note on `incident` by `actor`, with the mail, in one transaction; with
-    /// `action` (acknowledge or close, from a contact's reply) applied in the same transaction
-    /// when the incident's status allows it, so a redelivery can never apply it twice.
+    /// `action` (acknowledge, close or assign, from a contact's proven reply) applied in the same
+    /// transaction when the incident's status allows it, so a redelivery can never apply it
+    /// twice, and a confirmation of it queued for everyone the incident's mails go to.
     pub async fn mail_note(
         &self,
         mail: &MailRecord,
@@ -115,15 +116,16 @@ impl Store {
         actor: &str,
         note: &str,
         action: Option<&Action>,
+        composer: &Composer,
     ) -> Result<ThreadOutcome, StoreError> {
         let at = now();
         if let Some(action) = action
             && !action.permitted_by(Origin::Mail)
         {
-            // The intake only parses `ack` and `close:`; anything else reaching here is a bug,
+            // The intake only parses `ack`, `close:` and `assign:`; anything else here is a bug,
             // and it must be loud rather than a silent no-op.
             return Err(StoreError::Conflict(format!(
-                "`{}` cannot be done by mail (only acknowledge and close)",
+                "`{}` cannot be done by mail (only acknowledge, close and assign)",
                 action.name()
             )));
         }
@@ -138,6 +140,11 @@ impl Store {
                 // closed or close it twice. A refused command is still kept as the note below.
                 if tx.transition(incident, action, at).await? == 1 {
                     tx.insert_timeline(incident, at, actor, action.name(), &action.detail()).await?;
+                    let confirmation = Occasion::Acted {
+                        action: action.label_ja(),
+                        by: actor.strip_prefix("mail:").unwrap_or(actor).to_string(),
+                    };
+                    tx.announce(composer, incident, &confirmation, at).await?;
                     acted = Some(action.name());
                 } else {
                     let status = tx.status_of(incident).await?;

@@ -262,6 +262,46 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
             .any(|t| t["action"] == "acknowledged" && t["actor"] == "mail:duty@example.jp"),
         "{timeline:#?}"
     );
+    // Everyone the incident's mails go to is told who acted by mail, and how to undo it.
+    let confirmations = block_on(async {
+        let store = env.store().await;
+        let outbox = store.outbox().await.expect("outbox");
+        store.close().await;
+        outbox
+            .into_iter()
+            .filter(|r| r.kind == "acted")
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(confirmations.len(), 1, "{confirmations:#?}");
+    assert!(
+        confirmations[0].subject.contains("【メール操作】"),
+        "{}",
+        confirmations[0].subject
+    );
+    let body = &confirmations[0].body;
+    assert!(
+        body.contains("「受付」") && body.contains("duty@example.jp"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("csirt incidents reopen {id}")),
+        "{body}"
+    );
+    // assign: NAME with the code sets the assignee.
+    let out = env.intake(&reply(
+        "duty@example.jp",
+        "Re: ホームページの件",
+        &thread,
+        &format!("assign: 佐藤\r\n\r\n> 確認コード: {duty_code}"),
+        7,
+    ));
+    assert!(
+        stderr(&out).contains(&format!("assigned incident #{id}")),
+        "{}",
+        stderr(&out)
+    );
+    let assigned = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(assigned["assignee"], "佐藤", "{assigned}");
     // A forged sender with only the subject tag: a note, never an action.
     let out = env.intake(&reply(
         "lead@example.jp",
@@ -322,6 +362,76 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     assert!(stderr(&out).contains("already stored"), "{}", stderr(&out));
     let last = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
     assert_eq!(last["status"], "open", "{last}");
+}
+
+/// With `[intake] authserv_id`, the city's server must vouch for the sender too: the reply
+/// code alone does not act, nor does a pass the sender wrote below the server's own header.
+#[test]
+fn where_the_mail_server_vouches_its_word_is_needed_too() {
+    let env = Env::new(Backend::Sqlite);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&format!(
+        "{text}\n[intake]\nauthserv_id = \"mx.example.jp\"\n"
+    ));
+    assert_exit(&env.intake(&corpus("utf8_plain.eml")), 0);
+    let id = incidents(&env)[0]["id"].as_i64().expect("id");
+    let code = block_on(async {
+        let store = env.store().await;
+        let proof = store.mail_proof().await.expect("reply-code key");
+        store.close().await;
+        proof.code(id, "duty@example.jp")
+    });
+    let ack = |n: u32, results: &str| {
+        format!(
+            "{results}From: duty@example.jp\r\nTo: csirt@example.jp\r\nSubject: Re: [CSIRT #{id}]\r\n\
+             Message-ID: <vouch-{n}@example.jp>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nack\r\n> 確認コード: {code}\r\n"
+        )
+        .into_bytes()
+    };
+    let status =
+        || json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]))["status"].clone();
+    // No header; the sender's own "pass" under the server's "none": a note, nothing acts.
+    for (n, results) in [
+        (1, String::new()),
+        (
+            2,
+            "Authentication-Results: mx.example.jp; dkim=none\r\n\
+             Authentication-Results: mx.example.jp; dkim=pass header.d=example.jp\r\n"
+                .to_string(),
+        ),
+    ] {
+        let out = env.intake(&ack(n, &results));
+        assert!(
+            stderr(&out).contains("noted on incident"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(status(), "open");
+    }
+    let show = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert!(
+        show["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|t| t["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("送信元の認証 (DKIM/SPF)")),
+        "{show}"
+    );
+    // The server's pass for the From domain, with the code: it acts.
+    let out = env.intake(&ack(
+        3,
+        "Authentication-Results: mx.example.jp; spf=pass smtp.mailfrom=duty@example.jp; dkim=none\r\n",
+    ));
+    assert!(
+        stderr(&out).contains("acknowledged incident"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(), "acknowledged");
 }
 
 #[test]

@@ -176,9 +176,23 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
         stderr(&out)
     );
 
+    // Everyone is told of the action by mail, in the thread.
+    let confirmation = daemon.wait("the confirmation", &env, |_| {
+        sink.received().get(1).cloned()
+    });
+    let confirmation = read_mail(&confirmation);
+    assert!(
+        confirmation["subject"]
+            .as_str()
+            .expect("subject")
+            .contains("【メール操作】"),
+        "{confirmation}"
+    );
+    assert_eq!(confirmation["in_reply_to"], thread.as_str());
+
     // More hits: one update (update_interval 1 s, escalator every 10 s), replying to the first.
     append(&auth, five_failures("203.0.113.5", 100));
-    let second = daemon.wait("the update mail", &env, |_| sink.received().get(1).cloned());
+    let second = daemon.wait("the update mail", &env, |_| sink.received().get(2).cloned());
     let update = read_mail(&second);
     assert!(
         update["subject"]
@@ -201,7 +215,7 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
     });
     let mut sink = SmtpSink::start(port, &sink.dir.clone(), "accept");
     let third = daemon.wait("the mail sent after the outage", &env, |_| {
-        sink.received().get(2).cloned()
+        sink.received().get(3).cloned()
     });
     assert_eq!(
         read_mail(&third)["subject"],
@@ -214,7 +228,7 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
     );
     // Nothing more arrives: no duplicate of a mail that was retried.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(sink.received().len(), 3, "{:?}", sink.received());
+    assert_eq!(sink.received().len(), 4, "{:?}", sink.received());
     daemon.stop();
     sink.stop();
     let _ = sink.port;
