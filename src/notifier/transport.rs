@@ -262,6 +262,7 @@ fn reply_instructions(code: &str) -> String {
          \x20 ack                … 受け付ける (エスカレーションが止まります)\n\
          \x20 close: resolved    … 対応を終えて閉じる\n\
          \x20 close: false-positive … 誤検知として閉じる\n\
+         \x20 assign: 名前        … 担当者を決める\n\
          操作には下の確認コードが要ります。引用したままで構いません。\n\
          確認コードはあなたとこのインシデント専用です。このメールを転送しないでください。\n\
          確認コード: {code}\n"
