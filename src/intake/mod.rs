@@ -453,7 +453,13 @@ async fn matched(
                     fields.insert(name.into(), parse::one_line(m.as_str()).into());
                 }
             }
-            fields.insert("subject".into(), mail.subject.clone().into());
+            // A title must say something: `報告受付: ` with nothing after it reads as a bug.
+            let subject = match (mail.subject.trim().is_empty(), mail.text.trim().is_empty()) {
+                (false, _) => mail.subject.clone(),
+                (true, false) => "(件名なし)".to_string(),
+                (true, true) => "(件名も本文もないメール)".to_string(),
+            };
+            fields.insert("subject".into(), subject.into());
             fields.insert("from".into(), mail.from.clone().unwrap_or_default().into());
             fields.insert("message_id".into(), mail.key.clone().into());
             let excerpt: String = haystack.chars().take(2000).collect();

@@ -364,6 +364,28 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     assert_eq!(last["status"], "open", "{last}");
 }
 
+/// A mail with no subject says so in its incident's title, with or without a text.
+#[test]
+fn a_mail_without_a_subject_gets_a_title_that_says_so() {
+    let env = Env::new(Backend::Sqlite);
+    for (n, body) in [(1, ""), (2, "ホームページが見られません")] {
+        let raw = format!(
+            "From: staff{n}@example.jp\r\nTo: csirt@example.jp\r\nMessage-ID: <nosubject-{n}@example.jp>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+        );
+        assert_exit(&env.intake(raw.as_bytes()), 0);
+    }
+    let mut titles: Vec<String> = incidents(&env)
+        .iter()
+        .map(|i| i["title"].as_str().expect("title").to_string())
+        .collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        ["報告受付: (件名なし)", "報告受付: (件名も本文もないメール)"]
+    );
+}
+
 /// With `[intake] authserv_id`, the city's server must vouch for the sender too: the reply
 /// code alone does not act, nor does a pass the sender wrote below the server's own header.
 #[test]
