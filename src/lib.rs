@@ -20,9 +20,11 @@
 //!   escalator that writes updates, escalations, reminders and digests.
 //! - `daemon`: the supervisor that starts what the config names, reloads, and stops in order.
 //! - `cli`: what responders type; `cli::output` is the only stdout writer.
-//! - Shared below everything: `text` (sanitising, time formats, error chains), `live` (values
+//! - Shared below everything: `access` (who we run as, which permission a path denies us),
+//!   `text` (sanitising, time formats, error chains), `live` (values
 //!   a reload replaces), `duration`, `timestamp`, `toml_file`, `systemd`, `logging`.
 
+pub mod access;
 pub mod cli;
 pub mod compose;
 pub mod config;

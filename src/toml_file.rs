@@ -48,7 +48,7 @@ impl fmt::Display for Location {
 /// A TOML file that could not be read or parsed, or a value in it that was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TomlError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read{}: {source}", path.display(), as_whom(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -90,6 +90,16 @@ pub fn read(path: &Path) -> Result<String, TomlError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// " as user nobody (uid 65534)" when the read was denied: a config readable by `csirt` but
+/// not by the user an MTA runs `csirt intake` as must say who was refused.
+fn as_whom(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(" as user {}", crate::access::effective_user())
+    } else {
+        String::new()
+    }
 }
 
 /// Parses `text` (the contents of `path`) into `T`, mapping the parser's error to `file:line`.

@@ -46,6 +46,16 @@ pub enum StoreError {
     #[error("there is no SQLite store at {}: run `csirt db migrate` (or start the daemon) to create it", path.display())]
     Missing { path: PathBuf },
     #[error(
+        "cannot open the SQLite store {}: {denial}; the store needs read and write permission on \
+         its file and its directory: run csirt as the store's owner (the package's user `csirt`; \
+         `user=csirt` in Postfix's master.cf for `csirt intake`) or give this user that access",
+        file.display()
+    )]
+    Denied {
+        file: PathBuf,
+        denial: crate::access::Denial,
+    },
+    #[error(
         "{} is writable by other users (mode {mode:o}): anyone on this machine could forge or erase incidents; \
          run `chmod o-w {}` (csirt creates it 0660 in a 0770 directory)",
         path.display(), path.display()
@@ -92,7 +102,10 @@ impl StoreError {
     /// True when the store could not be reached at all (the MTA should retry later).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Open { .. } | StoreError::Missing { .. } => true,
+            // A denied permission is fixed by the sysadmin, not by the mail: the MTA keeps it.
+            StoreError::Open { .. } | StoreError::Missing { .. } | StoreError::Denied { .. } => {
+                true
+            }
             StoreError::Db(e) => matches!(
                 e,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed

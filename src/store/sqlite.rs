@@ -35,6 +35,11 @@ pub(super) async fn open(
         .create_if_missing(true);
     let file = options.get_filename().to_path_buf();
     if file.as_os_str() != ":memory:" {
+        // Before the existence check: an unreadable directory hides the file from `exists()`,
+        // and "there is no store" would send the sysadmin to `db migrate` instead of `chmod`.
+        if let Some(denial) = crate::access::sqlite_denial(&file) {
+            return Err(StoreError::Denied { file, denial });
+        }
         if role == Role::Cli && !file.exists() {
             return Err(StoreError::Missing { path: file });
         }

@@ -384,3 +384,65 @@ impl Env {
         child.wait_with_output().expect("wait for csirt intake")
     }
 }
+
+/// Whether this test process may run commands as another user (root, with util-linux's
+/// `setpriv`): permission errors only show when the kernel can refuse, and it refuses root
+/// nothing.
+pub fn can_drop_privileges() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Changes the mode of `path` (a test adjusting who may reach what).
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Changes the owner of `path` to the user and group named (as `chown user:group path`).
+pub fn chown(path: &Path, owner: &str) {
+    let out = Command::new("chown")
+        .arg(owner)
+        .arg(path)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown {owner} {}: {}",
+        path.display(),
+        stderr(&out)
+    );
+}
+
+impl Env {
+    /// `csirt intake` with `raw` on stdin, run as `nobody:nogroup` with no supplementary groups,
+    /// as an `/etc/aliases` pipe would run it. Needs `can_drop_privileges()`.
+    pub fn intake_as_nobody(&self, raw: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_csirt"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("intake")
+            .env_remove("CSIRT_CONFIG")
+            .env_remove("CSIRT_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn setpriv csirt intake");
+        let _ = child.stdin.take().expect("stdin").write_all(raw);
+        child.wait_with_output().expect("wait for csirt intake")
+    }
+}

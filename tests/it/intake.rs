@@ -660,3 +660,65 @@ fn a_subject_that_decodes_to_an_encoded_word_is_not_decoded_twice() {
         );
     }
 }
+
+/// Regression: run as `nobody` through an `/etc/aliases` pipe, `csirt intake` said "there is no
+/// SQLite store … run `csirt db migrate`" when the store's directory was merely unreadable.
+/// Each refusal must name the user and the permission, and make the MTA retry (75): the mail
+/// waits in its queue while the sysadmin fixes the owner.
+#[test]
+fn intake_as_another_user_names_the_user_and_the_permission_it_lacks() {
+    if !can_drop_privileges() {
+        eprintln!("skipped: needs root and setpriv (util-linux) to run csirt intake as nobody");
+        return;
+    }
+    let env = Env::new(Backend::Sqlite);
+    let dir = env.dir.path();
+    let var = dir.join("var");
+    let db = var.join("csirt.db");
+    let refused = |want: &[&str]| {
+        let out = env.intake_as_nobody(&corpus("utf8_plain.eml"));
+        assert_exit(&out, 75);
+        let err = stderr(&out);
+        for w in want {
+            assert!(err.contains(w), "wanted {w:?} in: {err}");
+        }
+        assert!(!err.contains("db migrate"), "sent to the wrong fix: {err}");
+    };
+    // The test's directory is root's, 0700: the config cannot be read.
+    chmod(dir, 0o700);
+    refused(&[
+        &format!(
+            "{}: cannot read as user nobody (uid 65534)",
+            env.config.display()
+        ),
+        "ermission denied",
+    ]);
+    // The config can be read, the store's directory (0770 root:root) cannot be searched.
+    chmod(dir, 0o755);
+    chmod(&env.config, 0o644);
+    refused(&[
+        "user nobody (uid 65534) has no search (x) permission on",
+        &format!("{} (drwxrwx--- root:root)", var.display()),
+        "user=csirt",
+    ]);
+    // The directory is nobody's, the database file (0660 root:root) is not.
+    chown(&var, "nobody:nogroup");
+    refused(&[&format!(
+        "user nobody (uid 65534) has no read and write (rw) permission on {} (-rw-rw---- root:root)",
+        db.display()
+    )]);
+    // With the file its own, the same user takes the mail.
+    chown(&db, "nobody:nogroup");
+    for side in ["csirt.db-wal", "csirt.db-shm"] {
+        if var.join(side).exists() {
+            chown(&var.join(side), "nobody:nogroup");
+        }
+    }
+    let out = env.intake_as_nobody(&corpus("utf8_plain.eml"));
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("opened incident #1"),
+        "{}",
+        stderr(&out)
+    );
+}
