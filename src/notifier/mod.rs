@@ -220,6 +220,8 @@ pub async fn run_escalator(
 #[derive(Default)]
 pub struct EscalatorConfig {
     pub update_interval: TimeDelta,
+    /// The shortest time between two notices of quarantined mail.
+    pub quarantine_notice: TimeDelta,
     pub tz: chrono_tz::Tz,
     /// `(name, schedule, to)` of each `[[schedule]]`.
     pub schedules: Vec<(String, cron::Schedule, Vec<String>)>,
@@ -240,6 +242,7 @@ impl EscalatorConfig {
         }
         Ok(EscalatorConfig {
             update_interval: config.notify.update_interval.to_chrono(),
+            quarantine_notice: config.notify.quarantine_notice.to_chrono(),
             tz: config.timezone,
             schedules,
         })
@@ -265,6 +268,18 @@ pub async fn escalate_once(
     }
     let mut wrote =
         !(pass.updates.is_empty() && pass.escalations.is_empty() && pass.reminders.is_empty());
+    // Every quarantine, by whatever path it came (pipe, Maildir, IMAP), is in the store; this is
+    // the one place that tells the CSIRT, so none is seen only by whoever runs `csirt status`.
+    let announced = store
+        .announce_quarantines(at, settings.quarantine_notice, composer)
+        .await?;
+    if announced > 0 {
+        warn!(
+            mails = announced,
+            "quarantined intake mail announced to [notify] to"
+        );
+        wrote = true;
+    }
     for (name, schedule, to) in &settings.schedules {
         // The next run strictly after now, in the configured zone: runs missed while no daemon
         // was up are not replayed one by one; the overdue run happens once, now.
