@@ -414,6 +414,65 @@ impl Composer {
         }
     }
 
+    /// The notice to `[notify] to` of quarantined intake mail: `listed` (oldest first) of the
+    /// `total` not announced yet. Written here rather than as a template: it is a fixed report
+    /// whose every line is what a responder needs to find the mail, and a broken replacement
+    /// must not be able to hide a quarantine.
+    pub fn quarantine_notice(
+        &self,
+        listed: &[crate::store::mail::QuarantineNotice],
+        total: i64,
+        now: DateTime<Utc>,
+    ) -> Notification {
+        let subject = subject_line(&format!(
+            "[CSIRT] 隔離された受付メール {} 件 ({})",
+            listed.len(),
+            self.tz_now(now)
+        ));
+        let mut body = String::from("北上市CSIRT 各位\n\n");
+        body.push_str(&format!(
+            "受付メールのうち {} 件を取り込めず、隔離しました。インシデントにはなっていません。\n\
+             報告や返信が埋もれていないか、内容を確認してください。\n",
+            listed.len()
+        ));
+        for m in listed {
+            body.push_str(&format!(
+                "\n隔離 #{} ({})\n    差出人: {}\n    件名:   {}\n    理由:   {}\n    経路:   {}\n",
+                m.id,
+                long_time(m.received_at, self.tz),
+                m.sender
+                    .as_deref()
+                    .map_or_else(|| "(読めません)".into(), clean),
+                m.subject
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(|| "(なし)".into(), |s| clean(&crate::text::flatten(s, 200))),
+                clean(&m.reason),
+                clean(&m.source),
+            ));
+        }
+        let more = total - listed.len() as i64;
+        if more > 0 {
+            body.push_str(&format!(
+                "\nほか {more} 件は次のお知らせに載せます (今すぐ見るには下のコマンド)。\n"
+            ));
+        }
+        body.push_str(&format!(
+            "\n■ 操作\n  隔離の一覧: csirt intake quarantined\n\n\
+             隔離したメールは元のまま保存しています (Maildir の場合は .Quarantine フォルダにも)。\n\
+             \n-- \ncsirt ({}) 北上市CSIRT インシデント管理\nこのメールは自動送信です。\n",
+            self.node
+        ));
+        Notification {
+            kind: "quarantine",
+            message_id: self.message_id("quarantine", now),
+            in_reply_to: None,
+            recipients: self.notify_to.clone(),
+            subject,
+            body,
+        }
+    }
+
     /// The playbook's deadlines for `incident`, as dates in the configured zone.
     fn deadlines_of(&self, incident: &Incident, now: DateTime<Utc>) -> Vec<Value> {
         let Some(playbook) = self.playbooks.get(&incident.playbook) else {

@@ -471,6 +471,10 @@ pub struct Notify {
     /// The first retry delay after a temporary failure; it doubles per attempt up to an hour.
     #[serde(default = "default_retry_after")]
     pub retry_after: Span,
+    /// Quarantined intake mail is announced to `to` in one notice at most this often (the
+    /// first at once); each quarantine is listed exactly once.
+    #[serde(default = "default_quarantine_notice")]
+    pub quarantine_notice: Span,
 }
 
 /// TLS on the SMTP connection.
@@ -536,6 +540,10 @@ fn default_update_interval() -> Span {
 
 fn default_retry_after() -> Span {
     Span::from_secs(30)
+}
+
+fn default_quarantine_notice() -> Span {
+    Span::from_secs(60 * 60)
 }
 
 fn default_flood() -> u32 {
@@ -624,6 +632,7 @@ impl Config {
                 update_interval: default_update_interval(),
                 flood: default_flood(),
                 retry_after: default_retry_after(),
+                quarantine_notice: default_quarantine_notice(),
             },
             smtp: None,
             contacts: BTreeMap::new(),

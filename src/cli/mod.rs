@@ -24,7 +24,9 @@ use std::process::ExitCode;
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 operational error (store unreachable, incident not found, refused \
 change), 2 usage error. `csirt intake` exits 65 when it quarantines a message and 75 when the \
-store is unavailable (the MTA retries).";
+store is unavailable (the MTA retries). `csirt status` exits 1 when the store, its schema or a \
+daemon's heartbeat is wrong, else 3 when a mail failed (as a whole or for one recipient) in the \
+last 24 hours.";
 
 /// 北上市CSIRT security-incident tracker: watches logs and intake mail, opens incidents against
 /// the playbooks, escalates and notifies.
@@ -63,7 +65,8 @@ pub enum Command {
     /// Check the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Show the store, the daemons' heartbeats, backlogs and recent errors
+    /// Show the store, the daemons' heartbeats, backlogs, mail failures and recent errors: exit 1
+    /// when the store, schema or a daemon is wrong, 3 when a mail failed in the last 24 hours
     Status {
         /// Print one JSON object
         #[arg(long)]

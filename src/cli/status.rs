@@ -1,5 +1,8 @@
 //! `csirt status`: is the store there, is its schema right, are the daemons alive, what is
-//! waiting. Exits 1 when something needs a sysadmin, so it can serve as a monitoring check.
+//! waiting, what failed. It serves as a monitoring check (a systemd timer, Nagios): exit 1 when
+//! the store, its schema or a daemon needs a sysadmin, else 3 when a mail failed (as a whole or
+//! for one recipient) in the last 24 hours, else 0. The text ends with the reason for a
+//! non-zero exit; `--json` carries the same reasons in `problems`.
 
 use super::output::Output;
 use super::{Cli, load_config};
@@ -12,6 +15,11 @@ use crate::store::{
 use crate::text::{ago, error_chain, long_time};
 use serde::Serialize;
 use std::process::ExitCode;
+
+/// The exit status when the only problem is a mail that failed in the last 24 hours: distinct
+/// from 1 (the store or a daemon is down) and 2 (usage), so a check can tell "mail to a wrong
+/// address" from "nothing works".
+pub const EXIT_MAIL_FAILED: u8 = 3;
 
 #[derive(Serialize)]
 struct StatusJson {
@@ -27,6 +35,8 @@ struct StatusJson {
     journals: Vec<JournalJson>,
     recent_errors: Vec<DaemonError>,
     ok: bool,
+    /// Why the exit status is not 0, as the text says it.
+    problems: Vec<String>,
 }
 
 /// A `[[journal]]` source as a daemon reads it: its cursor, and how far behind the newest
@@ -139,7 +149,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     store: StoreJson {
                         url,
                         reachable: false,
-                        error: Some(error),
+                        error: Some(error.clone()),
                     },
                     schema: None,
                     daemons: Vec::new(),
@@ -149,6 +159,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     journals: Vec::new(),
                     recent_errors: Vec::new(),
                     ok: false,
+                    problems: vec![format!("ストアに接続できません: {error}")],
                 })?;
             } else {
                 out.line(&format!("ストア (store): {url}  接続できません: {error}"))?;
@@ -156,13 +167,14 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let now = now();
     let schema = store.schema_version().await?;
     let current = schema.applied == schema.expected;
     // Counts need the tables; on a store that was never migrated there is nothing to count.
     let (overview, outbox, errors) = if current {
         (
             Some(store.overview().await?),
-            Some(store.outbox_stats().await?),
+            Some(store.outbox_stats(now).await?),
             store.recent_errors(5).await?,
         )
     } else {
@@ -173,7 +185,6 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         Vec::new()
     };
-    let now = now();
     let daemons: Vec<DaemonJson> = heartbeats
         .into_iter()
         .map(|h| {
@@ -202,7 +213,8 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             journals.push(JournalJson::new(position, &config).await);
         }
     }
-    let ok = current && daemons.iter().all(|d| !d.stale);
+    let (problems, code) = problems(&schema, &daemons, outbox.as_ref());
+    let ok = problems.is_empty();
     if json {
         out.json(&StatusJson {
             store: StoreJson {
@@ -218,6 +230,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             journals,
             recent_errors: errors,
             ok,
+            problems,
         })?;
     } else {
         let tz = out.tz;
@@ -255,7 +268,8 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 ago(h.beat_at, now)
             ))?;
             if !h.summary.is_empty() {
-                out.line(&format!("  {}", h.summary))?;
+                // A snapshot as of the beat: the counts below are the store's now.
+                out.line(&format!("  {} (ハートビート時点)", h.summary))?;
             }
         }
         if let Some(o) = &overview {
@@ -265,12 +279,14 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 .map(|(s, n)| format!("{} {n}", s.label_ja()))
                 .collect();
             out.line(&format!("未クローズ (open): {}", counts.join(" / ")))?;
-            out.line(&format!(
-                "送信待ち (outbox): {}  送信失敗 (failed): {}  隔離メール (quarantined): {} (一覧: csirt intake quarantined)",
-                o.outbox_pending, o.outbox_failed, o.quarantined_mails
-            ))?;
         }
-        if let Some(x) = &outbox {
+        // The summary and the lines under it come from the same read (`outbox_stats`), so
+        // they cannot disagree; the lines list the latest few of what the summary counts.
+        if let (Some(o), Some(x)) = (&overview, &outbox) {
+            out.line(&format!(
+                "送信待ち (outbox): {}  送信失敗 (failed): {}  宛先拒否 (refused): {}  隔離メール (quarantined): {} (一覧: csirt intake quarantined)",
+                x.pending, x.failed, x.refused, o.quarantined_mails
+            ))?;
             if x.retrying > 0 {
                 out.line(&format!(
                     "  再送中 (retrying): {}  最古の送信待ち: {}",
@@ -282,6 +298,30 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             }
             for (id, subject, error) in &x.failures {
                 out.line(&format!("  送信失敗 #{id}: {subject}: {error}"))?;
+            }
+            if x.failed > x.failures.len() as i64 {
+                out.line(&format!(
+                    "  (送信失敗は最新 {} 件を表示、ほか {} 件)",
+                    x.failures.len(),
+                    x.failed - x.failures.len() as i64
+                ))?;
+            }
+            for r in &x.refusals {
+                out.line(&format!(
+                    "  宛先拒否 {} ({}、送信 #{}: {}): {}",
+                    r.recipient,
+                    long_time(r.at, tz),
+                    r.outbox_id,
+                    r.subject,
+                    r.error
+                ))?;
+            }
+            if x.refused > x.refusals.len() as i64 {
+                out.line(&format!(
+                    "  (宛先拒否は最新 {} 件を表示、ほか {} 件)",
+                    x.refusals.len(),
+                    x.refused - x.refusals.len() as i64
+                ))?;
             }
         }
         for s in &sources {
@@ -322,10 +362,45 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 e.message
             ))?;
         }
+        for p in &problems {
+            out.line(&format!("要対応 (attention): {p}"))?;
+        }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(code))
+}
+
+/// Why `csirt status` exits non-zero, in words a sysadmin acts on, and the exit status: 1 for
+/// the schema or a daemon, else `EXIT_MAIL_FAILED` for a recent mail failure, else 0.
+fn problems(
+    schema: &SchemaVersion,
+    daemons: &[DaemonJson],
+    outbox: Option<&OutboxStats>,
+) -> (Vec<String>, u8) {
+    let mut problems = Vec::new();
+    if schema.applied != schema.expected {
+        problems.push(format!(
+            "スキーマが {} で、この csirt は {} を必要とします (csirt db migrate、または csirt の更新)",
+            schema.applied, schema.expected
+        ));
+    }
+    for d in daemons.iter().filter(|d| d.stale) {
+        problems.push(format!(
+            "デーモン {} のハートビートが {} 秒前から途絶えています (systemctl status csirt、journalctl -u csirt を確認)",
+            d.heartbeat.node, d.age_seconds
+        ));
+    }
+    let mut code = if problems.is_empty() { 0 } else { 1 };
+    if let Some(x) = outbox
+        && x.failed_recently + x.refused_recently > 0
+    {
+        problems.push(format!(
+            "直近 24 時間にメールの送信失敗が {} 通、宛先の拒否が {} 件あります: 上の「送信失敗」「宛先拒否」の \
+             サーバの応答を見て、[notify] to と [contacts] のアドレスを確認してください",
+            x.failed_recently, x.refused_recently
+        ));
+        if code == 0 {
+            code = EXIT_MAIL_FAILED;
+        }
+    }
+    (problems, code)
 }

@@ -221,10 +221,11 @@ async fn status_line(store: &Store, loaded: &Loaded) -> String {
         Ok(o) => {
             let open: i64 = o.open_by_severity.iter().map(|(_, n)| n).sum();
             format!(
-                "{} playbooks, {patterns} log patterns; {open} open incidents; outbox {} pending, {} failed",
+                "{} playbooks, {patterns} log patterns; {open} open incidents; outbox {} pending, {} failed, {} recipients refused",
                 loaded.playbooks.len(),
                 o.outbox_pending,
-                o.outbox_failed
+                o.outbox_failed,
+                o.outbox_refused
             )
         }
         Err(e) => format!("store unreachable: {e}"),

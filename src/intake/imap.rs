@@ -201,7 +201,8 @@ async fn take_new(
                 "message of {size} bytes is over the {}-byte limit (left on the server)",
                 ctx.limits.max_size
             );
-            store.quarantine_mail(&record, &reason).await?;
+            // Left on the server unread: the notice names the account and UID instead.
+            store.quarantine_mail(&record, &reason, None, None).await?;
             Outcome::Quarantined(reason)
         } else {
             let raw = {

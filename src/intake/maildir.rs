@@ -51,7 +51,8 @@ pub async fn take_file(
             size: size as i64,
             raw: Default::default(),
         };
-        store.quarantine_mail(&record, &reason).await?;
+        // Unread, so nothing is known of its sender or subject; the notice names the file.
+        store.quarantine_mail(&record, &reason, None, None).await?;
         Ok::<_, crate::store::StoreError>(Outcome::Quarantined(reason))
     };
     let outcome = if size as usize > ctx.limits.max_size {

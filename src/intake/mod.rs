@@ -169,7 +169,9 @@ pub async fn take(
         // would bounce again, and so on.
         let reason =
             "automatic message (bounce, delivery report or auto-reply) that names no incident";
-        store.quarantine_mail(&record, reason).await?;
+        store
+            .quarantine_mail(&record, reason, mail.from.as_deref(), Some(&mail.subject))
+            .await?;
         return Ok(Outcome::Quarantined(reason.into()));
     }
     if let Some(report) = &mail.report
@@ -189,6 +191,7 @@ pub async fn quarantine(
     reason: &str,
 ) -> Result<Outcome, StoreError> {
     let hash = parse::sha256(&raw);
+    let (sender, subject) = parse::headline(&raw);
     let record = MailRecord {
         key: format!("sha256:{hash}"),
         hash,
@@ -200,7 +203,9 @@ pub async fn quarantine(
             Vec::new()
         }),
     };
-    store.quarantine_mail(&record, reason).await?;
+    store
+        .quarantine_mail(&record, reason, sender.as_deref(), subject.as_deref())
+        .await?;
     Ok(Outcome::Quarantined(reason.to_string()))
 }
 
@@ -495,7 +500,9 @@ async fn matched(
     let reason = format!(
         "no playbook's mail rule matched and there is no `{DEFAULT_PLAYBOOK}` playbook to take it"
     );
-    store.quarantine_mail(&record, &reason).await?;
+    store
+        .quarantine_mail(&record, &reason, mail.from.as_deref(), Some(&mail.subject))
+        .await?;
     Ok(Outcome::Quarantined(reason))
 }
 

@@ -121,6 +121,37 @@ pub fn sha256(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How much of a refused message is read for the sender and subject its notice lists.
+const HEADLINE_SCAN: usize = 64 * 1024;
+
+/// The From address and Subject of a message that could not be taken, for the notice to the
+/// CSIRT: read from at most the first `HEADLINE_SCAN` bytes' header block, so that a hostile
+/// message costs nothing here; None for what cannot be read.
+pub fn headline(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let head = &raw[..raw.len().min(HEADLINE_SCAN)];
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(head.len());
+    let head = &head[..end];
+    // The same guard as `parse`: a panic in the parser costs the headline, not the quarantine.
+    let Ok(Some(message)) =
+        std::panic::catch_unwind(|| MessageParser::default().parse_headers(head))
+    else {
+        return (None, None);
+    };
+    let sender = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(|a| one_line(a).to_lowercase())
+        .filter(|a| !a.is_empty());
+    let subject = message.subject().map(one_line);
+    (sender, subject)
+}
+
 /// Parses `raw` within `limits`.
 pub fn parse(raw: &[u8], limits: Limits) -> Result<ParsedMail, Refusal> {
     if raw.len() > limits.max_size {

@@ -88,24 +88,24 @@ pub async fn run_notifier(
             } else {
                 mailer.deliver(&row).await
             };
-            let mut refused_note = None;
+            let mut refused: Vec<(String, String)> = Vec::new();
             if mailer.one_by_one(&row)
                 || (matches!(result, Err(SendError::Permanent(_))) && row.recipients().len() > 1)
             {
                 // Refused as a whole (lettre stops at the first refused RCPT): one address each,
                 // so a departed employee in a contact group does not silence the rest.
                 let each = mailer.deliver_each(&row).await;
-                let refused: Vec<String> = each
-                    .iter()
-                    .filter_map(|(to, r)| r.as_ref().err().map(|e| format!("{to}: {e}")))
-                    .collect();
                 if each.iter().any(|(_, r)| r.is_ok()) {
-                    warn!(
-                        outbox = row.id,
-                        "some recipients refused: {}",
-                        refused.join("; ")
-                    );
-                    refused_note = Some(format!("refused: {}", refused.join("; ")));
+                    // The mail went out, so the row is sent; each address that did not get it is
+                    // stored as a failure of its own (`csirt status` counts it and exits 3), or a
+                    // typo in the lead's address would be one WARN line in the journal.
+                    refused = each
+                        .iter()
+                        .filter_map(|(to, r)| r.as_ref().err().map(|e| (to.clone(), e.to_string())))
+                        .collect();
+                    for (to, e) in &refused {
+                        warn!(outbox = row.id, recipient = %to, "recipient refused: {e}");
+                    }
                     result = Ok(());
                 } else if let Some((_, Err(e))) = each
                     .iter()
@@ -120,7 +120,7 @@ pub async fn run_notifier(
             let recorded = match &result {
                 Ok(()) => {
                     info!(outbox = row.id, incident = row.incident_id, kind = %row.kind, message_id = %row.message_id, "mail sent");
-                    store.outbox_sent(row.id, at, refused_note.as_deref()).await
+                    store.outbox_sent(row.id, at, &refused).await
                 }
                 Err(SendError::Transient(e)) => {
                     let next = retry_at(at, row.attempts, retry_after);
@@ -133,7 +133,7 @@ pub async fn run_notifier(
                         incident = row.incident_id,
                         "mail refused for good: {e}"
                     );
-                    store.outbox_failed(row.id, e).await
+                    store.outbox_failed(row.id, e, at).await
                 }
             };
             // If the result cannot be recorded, the claim runs out and the row is sent again
@@ -220,6 +220,8 @@ pub async fn run_escalator(
 #[derive(Default)]
 pub struct EscalatorConfig {
     pub update_interval: TimeDelta,
+    /// The shortest time between two notices of quarantined mail.
+    pub quarantine_notice: TimeDelta,
     pub tz: chrono_tz::Tz,
     /// `(name, schedule, to)` of each `[[schedule]]`.
     pub schedules: Vec<(String, cron::Schedule, Vec<String>)>,
@@ -240,6 +242,7 @@ impl EscalatorConfig {
         }
         Ok(EscalatorConfig {
             update_interval: config.notify.update_interval.to_chrono(),
+            quarantine_notice: config.notify.quarantine_notice.to_chrono(),
             tz: config.timezone,
             schedules,
         })
@@ -265,6 +268,18 @@ pub async fn escalate_once(
     }
     let mut wrote =
         !(pass.updates.is_empty() && pass.escalations.is_empty() && pass.reminders.is_empty());
+    // Every quarantine, by whatever path it came (pipe, Maildir, IMAP), is in the store; this is
+    // the one place that tells the CSIRT, so none is seen only by whoever runs `csirt status`.
+    let announced = store
+        .announce_quarantines(at, settings.quarantine_notice, composer)
+        .await?;
+    if announced > 0 {
+        warn!(
+            mails = announced,
+            "quarantined intake mail announced to [notify] to"
+        );
+        wrote = true;
+    }
     for (name, schedule, to) in &settings.schedules {
         // The next run strictly after now, in the configured zone: runs missed while no daemon
         // was up are not replayed one by one; the overdue run happens once, now.

@@ -33,6 +33,8 @@ pub struct Overview {
     pub open_by_severity: Vec<(Severity, i64)>,
     pub outbox_pending: i64,
     pub outbox_failed: i64,
+    /// Recipients refused while the rest of their mail went out.
+    pub outbox_refused: i64,
     pub quarantined_mails: i64,
 }
 
@@ -107,12 +109,15 @@ impl Store {
     /// Counts for `csirt status`.
     pub async fn overview(&self) -> Result<Overview, StoreError> {
         type Counts = Vec<(String, i64)>;
-        let (by_severity, outbox, quarantined): (Counts, Counts, i64) = read!(self, pool => (
+        let (by_severity, outbox, refused, quarantined): (Counts, Counts, i64, i64) = read!(self, pool => (
             sqlx::query_as("SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity")
                 .fetch_all(pool)
                 .await?,
             sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE status <> 'sent' GROUP BY status")
                 .fetch_all(pool)
+                .await?,
+            sqlx::query_scalar("SELECT COUNT(*) FROM mail_refusals")
+                .fetch_one(pool)
                 .await?,
             sqlx::query_scalar("SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'")
                 .fetch_one(pool)
@@ -128,6 +133,7 @@ impl Store {
                 .collect(),
             outbox_pending: count_of(&outbox, "pending"),
             outbox_failed: count_of(&outbox, "failed"),
+            outbox_refused: refused,
             quarantined_mails: quarantined,
         })
     }

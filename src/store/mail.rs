@@ -9,6 +9,7 @@ use crate::compose::{Composer, Occasion};
 use crate::engine::{Hit, MailRecord};
 use crate::model::{Action, Fields, Origin, now};
 use crate::proof::Proof;
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::types::Json;
 
 /// What became of a reply.
@@ -33,6 +34,21 @@ pub struct QuarantinedMail {
     pub message_key: String,
     pub size: i64,
     pub reason: String,
+}
+
+/// How many quarantined mails one notice lists; more wait for the next notice.
+const NOTICE_LIST: i64 = 200;
+
+/// A quarantined mail as the notice to the CSIRT lists it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QuarantineNotice {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub source: String,
+    pub reason: String,
+    /// The From address its headers gave, if they could be read.
+    pub sender: Option<String>,
+    pub subject: Option<String>,
 }
 
 /// What became of a report of suspicious mail.
@@ -244,15 +260,86 @@ impl Store {
         })
     }
 
-    /// Keeps a message that could not be taken, with the reason; false if it was kept before.
+    /// Keeps a message that could not be taken, with the reason and what its headers said of
+    /// its `sender` and `subject` (for the notice to the CSIRT); false if it was kept before.
     pub async fn quarantine_mail(
         &self,
         mail: &MailRecord,
         reason: &str,
+        sender: Option<&str>,
+        subject: Option<&str>,
     ) -> Result<bool, StoreError> {
         let at = now();
         transaction!(self, tx => {
-            Ok(tx.insert_mail(mail, "quarantined", Some(reason), at).await?)
+            let new = tx.insert_mail(mail, "quarantined", Some(reason), at).await?;
+            if new {
+                sqlx::query("UPDATE mails SET sender = $3, subject = $4 WHERE message_key = $1 AND content_hash = $2")
+                    .bind(&mail.key)
+                    .bind(&mail.hash)
+                    .bind(sender)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(new)
+        })
+    }
+
+    /// Puts one notice of the quarantined mails not announced yet in the outbox, unless one
+    /// went out less than `gap` before `now`; returns how many it lists. Each quarantine is
+    /// marked announced in the same transaction, so it is listed exactly once; on PostgreSQL a
+    /// lock makes two daemons take turns, and the second finds nothing left.
+    pub async fn announce_quarantines(
+        &self,
+        now: DateTime<Utc>,
+        gap: TimeDelta,
+        composer: &Composer,
+    ) -> Result<usize, StoreError> {
+        // Cheap when there is nothing to say (every escalator tick): no write lock taken.
+        let waiting: Option<i64> = read!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM mails WHERE disposition = 'quarantined' AND announced_at IS NULL LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?);
+        if waiting.is_none() {
+            return Ok(0);
+        }
+        transaction!(self, tx => {
+            tx.lock_key("quarantine", "notice").await?;
+            let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT MAX(announced_at) FROM mails WHERE announced_at IS NOT NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if last.is_some_and(|last| last + gap > now) {
+                return Ok(0);
+            }
+            let listed: Vec<QuarantineNotice> = sqlx::query_as(
+                "SELECT id, received_at, source, COALESCE(reason, '') AS reason, sender, subject FROM mails \
+                 WHERE disposition = 'quarantined' AND announced_at IS NULL ORDER BY id LIMIT $1",
+            )
+            .bind(NOTICE_LIST)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(newest) = listed.last().map(|m| m.id) else {
+                return Ok(0);
+            };
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined' AND announced_at IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let mail = composer.quarantine_notice(&listed, total, now);
+            tx.enqueue(None, &mail, now).await?;
+            // Only what the notice lists: the rest (over NOTICE_LIST) goes in the next one.
+            sqlx::query(
+                "UPDATE mails SET announced_at = $1 WHERE disposition = 'quarantined' AND announced_at IS NULL AND id <= $2",
+            )
+            .bind(now)
+            .bind(newest)
+            .execute(&mut *tx)
+            .await?;
+            Ok(listed.len())
         })
     }
 

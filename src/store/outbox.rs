@@ -43,17 +43,43 @@ fn parse_recipients(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// How far back a failure makes `csirt status` exit non-zero: a day, so that a monitoring check
+/// run every few minutes or hours sees it, and yesterday's dealt-with failure stops alarming.
+pub const RECENT_FAILURE: TimeDelta = TimeDelta::hours(24);
+
+/// How many failures and refusals `csirt status` lists (the counts cover all of them).
+const LISTED: i64 = 5;
+
 /// The outbox as `csirt status` shows it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct OutboxStats {
     pub pending: i64,
     /// Pending rows that have failed at least once (retrying).
     pub retrying: i64,
+    /// Mails refused for good as a whole (every recipient).
     pub failed: i64,
     pub sent: i64,
+    /// Recipients refused while the rest of their mail went out.
+    pub refused: i64,
+    /// Whole failures and refused recipients within `RECENT_FAILURE` of now.
+    pub failed_recently: i64,
+    pub refused_recently: i64,
     pub oldest_pending: Option<DateTime<Utc>>,
     /// The latest permanent failures: `(id, subject, error)`.
     pub failures: Vec<(i64, String, String)>,
+    /// The latest refused recipients.
+    pub refusals: Vec<Refusal>,
+}
+
+/// A recipient the server refused while others of the same mail were accepted.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Refusal {
+    pub outbox_id: i64,
+    pub subject: String,
+    pub recipient: String,
+    /// The server's answer.
+    pub error: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Store {
@@ -123,20 +149,35 @@ impl Store {
         })
     }
 
-    /// The server accepted the mail (`note`: the recipients it refused, if some were).
+    /// The server accepted the mail. `refused` are the `(address, server's answer)` of the
+    /// recipients it refused, if some were: each is kept as a row of its own, which `csirt
+    /// status` counts as a failure, and summed up in the row's `last_error`.
     pub async fn outbox_sent(
         &self,
         id: i64,
         now: DateTime<Utc>,
-        note: Option<&str>,
+        refused: &[(String, String)],
     ) -> Result<(), StoreError> {
+        let note = (!refused.is_empty()).then(|| {
+            let each: Vec<String> = refused.iter().map(|(to, e)| format!("{to}: {e}")).collect();
+            format!("refused: {}", each.join("; "))
+        });
         transaction!(self, tx => {
             sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $2, claimed_by = NULL, claimed_until = NULL, last_error = $3 WHERE id = $1")
                 .bind(id)
                 .bind(now)
-                .bind(note)
+                .bind(&note)
                 .execute(&mut *tx)
                 .await?;
+            for (to, error) in refused {
+                sqlx::query("INSERT INTO mail_refusals (outbox_id, recipient, error, at) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(to)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Ok(())
         })
     }
@@ -160,19 +201,26 @@ impl Store {
     }
 
     /// A permanent failure (the server refused with 5xx): kept, shown by `csirt status`.
-    pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+    pub async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         transaction!(self, tx => {
-            sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, claimed_by = NULL, claimed_until = NULL WHERE id = $1")
+            sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, failed_at = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1")
                 .bind(id)
                 .bind(error)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             Ok(())
         })
     }
 
-    /// Counts for `csirt status`.
-    pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+    /// Counts for `csirt status`; "recently" is since `now - RECENT_FAILURE`.
+    pub async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+        let since = now - RECENT_FAILURE;
         read!(self, pool => {
             let (pending, retrying, failed, sent): (i64, i64, i64, i64) = sqlx::query_as(
                 "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0), \
@@ -187,11 +235,39 @@ impl Store {
                     .fetch_one(pool)
                     .await?;
             let failures: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT id, subject, COALESCE(last_error, '') FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT 5",
+                "SELECT id, subject, COALESCE(last_error, '') FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT $1",
             )
+            .bind(LISTED)
             .fetch_all(pool)
             .await?;
-            Ok(OutboxStats { pending, retrying, failed, sent, oldest_pending, failures })
+            // A failure recorded before its time was (schema 11) has none: not recent.
+            let (failed_recently, refused, refused_recently): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'failed' AND failed_at >= $1), \
+                 (SELECT COUNT(*) FROM mail_refusals), \
+                 (SELECT COUNT(*) FROM mail_refusals WHERE at >= $1)",
+            )
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+            let refusals: Vec<Refusal> = sqlx::query_as(
+                "SELECT r.outbox_id, o.subject, r.recipient, r.error, r.at FROM mail_refusals r \
+                 JOIN outbox o ON o.id = r.outbox_id ORDER BY r.id DESC LIMIT $1",
+            )
+            .bind(LISTED)
+            .fetch_all(pool)
+            .await?;
+            Ok(OutboxStats {
+                pending,
+                retrying,
+                failed,
+                sent,
+                refused,
+                failed_recently,
+                refused_recently,
+                oldest_pending,
+                failures,
+                refusals,
+            })
         })
     }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 on_both_backends!(
     the_corpus_goes_in_with_the_right_outcomes,
     replies_thread_as_notes_and_contacts_act_by_mail,
+    every_quarantine_is_announced_once,
 );
 
 fn incidents(env: &Env) -> Vec<serde_json::Value> {
@@ -721,4 +722,94 @@ fn intake_as_another_user_names_the_user_and_the_permission_it_lacks() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The quarantine notices in the outbox that the daemon has sent, oldest first.
+fn quarantine_notices(env: &Env) -> Vec<csirt::store::outbox::OutboxRow> {
+    crate::logs::with_store(env, "outbox", async |store| Ok(store.outbox().await?))
+        .into_iter()
+        .filter(|r| r.kind == "quarantine")
+        .collect()
+}
+
+/// Issue #12: quarantines through the pipe showed only as a count in `csirt status`, and nobody
+/// was told. Two quarantines go out in one notice from the daemon, listing each with its
+/// sender, subject and reason; a later one gets a notice of its own that lists only it.
+fn every_quarantine_is_announced_once(backend: Backend) {
+    let env = Env::new(backend);
+    crate::logs::configure_default(&env);
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    assert!(text.contains("transport = \"file\"\n"), "{text}");
+    // The gap between two notices is an hour by default; a second here.
+    env.write_config(&text.replace(
+        "transport = \"file\"\n",
+        "transport = \"file\"\nquarantine_notice = \"1s\"\n",
+    ));
+    let bounce = b"From: MAILER-DAEMON@mx.example.net\r\nTo: csirt@example.jp\r\n\
+        Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-1@mx.example.net>\r\n\
+        Auto-Submitted: auto-replied\r\n\r\nThe mail could not be delivered.\r\n";
+    let away = "From: Sato <sato@city.kitakami.example.jp>\r\nTo: csirt@example.jp\r\n\
+        Subject: =?UTF-8?B?5LiN5Zyo6YCa55+l?=\r\nMessage-ID: <away-1@city.kitakami.example.jp>\r\n\
+        Auto-Submitted: auto-replied\r\n\r\n12/1 まで不在です。\r\n";
+    assert_exit(&env.intake(bounce), 65);
+    assert_exit(&env.intake(away.as_bytes()), 65);
+
+    let mut daemon = crate::logs::Daemon::start(&env);
+    let first = daemon.wait("the first quarantine notice sent", &env, |env| {
+        quarantine_notices(env)
+            .into_iter()
+            .find(|r| r.status == "sent")
+    });
+    assert_eq!(first.recipients(), ["duty@example.jp"], "{first:#?}");
+    assert!(
+        first.subject.contains("隔離された受付メール 2 件"),
+        "{first:#?}"
+    );
+    let body = &first.body;
+    for expected in [
+        "差出人: mailer-daemon@mx.example.net",
+        "件名:   Undelivered Mail Returned to Sender",
+        "差出人: sato@city.kitakami.example.jp",
+        "件名:   不在通知",
+        "理由:   automatic message",
+        "経路:   stdin",
+        "csirt intake quarantined",
+    ] {
+        assert!(body.contains(expected), "{expected:?} missing from\n{body}");
+    }
+
+    // A third, later: a notice of its own, with only it.
+    assert_exit(&env.intake(&corpus("not_mail.eml")), 65);
+    let second = daemon.wait("the second quarantine notice sent", &env, |env| {
+        quarantine_notices(env)
+            .into_iter()
+            .nth(1)
+            .filter(|r| r.status == "sent")
+    });
+    assert!(
+        second.subject.contains("隔離された受付メール 1 件"),
+        "{second:#?}"
+    );
+    assert!(
+        second.body.contains("not a mail message"),
+        "{}",
+        second.body
+    );
+    assert!(
+        !second.body.contains("mailer-daemon") && !second.body.contains("不在通知"),
+        "announced twice:\n{}",
+        second.body
+    );
+    daemon.stop();
+    assert_eq!(quarantine_notices(&env).len(), 2, "one notice per batch");
+    // The file transport delivered both.
+    let delivered = std::fs::read_dir(env.dir.path().join("mail"))
+        .expect("the mail directory")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&first.message_id))
+                || std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&second.message_id))
+        })
+        .count();
+    assert_eq!(delivered, 2);
 }

@@ -5,6 +5,7 @@
 
 use crate::helpers::*;
 use crate::logs::{Daemon, append, configure_default, failure, log_dir, with_store};
+use crate::on_both_backends;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,11 +254,21 @@ fn a_refused_mail_is_recorded_as_failed_and_shown_by_status() {
     assert!(error.contains("550"), "{error}");
     assert!(error.contains("User unknown"), "{error}");
     let out = env.csirt(&["status"]);
+    // A mail that failed today is what monitoring must catch: exit 3, and the text says why.
+    assert_exit(&out, 3);
     let text = stdout(&out);
     assert!(text.contains("送信失敗 (failed): 1"), "{text}");
     assert!(text.contains("User unknown"), "{text}");
-    let json = json(&env.csirt(&["status", "--json"]));
+    assert!(
+        text.contains("要対応 (attention): 直近 24 時間にメールの送信失敗が 1 通"),
+        "{text}"
+    );
+    let out = env.csirt(&["status", "--json"]);
+    assert_exit(&out, 3);
+    let json = json(&out);
     assert_eq!(json["outbox"]["failed"], 1, "{json}");
+    assert_eq!(json["outbox"]["failed_recently"], 1, "{json}");
+    assert_eq!(json["ok"], false, "{json}");
     daemon.stop();
 }
 
@@ -373,11 +384,14 @@ fn starttls_trusts_the_city_ca_from_ca_file_and_nothing_else() {
     daemon.stop();
 }
 
+on_both_backends!(a_refused_address_does_not_silence_the_rest_of_the_group);
+
 /// One address that no longer exists in a contact group: the others still get the mail, and
-/// the refused address is recorded on the sent row.
-#[test]
-fn a_refused_address_does_not_silence_the_rest_of_the_group() {
-    let env = Env::new(Backend::Sqlite);
+/// the refused address is recorded as a failure of its own, which `csirt status` shows with the
+/// server's answer and exits 3 for (issue #12: it was a WARN in the daemon's log, and status
+/// said 0 failures).
+fn a_refused_address_does_not_silence_the_rest_of_the_group(backend: Backend) {
+    let env = Env::new(backend);
     let port = free_port();
     let sink = SmtpSink::start(port, &env.dir.path().join("smtp"), "refuse-gone");
     configure_smtp(&env, port);
@@ -403,5 +417,41 @@ fn a_refused_address_does_not_silence_the_rest_of_the_group() {
         note.contains("gone@example.jp") && note.contains("550"),
         "{note}"
     );
+
+    let out = env.csirt(&["status"]);
+    assert_exit(&out, 3);
+    let text = stdout(&out);
+    assert!(
+        text.contains("送信失敗 (failed): 0  宛先拒否 (refused): 1"),
+        "{text}"
+    );
+    let refusal_line = text
+        .lines()
+        .find(|l| l.contains("宛先拒否 gone@example.jp"))
+        .unwrap_or_else(|| panic!("no line for the refused address: {text}"));
+    assert!(
+        refusal_line.contains("550") && refusal_line.contains("User unknown"),
+        "{refusal_line}"
+    );
+    assert!(
+        text.contains(
+            "要対応 (attention): 直近 24 時間にメールの送信失敗が 0 通、宛先の拒否が 1 件"
+        ),
+        "{text}"
+    );
+    let out = env.csirt(&["status", "--json"]);
+    assert_exit(&out, 3);
+    let json = json(&out);
+    assert_eq!(json["outbox"]["refused"], 1, "{json}");
+    assert_eq!(json["outbox"]["refused_recently"], 1, "{json}");
+    assert_eq!(json["overview"]["outbox_refused"], 1, "{json}");
+    let refusal = &json["outbox"]["refusals"][0];
+    assert_eq!(refusal["recipient"], "gone@example.jp", "{json}");
+    assert_eq!(refusal["outbox_id"], row.id, "{json}");
+    assert!(
+        refusal["error"].as_str().is_some_and(|e| e.contains("550")),
+        "{json}"
+    );
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(1), "{json}");
     daemon.stop();
 }

@@ -374,7 +374,7 @@ fn a_claim_runs_out_and_the_same_message_is_claimed_again(backend: Backend) {
         assert_eq!(after[0].message_id, first[0].message_id);
         assert_eq!(after[0].attempts, 2);
         store
-            .outbox_sent(after[0].id, now(), None)
+            .outbox_sent(after[0].id, now(), &[])
             .await
             .expect("sent");
         let done = store
