@@ -20,5 +20,6 @@ mod logs;
 mod mail_out;
 mod notify;
 mod playbooks;
+mod rate;
 mod store;
 mod systemd;
