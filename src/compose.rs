@@ -8,6 +8,7 @@
 //! stripped of control characters before it reaches a header or a body.
 
 use crate::config::Config;
+use crate::engine::rate::FOLD_KIND;
 use crate::model::{Event, Incident};
 use crate::playbook::PlaybookSet;
 use crate::text::{long_time, remaining, sanitize};
@@ -102,6 +103,29 @@ impl Occasion {
     }
 }
 
+/// A mail folded into a digest, as the digest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub incident: Option<i64>,
+    /// The outbox kind (`opened`, `update`, …).
+    pub kind: String,
+    pub subject: String,
+}
+
+/// An outbox kind as a digest names it.
+fn kind_label(kind: &str) -> &str {
+    match kind {
+        "opened" => "新規",
+        "update" => "続報",
+        "escalation" => "未受付エスカレーション",
+        "reminder" => "期限間近",
+        "raised" => "緊急・引き上げ",
+        "digest" => "定時の一覧",
+        FOLD_KIND => "まとめ",
+        other => other,
+    }
+}
+
 /// A composed mail, ready for the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -179,14 +203,19 @@ impl Composer {
             any |= path.exists();
             env.add_template_owned(name, text)
                 .map_err(|e| template_error(path.clone(), &e))?;
-            // Render once with a sample, so that an unknown filter or a bad loop is found now.
-            let sample = match name {
-                INCIDENT => sample_incident_context(&self.node),
-                _ => sample_digest_context(&self.node),
+            // Render once with each sample, so that an unknown filter or a bad loop is found now.
+            let samples = match name {
+                INCIDENT => vec![sample_incident_context(&self.node)],
+                _ => vec![
+                    sample_digest_context(&self.node, "schedule"),
+                    sample_digest_context(&self.node, FOLD_KIND),
+                ],
             };
-            env.get_template(name)
-                .and_then(|t| t.render(sample))
-                .map_err(|e| template_error(path.clone(), &e))?;
+            for sample in samples {
+                env.get_template(name)
+                    .and_then(|t| t.render(sample))
+                    .map_err(|e| template_error(path.clone(), &e))?;
+            }
         }
         Ok(any.then_some(env))
     }
@@ -395,22 +424,45 @@ impl Composer {
         }
     }
 
-    /// One mail for a flood of new incidents, in place of one each.
-    pub fn flood_digest(&self, incidents: &[Incident], now: DateTime<Utc>) -> Notification {
+    /// One mail to `recipients` in place of the `notices` that `[notify] rate` held back: it
+    /// lists each (incident, kind, subject), so that nothing the CSIRT should read is dropped.
+    pub fn fold_digest(
+        &self,
+        recipients: &[String],
+        notices: &[Notice],
+        now: DateTime<Utc>,
+    ) -> Notification {
+        let what = if notices.iter().all(|n| n.kind == "opened") {
+            "新規インシデント"
+        } else {
+            "通知"
+        };
         let subject = subject_line(&format!(
-            "[CSIRT] 新規インシデント {} 件 (まとめて通知)",
-            incidents.len()
+            "[CSIRT] {what} {} 件 (まとめて通知)",
+            notices.len()
         ));
+        let items: Vec<Value> = notices
+            .iter()
+            .map(|n| {
+                context! {
+                    incident => n.incident,
+                    kind => kind_label(&n.kind),
+                    subject => clean(&n.subject),
+                }
+            })
+            .collect();
+        let ctx = context! {
+            notices => items,
+            // `total` 0: the listed notices are all there is, nothing is "more".
+            ..self.digest_context(FOLD_KIND, "", &[], 0, now)
+        };
         Notification {
-            kind: "flood",
-            message_id: self.message_id("flood", now),
+            kind: FOLD_KIND,
+            message_id: self.message_id(FOLD_KIND, now),
             in_reply_to: None,
-            recipients: self.notify_to.clone(),
+            recipients: recipients.to_vec(),
             subject,
-            body: self.render(
-                DIGEST,
-                self.digest_context("flood", "", incidents, incidents.len() as i64, now),
-            ),
+            body: self.render(DIGEST, ctx),
         }
     }
 
@@ -616,9 +668,10 @@ fn sample_incident_context(node: &str) -> Value {
     }
 }
 
-fn sample_digest_context(node: &str) -> Value {
+fn sample_digest_context(node: &str, kind: &str) -> Value {
     context! {
-        kind => "schedule",
+        kind => kind,
+        notices => vec![context! { incident => 1, kind => "続報", subject => "[CSIRT #1] 【続報】sample" }],
         name => "sample",
         node => node,
         now => "2026-01-01 09:00",

@@ -464,10 +464,20 @@ pub struct Notify {
     /// At most one update mail per open incident per interval.
     #[serde(default = "default_update_interval")]
     pub update_interval: Span,
-    /// More new-incident mails than this waiting at once (a backlog after a restart, a flood)
-    /// go out as one digest that lists them.
-    #[serde(default = "default_flood")]
-    pub flood: u32,
+    /// At most this many mails per recipient group (the exact recipient list) per
+    /// `rate_window`, of every kind; the rest are folded into one digest that lists them.
+    #[serde(default)]
+    pub rate: Option<Spanned<u32>>,
+    #[serde(default = "default_rate_window")]
+    pub rate_window: Span,
+    /// The higher ceiling for mails about critical incidents (and raises), counting every mail
+    /// of the group: no flood of ordinary mail can hold one back. Default: three times `rate`.
+    #[serde(default)]
+    pub critical_rate: Option<Spanned<u32>>,
+    /// The old name of `rate` (it counted new-incident mails waiting at one moment); read as
+    /// `rate`, with a warning.
+    #[serde(default)]
+    pub flood: Option<Spanned<u32>>,
     /// The first retry delay after a temporary failure; it doubles per attempt up to an hour.
     #[serde(default = "default_retry_after")]
     pub retry_after: Span,
@@ -546,8 +556,39 @@ fn default_quarantine_notice() -> Span {
     Span::from_secs(60 * 60)
 }
 
-fn default_flood() -> u32 {
-    10
+fn default_rate_window() -> Span {
+    Span::from_secs(10 * 60)
+}
+
+/// `[notify] rate` when neither it nor `flood` is given.
+const DEFAULT_RATE: u32 = 10;
+
+impl Notify {
+    /// Mails per recipient group per window (`rate`, or the deprecated `flood`).
+    pub fn rate(&self) -> u32 {
+        self.rate
+            .as_ref()
+            .or(self.flood.as_ref())
+            .map(|r| *r.get_ref())
+            .unwrap_or(DEFAULT_RATE)
+    }
+
+    /// The ceiling for critical mails.
+    pub fn critical_rate(&self) -> u32 {
+        self.critical_rate
+            .as_ref()
+            .map(|r| *r.get_ref())
+            .unwrap_or_else(|| self.rate().saturating_mul(3))
+    }
+
+    /// The bounds the notifier applies.
+    pub fn rate_limit(&self) -> crate::engine::rate::RateLimit {
+        crate::engine::rate::RateLimit {
+            rate: self.rate(),
+            critical_rate: self.critical_rate(),
+            window: self.rate_window.to_chrono(),
+        }
+    }
 }
 
 fn default_smtp_tls() -> Spanned<Tls> {
@@ -610,6 +651,7 @@ impl Config {
         config.validate(path, text)?;
         config.secret_sites = secret_sites(path, text, &config)?;
         config.warnings = config.address_warnings(path, text);
+        config.warnings.extend(config.rate_warnings(path, text));
         Ok(config)
     }
 
@@ -630,7 +672,10 @@ impl Config {
                 transport: Spanned::new(0..0, Transport::File),
                 dir: None,
                 update_interval: default_update_interval(),
-                flood: default_flood(),
+                rate: None,
+                rate_window: default_rate_window(),
+                critical_rate: None,
+                flood: None,
                 retry_after: default_retry_after(),
                 quarantine_notice: default_quarantine_notice(),
             },
@@ -663,6 +708,7 @@ impl Config {
             self.check_recipient(to)
                 .map_err(|m| invalid(to.span(), format!("[notify] to: {m}")))?;
         }
+        self.validate_rate(path, text)?;
         let mut names = std::collections::HashSet::new();
         for schedule in &self.schedule {
             let name = schedule.name.get_ref();
@@ -810,6 +856,55 @@ impl Config {
     /// these and the daemon logs them.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    fn validate_rate(&self, path: &Path, text: &str) -> Result<(), TomlError> {
+        let invalid = |span, msg: String| TomlError::invalid(path, text, span, msg);
+        let n = &self.notify;
+        if let (Some(_), Some(flood)) = (&n.rate, &n.flood) {
+            return Err(invalid(
+                flood.span(),
+                "[notify] flood is the old name of rate: keep rate only".into(),
+            ));
+        }
+        if let Some(rate) = n.rate.as_ref().or(n.flood.as_ref())
+            && *rate.get_ref() == 0
+        {
+            return Err(invalid(
+                rate.span(),
+                "[notify] rate = 0 would hold every mail back: use at least 1".into(),
+            ));
+        }
+        if let Some(critical) = &n.critical_rate
+            && *critical.get_ref() < n.rate()
+        {
+            return Err(invalid(
+                critical.span(),
+                format!(
+                    "[notify] critical_rate = {} is below rate = {}: critical mail must have the higher bound",
+                    critical.get_ref(),
+                    n.rate()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deprecated `[notify] flood`, when used.
+    fn rate_warnings(&self, path: &Path, text: &str) -> Vec<String> {
+        self.notify
+            .flood
+            .iter()
+            .map(|flood| {
+                let location = toml_file::Location::of_span(path, text, flood.span());
+                format!(
+                    "{location}: [notify] flood is deprecated: it is read as rate = {} mails per \
+                     recipient group per rate_window ({}); rename it to rate",
+                    flood.get_ref(),
+                    self.notify.rate_window
+                )
+            })
+            .collect()
     }
 
     fn address_warnings(&self, path: &Path, text: &str) -> Vec<String> {
@@ -1050,6 +1145,41 @@ csirt = ["duty@example.jp"]
 
     fn load(text: &str) -> Result<Config, TomlError> {
         Config::from_text(Path::new("csirt.toml"), text)
+    }
+
+    #[test]
+    fn notify_rate_defaults_alias_and_bounds() -> Result<(), TomlError> {
+        let c = load(MINIMAL)?;
+        let limit = c.notify.rate_limit();
+        assert_eq!((limit.rate, limit.critical_rate), (10, 30));
+        assert_eq!(limit.window, chrono::TimeDelta::minutes(10));
+        let with = |lines: &str| MINIMAL.replace("[notify]\n", &format!("[notify]\n{lines}\n"));
+        let c = load(&with("rate = 4\nrate_window = \"1h\"\ncritical_rate = 5"))?;
+        let limit = c.notify.rate_limit();
+        assert_eq!((limit.rate, limit.critical_rate), (4, 5));
+        assert_eq!(limit.window, chrono::TimeDelta::hours(1));
+        // The old key still works, as rate, and says so.
+        let c = load(&with("flood = 7"))?;
+        assert_eq!((c.notify.rate(), c.notify.critical_rate()), (7, 21));
+        assert!(
+            c.warnings().iter().any(|w| w.contains("csirt.toml:6:")
+                && w.contains("flood is deprecated")
+                && w.contains("rate = 7")),
+            "{:?}",
+            c.warnings()
+        );
+        for (lines, says) in [
+            ("rate = 0", "use at least 1"),
+            (
+                "rate = 5\ncritical_rate = 4",
+                "critical_rate = 4 is below rate = 5",
+            ),
+            ("rate = 5\nflood = 5", "keep rate only"),
+        ] {
+            let err = load(&with(lines)).expect_err(lines).to_string();
+            assert!(err.contains(says) && err.contains("csirt.toml:"), "{err}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub async fn run(
             mailer,
             live.composer.clone(),
             node.clone(),
-            (notify.flood, notify.retry_after.to_chrono()),
+            (notify.rate_limit(), notify.retry_after.to_chrono()),
             (Arc::clone(&wake_notifier), tasks.cancel_token()),
             tasks.worker("notifier"),
         ),

@@ -5,7 +5,8 @@
 //! - `batch`: what one transaction commits (hits, checkpoints, the mail they came from);
 //! - `correlate`: join the open incident, wait below the threshold, or open one (and the dry run);
 //! - `evidence`: which events an incident keeps;
-//! - `due`: which update, escalation level or reminder is due.
+//! - `due`: which update, escalation level or reminder is due;
+//! - `rate`: which due mails go out on their own and which are folded into a digest.
 //!
 //! Lifecycle transitions (which action from which status, by whom) are `model::Action`'s.
 //! Nothing here does I/O or knows which backend the store runs.
@@ -16,6 +17,7 @@ pub mod due;
 mod evidence;
 pub mod gate;
 mod hit;
+pub mod rate;
 
 pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord, RawMail};
 pub use correlate::{

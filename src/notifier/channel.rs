@@ -1,7 +1,7 @@
 //! The seam between the outbox and the way a notification leaves: a `Channel` delivers one
 //! outbox row and says whether trying again can help. Mail (`transport::Mailer`: SMTP,
 //! sendmail, files) is the one channel today; a chat webhook would be a second file here that
-//! implements the same three methods. The notifier owns the retries, the flood digest and the
+//! implements the same three methods. The notifier owns the retries, the rate digest and the
 //! delivery state: a channel only delivers.
 
 use crate::store::outbox::Outgoing;

@@ -13,6 +13,7 @@ pub mod transport;
 
 use crate::compose::Composer;
 use crate::config::Config;
+use crate::engine::rate::RateLimit;
 use crate::live::Live;
 use crate::model::now;
 use crate::store::Store;
@@ -52,7 +53,7 @@ pub async fn run_notifier(
     mailer: impl Channel,
     composer: Live<Composer>,
     node: String,
-    (flood, retry_after): (u32, TimeDelta),
+    (rate, retry_after): (RateLimit, TimeDelta),
     (wake, stop): (Arc<Notify>, CancellationToken),
     health: crate::systemd::Worker,
 ) -> anyhow::Result<()> {
@@ -61,7 +62,7 @@ pub async fn run_notifier(
     loop {
         health.busy();
         let claimed = store
-            .claim_outbox(&node, now(), CLAIM_BATCH, flood, &composer.get())
+            .claim_outbox(&node, now(), CLAIM_BATCH, rate, &composer.get())
             .await;
         let rows = match claimed {
             Ok(rows) => {

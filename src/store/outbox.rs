@@ -2,14 +2,15 @@
 //! are written by the transactions that cause them (`Sql::enqueue`/`announce`): new incidents in
 //! ingest, updates, escalations, reminders and digests in `escalation`. At-least-once
 //! delivery comes from the claim lease: a row claimed by a daemon that died is claimed again
-//! when its lease runs out, and resent with the same Message-ID.
+//! when its lease runs out, and resent with the same Message-ID. Flood control
+//! (`[notify] rate`) is applied at the claim, where every kind of mail passes.
 
-use super::rows::{INCIDENT_COLUMNS, IncidentRow};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
-use crate::compose::Composer;
-use crate::model::Incident;
+use crate::compose::{Composer, Notice};
+use crate::engine::rate::{RateLimit, Waiting, classify, plan};
 use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::BTreeMap;
 
 /// How long a claim on an outbox row lasts: far longer than one SMTP transaction, so a row is
 /// claimed twice only when its daemon died.
@@ -50,6 +51,32 @@ pub const RECENT_FAILURE: TimeDelta = TimeDelta::hours(24);
 /// How many failures and refusals `csirt status` lists (the counts cover all of them).
 const LISTED: i64 = 5;
 
+/// Due rows read per claim: a bound on the work of one turn (and on the notices one digest
+/// lists); more waiting rows are decided in later turns.
+const WAITING_MAX: i64 = 1000;
+
+/// A due row as the rate plan sees it.
+#[derive(sqlx::FromRow)]
+struct WaitingRow {
+    id: i64,
+    incident_id: Option<i64>,
+    kind: String,
+    recipients: String,
+    subject: String,
+    /// The incident's severity now (a raise makes its waiting mails critical).
+    severity: Option<String>,
+}
+
+impl WaitingRow {
+    fn as_waiting(&self) -> Waiting {
+        Waiting {
+            id: self.id,
+            group: self.recipients.clone(),
+            class: classify(&self.kind, self.severity.as_deref()),
+        }
+    }
+}
+
 /// The outbox as `csirt status` shows it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct OutboxStats {
@@ -83,68 +110,107 @@ pub struct Refusal {
 }
 
 impl Store {
-    /// Claims up to `limit` due outbox rows for `node`. With more new-incident mails waiting
-    /// than `flood`, those are first replaced by one digest (in the same transaction), so a
-    /// backlog or a flood never becomes a mail storm.
+    /// Claims up to `limit` due outbox rows for `node`, within `[notify] rate`: rows of a
+    /// recipient group that has had its share of mail in the window are folded into one digest
+    /// (written and claimed in the same transaction, the folded rows marked sent in it) or held
+    /// until the window has room (`engine::rate::plan` decides). The count is of mails sent or
+    /// being sent, read from the outbox itself, so it holds across restarts and across daemons
+    /// sharing the store.
     pub async fn claim_outbox(
         &self,
         node: &str,
         now: DateTime<Utc>,
         limit: i64,
-        flood: u32,
+        rate: RateLimit,
         composer: &Composer,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let skip_locked = match self.backend {
-            Backend::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite { .. } => "",
-        };
-        let claim = format!(
-            "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 WHERE id IN \
-             (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 \
-              AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4{skip_locked}) \
-             RETURNING id, kind, incident_id, message_id, in_reply_to, recipients, subject, body, attempts"
-        );
         let waiting_sql = format!(
-            "SELECT id, incident_id FROM outbox WHERE status = 'pending' AND kind = 'opened' AND attempts = 0 \
-             AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT 1000{skip_locked}"
+            "SELECT o.id, o.incident_id, o.kind, o.recipients, o.subject, i.severity FROM outbox o \
+             LEFT JOIN incidents i ON i.id = o.incident_id \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+             AND (o.claimed_until IS NULL OR o.claimed_until < $1) ORDER BY o.id LIMIT {WAITING_MAX}"
         );
         transaction!(self, tx => {
-            let waiting: Vec<(i64, Option<i64>)> = sqlx::query_as(&waiting_sql)
+            tx.lock_outbox().await?;
+            let waiting: Vec<WaitingRow> = sqlx::query_as(&waiting_sql)
                 .bind(now)
                 .fetch_all(&mut *tx)
                 .await?;
-            if waiting.len() > flood as usize {
-                let mut incidents = Vec::new();
-                for (_, incident) in &waiting {
-                    if let Some(id) = incident {
-                        let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
-                        let row: IncidentRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
-                        incidents.push(Incident::try_from(row)?);
-                    }
-                }
-                let digest = composer.flood_digest(&incidents, now);
-                tx.enqueue(None, &digest, now).await?;
-                for (id, _) in &waiting {
-                    sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $2, sent_in = $3 WHERE id = $1")
-                        .bind(id)
-                        .bind(now)
-                        .bind(&digest.message_id)
-                        .execute(&mut *tx)
-                        .await?;
+            if waiting.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Mails that count against the window: sent on their own (not inside a digest)
+            // since it began, and those claimed and being sent now.
+            let sent: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+                "SELECT recipients, COUNT(*) FROM (\
+                 SELECT recipients FROM outbox WHERE status = 'sent' AND sent_in IS NULL AND sent_at > $1 \
+                 UNION ALL \
+                 SELECT recipients FROM outbox WHERE status = 'pending' AND claimed_until >= $2\
+                 ) recent GROUP BY recipients",
+            )
+            .bind(now - rate.window)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            let decided = plan(
+                &waiting.iter().map(WaitingRow::as_waiting).collect::<Vec<_>>(),
+                &sent,
+                rate,
+            );
+            let mut claim = Vec::new();
+            for (group, ids) in &decided.fold {
+                let notices: Vec<Notice> = waiting
+                    .iter()
+                    .filter(|w| ids.contains(&w.id))
+                    .map(|w| Notice {
+                        incident: w.incident_id,
+                        kind: w.kind.clone(),
+                        subject: w.subject.clone(),
+                    })
+                    .collect();
+                let digest = composer.fold_digest(&parse_recipients(group), &notices, now);
+                // Claimed first below: it took its place in the window when it was planned.
+                claim.push(tx.enqueue(None, &digest, now).await?);
+                for id in ids {
+                    sqlx::query(
+                        "UPDATE outbox SET status = 'sent', sent_at = $2, sent_in = $3, \
+                         claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(&digest.message_id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tracing::warn!(
-                    incidents = waiting.len(),
-                    flood,
-                    "more new incidents at once than [notify] flood allows; sending one digest instead"
+                    mails = ids.len(),
+                    recipients = %group,
+                    rate = rate.rate,
+                    window_secs = rate.window.num_seconds(),
+                    "more mail than [notify] rate allows; the rest goes out as one digest"
                 );
             }
-            let rows: Vec<Outgoing> = sqlx::query_as(&claim)
+            claim.extend(&decided.send);
+            let held = waiting.len() - decided.send.len() - decided.fold.iter().map(|(_, ids)| ids.len()).sum::<usize>();
+            if held > 0 {
+                tracing::debug!(held, "mails held until [notify] rate allows more");
+            }
+            let mut rows = Vec::new();
+            for id in claim.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
+                let row: Option<Outgoing> = sqlx::query_as(
+                    "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+                     WHERE id = $3 AND status = 'pending' \
+                     RETURNING id, kind, incident_id, message_id, in_reply_to, recipients, subject, body, attempts",
+                )
                 .bind(node)
                 .bind(now + CLAIM_LEASE)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *tx)
+                .bind(id)
+                .fetch_optional(&mut *tx)
                 .await?;
+                rows.extend(row);
+            }
             Ok(rows)
         })
     }
@@ -274,7 +340,7 @@ impl Store {
     /// Every outbox row, oldest first (for tests and `csirt status`).
     pub async fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(read!(self, pool => sqlx::query_as(
-            "SELECT id, incident_id, kind, message_id, in_reply_to, recipients, subject, body, status, attempts, last_error, sent_in \
+            "SELECT id, incident_id, kind, message_id, in_reply_to, recipients, subject, body, status, attempts, last_error, sent_in, sent_at \
              FROM outbox ORDER BY id",
         )
         .fetch_all(pool)
@@ -297,6 +363,7 @@ pub struct OutboxRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub sent_in: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl OutboxRow {

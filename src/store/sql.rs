@@ -271,13 +271,18 @@ pub(super) trait Sql: Send {
         incident: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Puts a notification in the outbox, due at once.
+    /// Puts a notification in the outbox, due at once; its row id.
     fn enqueue(
         &mut self,
         incident: Option<i64>,
         mail: &Notification,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+
+    /// Makes this transaction the only one claiming outbox rows until it ends, so that two
+    /// daemons cannot both count a group under its rate and both send (PostgreSQL's advisory
+    /// lock; SQLite's BEGIN IMMEDIATE already does it).
+    fn lock_outbox(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Composes the mail about incident `id` on `occasion` from what the transaction sees, puts
     /// it in the outbox, and records what it covered. The first mail becomes the thread.
@@ -698,10 +703,10 @@ macro_rules! shared_statements {
             incident: Option<i64>,
             mail: &Notification,
             now: DateTime<Utc>,
-        ) -> Result<(), sqlx::Error> {
-            sqlx::query(
+        ) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar(
                 "INSERT INTO outbox (incident_id, kind, message_id, in_reply_to, recipients, subject, body, \
-                 created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                 created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
             )
             .bind(incident)
             .bind(mail.kind)
@@ -711,9 +716,8 @@ macro_rules! shared_statements {
             .bind(&mail.subject)
             .bind(&mail.body)
             .bind(now)
-            .execute(&mut *self)
+            .fetch_one(&mut *self)
             .await
-            .map(|_| ())
         }
 
         async fn announce(
@@ -756,6 +760,10 @@ impl Sql for sqlx::SqliteConnection {
     async fn lock_key(&mut self, _: &str, _: &str) -> Result<(), sqlx::Error> {
         Ok(())
     }
+
+    async fn lock_outbox(&mut self) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 }
 
 impl Sql for sqlx::PgConnection {
@@ -767,6 +775,14 @@ impl Sql for sqlx::PgConnection {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
             .bind(playbook)
             .bind(key)
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+    }
+
+    async fn lock_outbox(&mut self) -> Result<(), sqlx::Error> {
+        // The one-key form: a space apart from lock_key's two-key locks.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('csirt.outbox.claim'))")
             .execute(&mut *self)
             .await
             .map(|_| ())

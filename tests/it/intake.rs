@@ -4,6 +4,7 @@
 
 use crate::helpers::*;
 use crate::on_both_backends;
+use csirt::engine::rate::RateLimit;
 use std::path::{Path, PathBuf};
 
 on_both_backends!(
@@ -640,7 +641,13 @@ fn a_subject_that_decodes_to_an_encoded_word_is_not_decoded_twice() {
     let rows = block_on(async {
         let store = env.store().await;
         let rows = store
-            .claim_outbox("test", csirt::model::now(), 10, 10, &composer)
+            .claim_outbox(
+                "test",
+                csirt::model::now(),
+                10,
+                RateLimit::default(),
+                &composer,
+            )
             .await
             .expect("claim");
         store.close().await;

@@ -263,9 +263,20 @@ impl Daemon {
         &mut self,
         what: &str,
         env: &Env,
+        check: impl FnMut(&Env) -> Option<T>,
+    ) -> T {
+        self.wait_up_to(PATIENCE, what, env, check)
+    }
+
+    /// `wait` with a patience of its own (for what waits out a rate window).
+    pub(crate) fn wait_up_to<T>(
+        &mut self,
+        patience: Duration,
+        what: &str,
+        env: &Env,
         mut check: impl FnMut(&Env) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + patience;
         loop {
             if let Some(value) = check(env) {
                 return value;

@@ -21,5 +21,6 @@ mod mail_out;
 mod notify;
 mod playbooks;
 mod postfix;
+mod rate;
 mod store;
 mod systemd;

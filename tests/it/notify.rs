@@ -8,6 +8,7 @@ use crate::on_both_backends;
 use chrono::{DateTime, TimeDelta, Utc};
 use csirt::compose::Composer;
 use csirt::engine::Hit;
+use csirt::engine::rate::RateLimit;
 use csirt::model::{Action, Actor, now};
 use csirt::playbook::PlaybookSet;
 use csirt::store::Store;
@@ -304,6 +305,9 @@ fn a_schedule_runs_once_per_due_time(backend: Backend) {
     });
 }
 
+/// `rate = 10`: a backlog of fifteen new-incident mails at one claim becomes one digest that
+/// lists each, the fifteen rows marked sent in it; what then fits under the rate goes out on its
+/// own, and a group at its rate is held.
 fn a_flood_of_new_incidents_goes_out_as_one_digest(backend: Backend) {
     let env = Env::new(backend);
     block_on(async {
@@ -316,7 +320,7 @@ fn a_flood_of_new_incidents_goes_out_as_one_digest(backend: Backend) {
         let outcome = store.ingest(&batch(hits), &composer).await.expect("ingest");
         assert_eq!(outcome.opened.len(), 15);
         let claimed = store
-            .claim_outbox("node-a", now(), 20, 10, &composer)
+            .claim_outbox("node-a", now(), 20, RateLimit::default(), &composer)
             .await
             .expect("claim");
         assert_eq!(
@@ -325,27 +329,61 @@ fn a_flood_of_new_incidents_goes_out_as_one_digest(backend: Backend) {
             "one digest, not fifteen mails: {claimed:#?}"
         );
         assert_eq!(claimed[0].kind, "flood");
-        assert!(claimed[0].subject.contains("新規インシデント 15 件"));
-        for n in 1..=15 {
-            assert!(claimed[0].body.contains(&format!("(203.0.113.{n})")));
-        }
+        assert_eq!(claimed[0].recipients(), ["duty@example.jp"]);
+        assert!(
+            claimed[0].subject.contains("新規インシデント 15 件"),
+            "{}",
+            claimed[0].subject
+        );
         let rows = store.outbox().await.expect("outbox");
-        let carried = rows
-            .iter()
-            .filter(|r| r.kind == "opened" && r.status == "sent")
-            .filter(|r| r.sent_in.as_deref() == Some(claimed[0].message_id.as_str()))
-            .count();
-        assert_eq!(carried, 15);
-        // Below the limit, mails go out one by one.
+        for row in rows.iter().filter(|r| r.kind == "opened") {
+            assert_eq!(row.status, "sent");
+            assert_eq!(row.sent_in.as_deref(), Some(claimed[0].message_id.as_str()));
+            let id = row.incident_id.expect("an incident");
+            assert!(
+                claimed[0]
+                    .body
+                    .contains(&format!("#{id} [新規] {}", row.subject)),
+                "#{id} is not listed:\n{}",
+                claimed[0].body
+            );
+        }
+        store
+            .outbox_sent(claimed[0].id, now(), &[])
+            .await
+            .expect("sent");
+        // One mail sent in the window: three more fit and go out one by one.
         let more: Vec<Hit> = (16..=18)
             .flat_map(|n| ssh_hits(&set, &format!("203.0.113.{n}"), 5))
             .collect();
         store.ingest(&batch(more), &composer).await.expect("ingest");
         let claimed = store
-            .claim_outbox("node-a", now(), 20, 10, &composer)
+            .claim_outbox("node-a", now(), 20, RateLimit::default(), &composer)
             .await
             .expect("claim");
         assert_eq!(claimed.iter().filter(|r| r.kind == "opened").count(), 3);
+        for row in &claimed {
+            store.outbox_sent(row.id, now(), &[]).await.expect("sent");
+        }
+        // Four sent in the window; with rate = 4 the group is full and the next one waits.
+        let four = RateLimit {
+            rate: 4,
+            critical_rate: 4,
+            ..RateLimit::default()
+        };
+        open_ssh(&store, &composer, "203.0.113.19").await;
+        let claimed = store
+            .claim_outbox("node-a", now(), 20, four, &composer)
+            .await
+            .expect("claim");
+        assert!(claimed.is_empty(), "{claimed:#?}");
+        // After the window it goes out on its own.
+        let claimed = store
+            .claim_outbox("node-a", later(11), 20, four, &composer)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].kind, "opened");
         store.close().await;
     });
 }
@@ -359,15 +397,15 @@ fn a_claim_runs_out_and_the_same_message_is_claimed_again(backend: Backend) {
         // Two daemons claim at once: the row goes to one of them.
         let other = env.store().await;
         let (x, y) = tokio::join!(
-            store.claim_outbox("node-a", now(), 20, 10, &composer),
-            other.claim_outbox("node-b", now(), 20, 10, &composer),
+            store.claim_outbox("node-a", now(), 20, RateLimit::default(), &composer),
+            other.claim_outbox("node-b", now(), 20, RateLimit::default(), &composer),
         );
         let first: Vec<_> = [x.expect("node-a"), y.expect("node-b")].concat();
         assert_eq!(first.len(), 1, "claimed by both: {first:#?}");
         other.close().await;
         // node-a died without recording the result: after the lease, node-b sends it again.
         let after = store
-            .claim_outbox("node-b", later(6), 20, 10, &composer)
+            .claim_outbox("node-b", later(6), 20, RateLimit::default(), &composer)
             .await
             .expect("claim");
         assert_eq!(after.len(), 1);
@@ -378,7 +416,7 @@ fn a_claim_runs_out_and_the_same_message_is_claimed_again(backend: Backend) {
             .await
             .expect("sent");
         let done = store
-            .claim_outbox("node-b", later(60), 20, 10, &composer)
+            .claim_outbox("node-b", later(60), 20, RateLimit::default(), &composer)
             .await
             .expect("claim");
         assert!(done.is_empty());
