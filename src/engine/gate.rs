@@ -15,6 +15,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 
 /// How long a key stays after it was last noted or loaded.
@@ -30,8 +31,22 @@ pub struct RaiseGate {
 struct State {
     /// Whether the gate filters at all (loaded, and this daemon the only writer).
     filtering: bool,
-    /// Per playbook, per dedupe key, when it was last noted or loaded.
-    keys: HashMap<String, HashMap<String, DateTime<Utc>>>,
+    /// Per (playbook, dedupe key), by a 64-bit hash of both, when it was last noted or loaded
+    /// (Unix seconds). A spray of 100,000 addresses notes 100,000 keys: a hash and a time are
+    /// 16 bytes each, the strings would be several times that. Two keys with one hash only make
+    /// the gate pass more, never less.
+    keys: HashMap<u64, i64>,
+    hasher: std::hash::RandomState,
+}
+
+impl State {
+    fn slot(&self, playbook: &str, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(playbook.as_bytes());
+        h.write_u8(0);
+        h.write(key.as_bytes());
+        h.finish()
+    }
 }
 
 impl RaiseGate {
@@ -45,26 +60,14 @@ impl RaiseGate {
     /// Whether a raising match of `playbook` for `key` must become a hit.
     pub fn passes(&self, playbook: &str, key: &str) -> bool {
         let state = self.state();
-        !state.filtering
-            || state
-                .keys
-                .get(playbook)
-                .is_some_and(|k| k.contains_key(key))
+        !state.filtering || state.keys.contains_key(&state.slot(playbook, key))
     }
 
     /// A failure of `key` was seen (its hit is on its way to the store).
     pub fn note(&self, playbook: &str, key: &str, now: DateTime<Utc>) {
         let mut state = self.state();
-        let keys = match state.keys.get_mut(playbook) {
-            Some(keys) => keys,
-            None => state.keys.entry(playbook.to_string()).or_default(),
-        };
-        match keys.get_mut(key) {
-            Some(at) => *at = now,
-            None => {
-                keys.insert(key.to_string(), now);
-            }
-        }
+        let slot = state.slot(playbook, key);
+        state.keys.insert(slot, now.timestamp());
     }
 
     /// The store's keys of `playbook` (incidents open or closed lately, failures pending), and
@@ -78,12 +81,11 @@ impl RaiseGate {
     ) {
         let mut state = self.state();
         for (playbook, key) in from_store {
-            state.keys.entry(playbook).or_default().insert(key, now);
+            let slot = state.slot(&playbook, &key);
+            state.keys.insert(slot, now.timestamp());
         }
-        for keys in state.keys.values_mut() {
-            keys.retain(|_, at| *at >= now - KEEP);
-        }
-        state.keys.retain(|_, keys| !keys.is_empty());
+        let oldest = (now - KEEP).timestamp();
+        state.keys.retain(|_, at| *at >= oldest);
         state.filtering = !others_writing;
     }
 
@@ -94,7 +96,7 @@ impl RaiseGate {
 
     /// How many keys the gate holds (for the log).
     pub fn len(&self) -> usize {
-        self.state().keys.values().map(HashMap::len).sum()
+        self.state().keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
