@@ -121,7 +121,7 @@ pub async fn run(
     // Loaded before the sources start, so that a login read at once meets the store's keys; if
     // the store cannot be read, the gate passes everything.
     let gate = Arc::new(crate::engine::RaiseGate::default());
-    refresh_gate(&store, &gate, &loaded.playbooks, &node).await;
+    refresh_gate(&store, &gate, &loaded.playbooks, &node, true).await;
     let mut ready = Vec::new();
     for source in source::configured(&loaded.config) {
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -176,7 +176,7 @@ pub async fn run(
                 let status = status_line(&store, &loaded).await;
                 systemd::sd_notify(&format!("STATUS={status}"));
                 beat(&store, &node, started_at, status).await;
-                refresh_gate(&store, &gate, &loaded.playbooks, &node).await;
+                refresh_gate(&store, &gate, &loaded.playbooks, &node, false).await;
             }
             _ = watchdog_ticker.tick(), if watchdog.is_some() => {
                 match tasks.health().stuck(watchdog.unwrap_or(Duration::MAX)) {
@@ -253,15 +253,21 @@ async fn beat(
 
 /// Loads the raise gate (`engine::gate`) from the store: per playbook with a raising rule, the
 /// keys it may raise for; and whether another daemon writes to the store (then the gate passes
-/// everything: that daemon's failures are not noted here).
+/// everything: that daemon's failures are not noted here). At the start (`everything`) also
+/// the incidents closed within `closed_within` and every failure counter; later only the open
+/// incidents (an incident reopened from the CLI), through their partial index: a closed key
+/// stays in the gate longer than `closed_within` after it was last seen open, and new failures
+/// are noted by the readers.
 async fn refresh_gate(
     store: &Store,
     gate: &crate::engine::RaiseGate,
     playbooks: &crate::playbook::PlaybookSet,
     node: &str,
+    everything: bool,
 ) {
     let at = now();
     let mut keys = Vec::new();
+    let mut keep = TimeDelta::zero();
     for playbook in playbooks.iter() {
         let Some(closed_within) = playbook
             .rules
@@ -272,7 +278,9 @@ async fn refresh_gate(
         else {
             continue;
         };
-        match store.raise_keys(&playbook.id, at - closed_within).await {
+        keep = keep.max(closed_within);
+        let since = everything.then(|| at - closed_within);
+        match store.raise_keys(&playbook.id, since).await {
             Ok(found) => keys.extend(found.into_iter().map(|k| (playbook.id.clone(), k))),
             Err(e) => {
                 warn!(error = %e, "cannot read the keys logins may raise; every login is looked up");
@@ -287,7 +295,7 @@ async fn refresh_gate(
             let others = beats
                 .iter()
                 .any(|b| b.node != node && b.beat_at >= at - stale);
-            gate.load(keys, others, at);
+            gate.load(keys, others, at, keep);
         }
         Err(e) => {
             warn!(error = %e, "cannot read the daemons' heartbeats; every login is looked up");

@@ -10,15 +10,16 @@
 //!
 //! It errs on the side of passing, never of dropping: before its first load, and while another
 //! daemon writes to the same store (whose failures this one does not read), everything passes;
-//! a key is kept for `KEEP` after it was last noted or loaded, longer than any `closed_within`;
-//! and the store's keys are loaded again every minute (an incident reopened from the CLI).
+//! a key is kept for a day longer than the longest `closed_within` (at least `KEEP`) after it
+//! was last noted or loaded; and the open incidents' keys are loaded again at every heartbeat
+//! (an incident reopened from the CLI).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 
-/// How long a key stays after it was last noted or loaded.
+/// How long a key stays at least after it was last noted or loaded.
 const KEEP: TimeDelta = TimeDelta::hours(49);
 
 /// The keys a raising match may matter for, per playbook.
@@ -70,21 +71,23 @@ impl RaiseGate {
         state.keys.insert(slot, now.timestamp());
     }
 
-    /// The store's keys of `playbook` (incidents open or closed lately, failures pending), and
-    /// whether another daemon writes to the store too. Forgets keys not noted or loaded for
-    /// `KEEP`.
+    /// The store's keys (playbook, key: incidents open or closed lately, failures pending), and
+    /// whether another daemon writes to the store too. Forgets keys not noted or loaded for a
+    /// day more than `closed_within` (the longest of the raising rules), and at least `KEEP`.
     pub fn load(
         &self,
         from_store: impl IntoIterator<Item = (String, String)>,
         others_writing: bool,
         now: DateTime<Utc>,
+        closed_within: TimeDelta,
     ) {
         let mut state = self.state();
         for (playbook, key) in from_store {
             let slot = state.slot(&playbook, &key);
             state.keys.insert(slot, now.timestamp());
         }
-        let oldest = (now - KEEP).timestamp();
+        let keep = KEEP.max(closed_within + TimeDelta::days(1));
+        let oldest = (now - keep).timestamp();
         state.keys.retain(|_, at| *at >= oldest);
         state.filtering = !others_writing;
     }
@@ -120,6 +123,7 @@ mod tests {
             [("ssh".to_string(), "ip=192.0.2.9".to_string())],
             false,
             at(0),
+            TimeDelta::hours(24),
         );
         assert!(!gate.passes("ssh", "ip=192.0.2.1"));
         assert!(gate.passes("ssh", "ip=192.0.2.9"));
@@ -132,26 +136,42 @@ mod tests {
     #[test]
     fn a_failure_seen_opens_the_gate_for_its_key() {
         let gate = RaiseGate::default();
-        gate.load([], false, at(0));
+        gate.load([], false, at(0), TimeDelta::hours(24));
         gate.note("ssh", "ip=192.0.2.1", at(1));
         assert!(gate.passes("ssh", "ip=192.0.2.1"));
         // Kept past any closed_within, then forgotten unless the store still has it.
-        gate.load([], false, at(40));
+        gate.load([], false, at(40), TimeDelta::hours(24));
         assert!(gate.passes("ssh", "ip=192.0.2.1"));
-        gate.load([], false, at(51));
+        gate.load([], false, at(51), TimeDelta::hours(24));
         assert!(!gate.passes("ssh", "ip=192.0.2.1"));
         assert!(gate.is_empty());
         gate.note("ssh", "ip=192.0.2.1", at(52));
-        gate.load([("ssh".into(), "ip=192.0.2.1".into())], false, at(200));
+        gate.load(
+            [("ssh".into(), "ip=192.0.2.1".into())],
+            false,
+            at(200),
+            TimeDelta::hours(24),
+        );
         assert_eq!(gate.len(), 1, "what the store still has stays");
+    }
+
+    #[test]
+    fn a_long_closed_within_keeps_keys_longer() {
+        let gate = RaiseGate::default();
+        gate.load([], false, at(0), TimeDelta::hours(24));
+        gate.note("ssh", "ip=192.0.2.1", at(0));
+        gate.load([], false, at(100), TimeDelta::hours(96));
+        assert!(gate.passes("ssh", "ip=192.0.2.1"), "96 h + a day");
+        gate.load([], false, at(121), TimeDelta::hours(96));
+        assert!(!gate.passes("ssh", "ip=192.0.2.1"));
     }
 
     #[test]
     fn another_writer_or_an_unread_store_lets_everything_pass() {
         let gate = RaiseGate::default();
-        gate.load([], true, at(0));
+        gate.load([], true, at(0), TimeDelta::hours(24));
         assert!(gate.passes("ssh", "ip=192.0.2.1"));
-        gate.load([], false, at(0));
+        gate.load([], false, at(0), TimeDelta::hours(24));
         assert!(!gate.passes("ssh", "ip=192.0.2.1"));
         gate.pass_all();
         assert!(gate.passes("ssh", "ip=192.0.2.1"));

@@ -23,21 +23,30 @@ type KeyCount = (i64, DateTime<Utc>, DateTime<Utc>);
 
 impl Store {
     /// The keys of `playbook` a raising hit can matter for (`engine::gate`): incidents not
-    /// closed, closed at or after `closed_since`, and keys with failure counters (below the
-    /// threshold, whatever their age: a backlog being read may still reach them).
+    /// closed (through the partial index of open incidents), and with `closed_since` (the
+    /// daemon's start) also those closed at or after it and the keys with failure counters
+    /// (below the threshold, whatever their age: a backlog being read may still reach them).
     pub async fn raise_keys(
         &self,
         playbook: &str,
-        closed_since: DateTime<Utc>,
+        closed_since: Option<DateTime<Utc>>,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(read!(self, pool => sqlx::query_scalar(
-            "SELECT dedupe_key FROM incidents WHERE playbook = $1 AND (status <> 'closed' OR closed_at >= $2) \
-             UNION SELECT dedupe_key FROM hit_counts WHERE playbook = $1",
-        )
-        .bind(playbook)
-        .bind(closed_since)
-        .fetch_all(pool)
-        .await?))
+        Ok(match closed_since {
+            None => read!(self, pool => sqlx::query_scalar(
+                "SELECT dedupe_key FROM incidents WHERE playbook = $1 AND status <> 'closed'",
+            )
+            .bind(playbook)
+            .fetch_all(pool)
+            .await?),
+            Some(since) => read!(self, pool => sqlx::query_scalar(
+                "SELECT dedupe_key FROM incidents WHERE playbook = $1 AND (status <> 'closed' OR closed_at >= $2) \
+                 UNION SELECT dedupe_key FROM hit_counts WHERE playbook = $1",
+            )
+            .bind(playbook)
+            .bind(since)
+            .fetch_all(pool)
+            .await?),
+        })
     }
 
     /// Commits a batch of hits and the checkpoints that cover them in one transaction. Each hit
