@@ -158,3 +158,63 @@ fn daemon_refuses_a_store_or_an_inline_secret_that_others_can_touch() {
         "the secret reached the log: {err}"
     );
 }
+
+/// Issue #17: `[intake]` changes were ignored silently on SIGHUP; each key that takes a
+/// restart is now named in a warning.
+#[test]
+fn reload_names_each_changed_key_that_takes_a_restart() {
+    use std::io::BufRead;
+    let env = Env::new(Backend::Sqlite);
+    let mut daemon = env
+        .command(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    let (lines, rx) = std::sync::mpsc::channel();
+    let stderr = daemon.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    wait_for(&env, "the first heartbeat", |s| {
+        s["daemons"].as_array().is_some_and(|d| !d.is_empty())
+    });
+
+    let maildir = env.dir.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let config = config.replace("transport = \"file\"", "transport = \"sendmail\"");
+    env.write_config(&format!(
+        "{config}\n[intake]\nmaildir = \"{}\"\n",
+        maildir.display()
+    ));
+    signal(&daemon, Signal::SIGHUP);
+
+    let mut wanted = vec![
+        "[intake] maildir changed: that takes a restart (systemctl restart csirt)",
+        "[notify] transport changed: that takes a restart",
+    ];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !wanted.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no warning for {wanted:?} after SIGHUP; the daemon logged:\n{seen:#?}");
+        };
+        wanted.retain(|w| !line.contains(w));
+        seen.push(line);
+    }
+    assert!(
+        seen.iter().all(|l| !l.contains("[[logs]] changed")),
+        "only the changed keys are named: {seen:#?}"
+    );
+    signal(&daemon, Signal::SIGTERM);
+    let _ = daemon.wait();
+}
