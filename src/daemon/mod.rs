@@ -88,6 +88,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut loaded = Loaded::build(&path, config)?;
+    // The files watched at start are the ones the sources open now: say which of them no rule
+    // reads, and which rules nothing feeds, before lines go by unmatched.
+    for warning in crate::coverage::warnings(&loaded.config, &loaded.playbooks) {
+        warn!("{warning}");
+    }
     let store = match Store::open(&loaded.config.store.url, Role::Daemon).await {
         Ok(store) => Arc::new(store),
         Err(e) => {
