@@ -143,7 +143,7 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
 }
 
 /// `[store]`.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: StoreUrl,
@@ -291,7 +291,7 @@ pub enum Encoding {
 }
 
 /// `[[logs]]`: files and globs to watch.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogSource {
     pub paths: Vec<Spanned<String>>,
@@ -310,7 +310,7 @@ pub struct Networks {
 
 /// `[[journal]]`: entries of the systemd journal, read through `journalctl`. A fresh Debian
 /// server has no rsyslog: sshd writes only to the journal.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JournalSource {
     /// The source's name in `csirt status` and the store, and the file name the rules' `files`
@@ -359,7 +359,7 @@ fn check_journal_match(m: &str) -> Result<(), String> {
 }
 
 /// `[intake]`: the mailbox staff forward suspicious mail to.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Intake {
     pub maildir: Option<PathBuf>,
@@ -385,7 +385,7 @@ pub struct Intake {
 
 /// `[intake.imap]`. The password comes from `password_file`, else
 /// `$CREDENTIALS_DIRECTORY/imap-password` (systemd `LoadCredential=`); never inline.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Imap {
     pub host: String,
@@ -498,7 +498,7 @@ pub enum Tls {
 }
 
 /// `[smtp]`.
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
     pub host: String,

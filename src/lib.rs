@@ -18,6 +18,8 @@
 //! - `compose`: the Japanese notifications rendered from templates; pure, never sends.
 //! - `notifier`: the outbox's notifier (through the `Channel` seam; mail today) and the
 //!   escalator that writes updates, escalations, reminders and digests.
+//! - `coverage`: which watched files no rule reads and which rules nothing feeds (warnings of
+//!   `csirt config check` and the daemon's start).
 //! - `daemon`: the supervisor that starts what the config names, reloads, and stops in order.
 //! - `cli`: what responders type; `cli::output` is the only stdout writer.
 //! - Shared below everything: `access` (who we run as, which permission a path denies us),
@@ -28,6 +30,7 @@ pub mod access;
 pub mod cli;
 pub mod compose;
 pub mod config;
+pub mod coverage;
 pub mod daemon;
 pub mod duration;
 pub mod engine;

@@ -42,6 +42,9 @@ pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
         Ok(set) => set,
         Err(errors) => return Ok(super::playbooks::report(&errors)),
     };
+    for warning in crate::coverage::warnings(&config, &playbooks) {
+        eprintln!("csirt: warning: {}", crate::text::sanitize(&warning));
+    }
     let templates = template_dir(&path);
     Composer::new(&config, &playbooks, templates.as_deref())?;
     let mut out = Output::stdout(config.timezone);

@@ -23,6 +23,8 @@ struct PlaybookJson<'a> {
     category: &'a str,
     severity: crate::model::Severity,
     rules: usize,
+    /// The file-name globs its log rules read (`*`: every file); empty for mail-only ones.
+    files: Vec<String>,
     steps: usize,
     escalations: usize,
     deadlines: usize,
@@ -38,13 +40,22 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
             if *json {
                 out.json(&to_json(&set))?;
             } else {
-                let mut table = Table::new(vec!["ID", "重要度", "分類", "ルール", "件名"], 4);
+                let mut table = Table::new(
+                    vec!["ID", "重要度", "分類", "ルール", "読むファイル", "件名"],
+                    5,
+                );
                 for p in set.iter() {
+                    let files = p.file_globs();
                     table.row(vec![
                         p.id.clone(),
                         p.severity.label_ja().into(),
                         p.category.clone(),
                         p.rules.len().to_string(),
+                        if files.is_empty() {
+                            "(メールのみ)".into()
+                        } else {
+                            files.join(" ")
+                        },
                         p.title.clone(),
                     ]);
                 }
@@ -338,6 +349,7 @@ fn to_json(set: &PlaybookSet) -> Vec<PlaybookJson<'_>> {
             category: &p.category,
             severity: p.severity,
             rules: p.rules.len(),
+            files: p.file_globs(),
             steps: p.steps.len(),
             escalations: p.escalations.len(),
             deadlines: p.deadlines.len(),

@@ -61,6 +61,26 @@ pub async fn shutdown_signal() {
 /// How long the tasks get to stop after SIGTERM (systemd's TimeoutStopSec is longer).
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
 
+/// Logs why the store cannot be opened: the path, the user and the permission missing when the
+/// kernel refuses them, else the store's own message.
+fn log_store_failure(url: &crate::config::StoreUrl, e: &anyhow::Error) {
+    let message = crate::text::error_chain(e);
+    match e.downcast_ref::<crate::store::StoreError>() {
+        Some(crate::store::StoreError::Denied { file, denial }) => error!(
+            path = %file.display(),
+            user = %denial.user,
+            missing = denial.need,
+            denied = %denial.path.display(),
+            "the daemon cannot open its store: {message}"
+        ),
+        _ => error!(
+            store = %url,
+            user = %crate::access::effective_user(),
+            "the daemon cannot open its store: {message}"
+        ),
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
     path: PathBuf,
@@ -68,7 +88,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut loaded = Loaded::build(&path, config)?;
-    let store = Arc::new(Store::open(&loaded.config.store.url, Role::Daemon).await?);
+    // The files watched at start are the ones the sources open now: say which of them no rule
+    // reads, and which rules nothing feeds, before lines go by unmatched.
+    for warning in crate::coverage::warnings(&loaded.config, &loaded.playbooks) {
+        warn!("{warning}");
+    }
+    let store = match Store::open(&loaded.config.store.url, Role::Daemon).await {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            // At error level, so that `journalctl -p err` shows it: under systemd the returned
+            // error reaches the journal only as stderr, at the unit's default priority (info),
+            // while Restart= retries every few seconds (issue #17).
+            let e = anyhow::Error::from(e);
+            log_store_failure(&loaded.config.store.url, &e);
+            return Err(e);
+        }
+    };
     let schema = store.migrate().await?;
     let live = LiveSet::new(&loaded);
     let mailer = Mailer::from_config(&loaded.config)?.with_proof(store.mail_proof().await?);

@@ -249,17 +249,7 @@ impl Matcher {
     /// The rules that read `path`: those without `files`, and those whose globs match the file
     /// name (or the whole path, for globs with a `/`).
     pub fn rules_for(&self, path: &Path) -> FileRules {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let reads = |rule: &Rule| {
-            rule.files.is_empty()
-                || rule.files.iter().any(|g| {
-                    if g.as_str().contains('/') {
-                        g.matches_path(path)
-                    } else {
-                        g.matches(name)
-                    }
-                })
-        };
+        let reads = |rule: &Rule| rule.reads(path);
         self.select(
             self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
             self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),

@@ -271,6 +271,45 @@ pub struct JsonRule {
     pub fields: Vec<(String, Vec<String>)>,
 }
 
+impl Playbook {
+    /// The `files` globs its log rules read, each once, in rule order; `*` for a log rule that
+    /// reads every file. Empty for a playbook of mail rules only.
+    pub fn file_globs(&self) -> Vec<String> {
+        let mut globs: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.source == RuleSource::Log) {
+            let names: Vec<String> = if rule.files.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                rule.files.iter().map(|g| g.as_str().to_string()).collect()
+            };
+            for name in names {
+                if !globs.contains(&name) {
+                    globs.push(name);
+                }
+            }
+        }
+        globs
+    }
+}
+
+impl Rule {
+    /// Whether this rule reads the log file `path`: a rule without `files` reads every file;
+    /// otherwise a glob matches the file name (or the whole path, for globs with a `/`). The
+    /// matcher and `csirt config check` both ask this, so the check warns about exactly what
+    /// the daemon will skip.
+    pub fn reads(&self, path: &Path) -> bool {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        self.files.is_empty()
+            || self.files.iter().any(|g| {
+                if g.as_str().contains('/') {
+                    g.matches_path(path)
+                } else {
+                    g.matches(name)
+                }
+            })
+    }
+}
+
 /// An escalation level: notify `to` after `after` while the incident stays unacknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escalation {

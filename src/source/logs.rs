@@ -54,7 +54,7 @@ const BATCH_HITS: usize = 2_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
-const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
+pub(crate) const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
 
 /// What the reader starts from (loaded from the store by the daemon).
 pub struct Resume {

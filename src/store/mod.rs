@@ -43,6 +43,19 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot give {} to {owner}, the owner of its directory: {source}; run this command as \
+         that user instead (e.g. `sudo -u {} csirt db migrate`), or the daemon running as that \
+         user cannot open a store root created",
+        path.display(),
+        owner.split(':').next().unwrap_or(owner.as_str())
+    )]
+    Chown {
+        path: PathBuf,
+        owner: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("there is no SQLite store at {}: run `csirt db migrate` (or start the daemon) to create it", path.display())]
     Missing { path: PathBuf },
     #[error(

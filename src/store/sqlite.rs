@@ -44,6 +44,7 @@ pub(super) async fn open(
             return Err(StoreError::Missing { path: file });
         }
         prepare_file(&file)?;
+        give_to_directory_owner(&file)?;
         if role == Role::Daemon {
             refuse_writable_by_others(&file)?;
         }
@@ -54,6 +55,10 @@ pub(super) async fn open(
         .connect_with(options.clone())
         .await
         .map_err(open_err)?;
+    // The writer's first connection switched the file to WAL and may have made -wal and -shm.
+    if file.as_os_str() != ":memory:" {
+        give_to_directory_owner(&file)?;
+    }
     let readers = match role {
         Role::Cli | Role::Migrate => 1,
         Role::Daemon => 4,
@@ -106,6 +111,68 @@ fn refuse_writable_by_others(file: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Run as root (`sudo csirt db migrate`, the command the CLI's own messages suggest), csirt
+/// would leave a root-owned store in the daemon's directory, and the daemon, running as `csirt`,
+/// could then never open it again (issue #17: "unable to open database file" every 5 s). So when
+/// the effective user is root and the directory belongs to someone else, the database file and
+/// its -wal and -shm are given to the directory's owner and group. Only files owned by root are
+/// changed: a file someone deliberately gave to another user keeps its owner. SQLite itself
+/// also hands the -wal and -shm it creates later to the owner of the database file when it runs
+/// as root, so one chown here holds for the whole session.
+fn give_to_directory_owner(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    if dir_meta.uid() == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (dir_meta.uid(), dir_meta.gid());
+    let mut paths = vec![file.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        paths.push(name.into());
+    }
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.uid() != 0 || !meta.is_file() {
+            continue;
+        }
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|source| {
+            StoreError::Chown {
+                path: path.clone(),
+                owner: owner_name(uid, gid),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// `csirt:csirt (uid 998)` for messages, the numbers where a name is unknown.
+fn owner_name(uid: u32, gid: u32) -> String {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let user = match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    };
+    let group = match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => gid.to_string(),
+    };
+    format!("{user}:{group} (uid {uid})")
 }
 
 /// Creates the database file 0660 (and its directory 0770) if it does not exist yet, so that the

@@ -262,3 +262,72 @@ fn a_session_takes_sshds_address_not_the_user_names() {
     let ips = ips_of(&run);
     assert_eq!(ips, ["203.0.113.30", "203.0.113.31"], "{run:#}");
 }
+
+/// Issue #17: lines of a watched `/var/log/test/sshd.log` were read and never matched (the SSH
+/// playbook reads only `auth.log*` and `secure*`), and nothing said so.
+#[test]
+fn config_check_names_watched_files_no_rule_reads_and_rules_nothing_feeds() {
+    let env = Env::new(Backend::Sqlite);
+    let dir = env.dir.path();
+    let logs = dir.join("log/test");
+    std::fs::create_dir_all(&logs).expect("log dir");
+    std::fs::write(logs.join("sshd.log"), "").expect("sshd.log");
+    std::fs::write(logs.join("auth.log"), "").expect("auth.log");
+    std::fs::write(logs.join("old.log.gz"), "").expect("old.log.gz");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let config = config.replace(
+        &format!("{}/log/*.log", dir.display()),
+        &format!("{}/log/test/*.log", dir.display()),
+    );
+    env.write_config(&config);
+
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let sshd = logs.join("sshd.log");
+    assert!(
+        err.contains(&format!(
+            "csirt: warning: {} (watched by [[logs]] {}/log/test/*.log) is read by no playbook rule",
+            sshd.display(),
+            dir.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("auth.log (watched"),
+        "auth.log is read: {err}"
+    );
+    assert!(
+        !err.contains("old.log.gz"),
+        "compressed files are never read: {err}"
+    );
+    assert!(
+        err.contains("playbook ids-alert: rule(s) suricata-alert read only files named eve.json*"),
+        "{err}"
+    );
+    // auth.log* could appear under *.log: the SSH playbook is not reported as unfed.
+    assert!(!err.contains("playbook ssh-bruteforce:"), "{err}");
+
+    let out = env.csirt(&["playbooks", "list", "--json"]);
+    assert_exit(&out, 0);
+    let list = json(&out);
+    let ssh = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["id"] == "ssh-bruteforce")
+        .expect("ssh-bruteforce");
+    let files: Vec<&str> = ssh["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        files.contains(&"auth.log*") && files.contains(&"secure*"),
+        "{files:?}"
+    );
+    let out = env.csirt(&["playbooks", "list"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("auth.log*"), "{}", stdout(&out));
+}
