@@ -6,6 +6,10 @@
 //! crash the reader resumes exactly at a line boundary. A line longer than the limit is cut at
 //! the limit, the rest of it skipped up to its newline, and counted; nothing is ever buffered
 //! beyond the limit. Reading is plain blocking I/O: the caller runs it on a thread of its own.
+//!
+//! Besides the head, a file being read keeps a fingerprint of the bytes just before its offset
+//! (the tail fingerprint). A new file with the same head and, at that offset, the same tail is a
+//! copy of what was read (logrotate's `copytruncate`), and is read on from there, not again.
 
 use crate::engine::Checkpoint;
 use crate::playbook::prefix::LineFilter;
@@ -16,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 /// How many leading bytes make a file's fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
+
+/// How many bytes before the offset make the tail fingerprint.
+pub const TAIL_BYTES: usize = 256;
 
 /// Bytes read per system call.
 const CHUNK: usize = 64 * 1024;
@@ -48,6 +55,33 @@ pub fn fingerprint_matches(file: &File, stored: &str) -> io::Result<bool> {
     let mut head = vec![0u8; len.min(FINGERPRINT_BYTES)];
     let n = read_full_at(file, &mut head, 0)?;
     Ok(n == head.len() && format!("{:016x}", fnv1a(&head)) == hash)
+}
+
+/// The tail fingerprint at `offset`: `"<length>:<FNV-1a 64>"` of the (at most `TAIL_BYTES`)
+/// bytes before it. Empty (matching nothing) when the file no longer holds them: it was
+/// truncated under us, and a fingerprint of fewer bytes would vouch for bytes never seen.
+pub fn tail_fingerprint(file: &File, offset: u64) -> io::Result<String> {
+    let len = offset.min(TAIL_BYTES as u64) as usize;
+    let mut buf = [0u8; TAIL_BYTES];
+    let n = read_full_at(file, &mut buf[..len], offset - len as u64)?;
+    Ok(if n == len {
+        tail_of(&buf[..len])
+    } else {
+        String::new()
+    })
+}
+
+fn tail_of(bytes: &[u8]) -> String {
+    format!("{}:{:016x}", bytes.len(), fnv1a(bytes))
+}
+
+/// Whether the bytes of `file` just before `offset` are those a stored tail fingerprint was
+/// taken of. An empty or malformed fingerprint matches nothing.
+pub fn tail_matches(file: &File, offset: u64, stored: &str) -> io::Result<bool> {
+    if stored.is_empty() {
+        return Ok(false);
+    }
+    Ok(tail_fingerprint(file, offset)? == stored)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -122,6 +156,9 @@ pub struct Tail {
     chunk: Vec<u8>,
     /// Lines cut at the limit so far.
     pub truncated_lines: u64,
+    /// The tail fingerprint at `offset`, kept as lines are consumed: it has to be taken while
+    /// the bytes are there, since a copytruncate removes them before the copy is found.
+    tail_fp: String,
 }
 
 impl Tail {
@@ -142,6 +179,7 @@ impl Tail {
             Start::At { .. } => (0, 0),
             Start::End => last_line_boundary(&file, size)?,
         };
+        let tail_fp = tail_fingerprint(&file, offset)?;
         Ok(Tail {
             path: path.to_path_buf(),
             file,
@@ -154,6 +192,7 @@ impl Tail {
             max_line,
             chunk: vec![0; CHUNK],
             truncated_lines: 0,
+            tail_fp,
         })
     }
 
@@ -186,6 +225,7 @@ impl Tail {
         self.pending.clear();
         self.skipping = false;
         self.id.fingerprint = fingerprint(&self.file)?;
+        self.tail_fp = tail_of(&[]);
         Ok(())
     }
 
@@ -198,6 +238,7 @@ impl Tail {
             path: self.path.display().to_string(),
             offset: self.offset,
             line_no: self.line_no,
+            tail_fingerprint: self.tail_fp.clone(),
         }
     }
 
@@ -228,6 +269,9 @@ impl Tail {
         {
             self.id.fingerprint = fingerprint(&self.file)?;
         }
+        let offset_before = self.offset;
+        // The last chunk read, for the tail fingerprint: (its file offset, its length).
+        let mut last_chunk = (0u64, 0usize);
         let mut total = 0;
         while total < budget {
             let n = match self.file.read_at(&mut self.chunk, self.read_pos) {
@@ -239,6 +283,7 @@ impl Tail {
                 break;
             }
             let chunk_start = self.read_pos;
+            last_chunk = (chunk_start, n);
             self.read_pos += n as u64;
             total += n;
             let mut start = 0;
@@ -303,7 +348,25 @@ impl Tail {
                 self.skipping = rest.len() > room;
             }
         }
+        if self.offset != offset_before {
+            self.update_tail_fp(last_chunk)?;
+        }
         Ok(total)
+    }
+
+    /// Takes the tail fingerprint at the new offset from the chunk in memory when it holds the
+    /// bytes (the common case: no system call, and no window in which a truncation could
+    /// change them), else from the file.
+    fn update_tail_fp(&mut self, (chunk_start, n): (u64, usize)) -> io::Result<()> {
+        let len = self.offset.min(TAIL_BYTES as u64);
+        let from = self.offset - len;
+        if from >= chunk_start && self.offset <= chunk_start + n as u64 {
+            let at = (from - chunk_start) as usize;
+            self.tail_fp = tail_of(&self.chunk[at..at + len as usize]);
+        } else {
+            self.tail_fp = tail_fingerprint(&self.file, self.offset)?;
+        }
+        Ok(())
     }
 
     /// Counts the complete lines of `chunk[from..to]` (`to` just after a newline) as read
@@ -329,6 +392,8 @@ impl Tail {
         }
         self.line_no += 1;
         self.offset = self.read_pos;
+        // Nothing will be read after this; an unreadable tail only means a copy is not found.
+        self.tail_fp = tail_fingerprint(&self.file, self.offset).unwrap_or_default();
         let truncated = self.skipping;
         on_line(Line {
             bytes: clean(&self.pending),
@@ -546,6 +611,65 @@ mod tests {
         assert_eq!(
             lines(&mut tail),
             [("new first line, longer than before".into(), 1, false)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_tail_fingerprint_follows_the_offset_and_tells_a_copy_from_a_lookalike() -> io::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.log");
+        let mut f = File::create(&path)?;
+        // Small appends (the fingerprint comes from the file) and then more than a chunk at once
+        // (it comes from the chunk in memory): both must give what the file holds there.
+        let mut body = Vec::new();
+        let mut tail = Tail::open(&path, Start::Beginning, 1024)?;
+        let r = File::open(&path)?;
+        assert_eq!(tail.checkpoint().tail_fingerprint, tail_of(b""));
+        for i in 0..50 {
+            let line = format!("sshd[{i}]: Failed password for root from 192.0.2.{i}\n");
+            f.write_all(line.as_bytes())?;
+            body.extend_from_slice(line.as_bytes());
+            let _ = lines(&mut tail);
+            let cp = tail.checkpoint();
+            assert_eq!(cp.tail_fingerprint, tail_fingerprint(&r, cp.offset)?);
+        }
+        for i in 0..5_000 {
+            body.extend_from_slice(format!("cron[{i}]: session opened\n").as_bytes());
+        }
+        body.extend_from_slice(b"partial");
+        std::fs::write(&path, &body)?;
+        let _ = lines(&mut tail);
+        let cp = tail.checkpoint();
+        assert_eq!(cp.offset, (body.len() - b"partial".len()) as u64);
+        assert_eq!(cp.tail_fingerprint, tail_fingerprint(&r, cp.offset)?);
+
+        // logrotate's copy holds the same bytes: the same head, the same tail at the offset,
+        // and the fingerprint taken before the truncation still describes them.
+        let copy = dir.path().join("a.log.1");
+        std::fs::copy(&path, &copy)?;
+        std::fs::write(&path, b"")?;
+        let copy = File::open(&copy)?;
+        assert!(fingerprint_matches(&copy, &cp.fingerprint)?);
+        assert!(tail_matches(&copy, cp.offset, &cp.tail_fingerprint)?);
+        assert_eq!(
+            tail_fingerprint(&r, cp.offset)?,
+            "",
+            "gone bytes vouch for nothing"
+        );
+
+        // Same head, one byte different just before the offset: not a copy.
+        let mut lookalike = body.clone();
+        lookalike[cp.offset as usize - 3] ^= 1;
+        let other = dir.path().join("b.log");
+        std::fs::write(&other, &lookalike)?;
+        let other = File::open(&other)?;
+        assert!(fingerprint_matches(&other, &cp.fingerprint)?);
+        assert!(!tail_matches(&other, cp.offset, &cp.tail_fingerprint)?);
+        assert!(
+            !tail_matches(&copy, cp.offset, "")?,
+            "unknown matches nothing"
         );
         Ok(())
     }
