@@ -103,6 +103,30 @@ fn read_full_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Whether `a` and `b` hold the same bytes in `from..to` (both must hold all of them).
+pub fn same_bytes(a: &File, b: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut x = vec![0u8; CHUNK.min(to.saturating_sub(from) as usize)];
+    let mut y = vec![0u8; x.len()];
+    let mut at = from;
+    while at < to {
+        let len = x.len().min((to - at) as usize);
+        let n = read_full_at(a, &mut x[..len], at)?;
+        let m = read_full_at(b, &mut y[..len], at)?;
+        if n != len || m != len || x[..len] != y[..len] {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
+}
+
+/// The number of lines in the first `size` bytes of `file`, a last line without its newline
+/// included: the line number after reading all of them.
+pub fn lines_in(file: &File, size: u64) -> io::Result<u64> {
+    let (boundary, lines) = last_line_boundary(file, size)?;
+    Ok(lines + u64::from(size > boundary))
+}
+
 /// The identity of an open file.
 pub fn identity(file: &File) -> io::Result<Identity> {
     let meta = file.metadata()?;
@@ -199,6 +223,11 @@ impl Tail {
     /// The byte offset after the last complete line delivered.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The open file (which may no longer be at `path`).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// The current size of the open file (which may no longer be at `path`).
@@ -421,7 +450,9 @@ fn last_line_boundary(file: &File, size: u64) -> io::Result<(u64, u64)> {
     let mut lines = 0u64;
     let mut boundary = 0u64;
     while pos < size {
-        let n = read_full_at(file, &mut buf, pos)?;
+        // Not past `size`: the file may be growing, and what lies beyond is not counted.
+        let want = (size - pos).min(CHUNK as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], pos)?;
         if n == 0 {
             break;
         }

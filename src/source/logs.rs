@@ -12,6 +12,15 @@
 //! store in batches that carry the checkpoints of the files they came from; a full channel blocks
 //! the reader (back-pressure), it never drops. Nothing here advances a checkpoint in the store:
 //! only the store's transaction does, together with the hits.
+//!
+//! A copy is not a new file. logrotate's `copytruncate` (and a plain `cp`) makes a new inode
+//! holding what was already read; where the glob matches it (`auth.log*`), reading it from its
+//! beginning would count every line twice. A new file is a copy when it is, so far, a byte-for-
+//! byte prefix of a file being read (it is held back: that file delivers its lines), or when its
+//! head and the bytes just before a known offset equal those of a file read that far (a file
+//! truncated or let go, or one from the store's checkpoints after a restart): it is read on from
+//! that offset. Anything less is no proof, and the file is read from its beginning: a duplicate
+//! is visible, a skipped line is not.
 
 use super::logfile::{self, Start, Tail};
 use super::{Notice, Running, Source, SourceContext};
@@ -24,7 +33,7 @@ use crate::playbook::session::Sessions;
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -53,6 +62,9 @@ const BATCH_HITS: usize = 2_000;
 /// non-matching lines after a crash is harmless, so it need not cost a transaction each time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// How many checkpoints of truncated or let-go files are kept for recognising their copies.
+const RECENT_CHECKPOINTS: usize = 64;
+
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
 const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
 
@@ -67,6 +79,25 @@ struct PatternSpec {
     pattern: String,
     start_at: StartAt,
     encoding: Encoding,
+}
+
+/// A new file found to be a copy of (a prefix of) a file being read.
+#[derive(Debug, Clone, Copy)]
+struct Shadow {
+    /// Its first `len` bytes equal those of `of`.
+    len: u64,
+    of: (u64, u64),
+}
+
+/// What a new file is, compared with the files read.
+#[derive(Debug)]
+enum CopyOf {
+    /// Nothing shows it is a copy: read it as a new file.
+    No,
+    /// A prefix of a file being read: not opened (yet).
+    HeldBack,
+    /// A copy of what was read up to here: read on from there.
+    ReadFrom(Start, PathBuf),
 }
 
 struct Open {
@@ -96,6 +127,15 @@ pub struct LogReader {
     draining: Vec<Open>,
     /// Where each known file identity stands: from the store at start, then from sent batches.
     known: HashMap<(u64, u64), Checkpoint>,
+    /// The checkpoints of files just before they were truncated or let go, newest last: a copy
+    /// found later resumes from one of them.
+    recent: VecDeque<Checkpoint>,
+    /// New files held back because all their bytes so far are a prefix of a file being read
+    /// (a copy in progress, or made and not yet followed by the truncation): how much of each
+    /// was compared, and with which file.
+    shadowed: HashMap<(u64, u64), Shadow>,
+    /// The identities met in the current sweep (for forgetting the `shadowed` that are gone).
+    met: HashSet<(u64, u64)>,
     started: HashSet<String>,
     batch: Batch,
     last_sent: Instant,
@@ -154,6 +194,9 @@ impl LogReader {
                 .into_iter()
                 .map(|c| ((c.dev, c.inode), c))
                 .collect(),
+            recent: VecDeque::new(),
+            shadowed: HashMap::new(),
+            met: HashSet::new(),
             started: resume.started_patterns.into_iter().collect(),
             batch: Batch {
                 node,
@@ -274,12 +317,16 @@ impl LogReader {
         self.refresh_matcher();
         self.watch_dirs();
         let mut present: HashSet<PathBuf> = HashSet::new();
+        self.met.clear();
         for index in 0..self.specs.len() {
             for path in self.expand(index) {
                 present.insert(path.clone());
                 self.check(index, &path);
             }
         }
+        let met = std::mem::take(&mut self.met);
+        self.shadowed.retain(|id, _| met.contains(id));
+        self.met = met;
         if let Some(opened) = self.opened.take() {
             let _ = opened.send(());
         }
@@ -326,6 +373,7 @@ impl LogReader {
                 .finish(|line| collect_hits(&reading, sessions, &line, &mut hits));
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
+            self.remember(open.tail.checkpoint());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
             false
         });
@@ -400,6 +448,7 @@ impl LogReader {
         };
         use std::os::unix::fs::MetadataExt;
         let id = (meta.dev(), meta.ino());
+        self.met.insert(id);
         if let Some(open) = self.open.get_mut(path) {
             if (open.tail.id.dev, open.tail.id.inode) == id {
                 // A copytruncate shows as a file shorter than the offset, or, when the writer
@@ -410,9 +459,12 @@ impl LogReader {
                     // Lines written between the copy and the truncation are lost by the method
                     // itself; what follows is read from the beginning.
                     info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
+                    // Its copy (copytruncate's) may be found in this sweep or a later one.
+                    let before = open.tail.checkpoint();
                     if let Err(e) = open.tail.restart_after_truncation() {
                         warn!(path = %path.display(), "cannot re-read after truncation: {e}");
                     }
+                    self.remember(before);
                 }
                 return;
             }
@@ -433,6 +485,12 @@ impl LogReader {
         if busy {
             return;
         }
+        // An empty file is opened once it has bytes: logrotate's copytruncate creates the copy
+        // empty and fills it, and only its bytes can show that it is a copy. Nothing is lost by
+        // waiting: its first bytes are read from its beginning.
+        if meta.len() == 0 {
+            return;
+        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -444,18 +502,34 @@ impl LogReader {
         let encoding = spec.encoding;
         let fingerprint_ok =
             |c: &Checkpoint| logfile::fingerprint_matches(&file, &c.fingerprint).unwrap_or(false);
+        let start_at = spec.start_at;
+        let started = self.started.contains(&spec.pattern);
         let start = match self.known.get(&id) {
             Some(c) if fingerprint_ok(c) => Start::At {
                 offset: c.offset,
                 line_no: c.line_no,
             },
-            // The inode was reused by a different file, or the file is new to us.
-            _ if self.started.contains(&spec.pattern) => Start::Beginning,
-            _ => match spec.start_at {
-                StartAt::End => Start::End,
-                StartAt::Beginning => Start::Beginning,
-            },
+            // The inode was reused by a different file, or the file is new to us. A known file
+            // with a new head was truncated while we were away: its copy may still turn up.
+            known => {
+                if let Some(c) = known.cloned() {
+                    self.remember(c);
+                }
+                match self.copy_of(&file, id, meta.len()) {
+                    CopyOf::HeldBack => return,
+                    CopyOf::ReadFrom(start, of) => {
+                        info!(path = %path.display(), of = %of.display(), ?start, "a copy of a file already read; reading on from where that one was read to");
+                        start
+                    }
+                    CopyOf::No if started => Start::Beginning,
+                    CopyOf::No => match start_at {
+                        StartAt::End => Start::End,
+                        StartAt::Beginning => Start::Beginning,
+                    },
+                }
+            }
         };
+        self.shadowed.remove(&id);
         match Tail::from_file(path, file, start, MAX_LINE) {
             Ok(tail) => {
                 self.clear_report(path);
@@ -540,6 +614,88 @@ impl LogReader {
         }
     }
 
+    /// Keeps the checkpoint of a file about to be truncated or let go, for its copies.
+    fn remember(&mut self, checkpoint: Checkpoint) {
+        if checkpoint.offset == 0 {
+            return;
+        }
+        if self.recent.len() >= RECENT_CHECKPOINTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(checkpoint);
+    }
+
+    /// Whether the new file `file` (identity `id`, `size` bytes) is a copy of a file read.
+    fn copy_of(&mut self, file: &std::fs::File, id: (u64, u64), size: u64) -> CopyOf {
+        if size == 0 {
+            return CopyOf::No;
+        }
+        // A prefix of a file being read, compared byte for byte (only what was not compared at
+        // the last sweep): that file delivers these lines, and more of the copy may be coming.
+        let mut shadow = self.shadowed.get(&id).copied().filter(|s| s.len <= size);
+        for o in self.open.values().chain(&self.draining) {
+            let of = (o.tail.id.dev, o.tail.id.inode);
+            if of == id || o.tail.size().map_or(true, |s| s < size) {
+                continue;
+            }
+            let from = shadow.filter(|s| s.of == of).map_or(0, |s| s.len);
+            if logfile::same_bytes(file, o.tail.file(), from, size).unwrap_or(false) {
+                debug!(path = %o.tail.path.display(), size, "a new file is a prefix of this one; held back");
+                self.shadowed.insert(id, Shadow { len: size, of });
+                return CopyOf::HeldBack;
+            }
+        }
+        // A copy of what a file was read up to: one being read whose truncation this sweep has
+        // not come to yet, one truncated or let go since, or any in the store's checkpoints. The
+        // same head, and the same bytes just before the offset.
+        let held_whole = shadow.take().filter(|s| s.len == size);
+        let live: Vec<Checkpoint> = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .map(|o| o.tail.checkpoint())
+            .collect();
+        let mut best: Option<(u64, Start, &Checkpoint)> = None;
+        for c in live.iter().chain(&self.recent).chain(self.known.values()) {
+            if (c.dev, c.inode) == id
+                || c.offset == 0
+                || !logfile::fingerprint_matches(file, &c.fingerprint).unwrap_or(false)
+            {
+                continue;
+            }
+            let start = if held_whole.is_some_and(|s| s.of == (c.dev, c.inode) && c.offset >= size)
+            {
+                // All of it equalled that file, since read (under the same head) beyond its end.
+                match logfile::lines_in(file, size) {
+                    Ok(line_no) => Start::At {
+                        offset: size,
+                        line_no,
+                    },
+                    Err(_) => continue,
+                }
+            } else if c.offset <= size
+                && logfile::tail_matches(file, c.offset, &c.tail_fingerprint).unwrap_or(false)
+            {
+                Start::At {
+                    offset: c.offset,
+                    line_no: c.line_no,
+                }
+            } else {
+                continue;
+            };
+            let offset = match start {
+                Start::At { offset, .. } => offset,
+                _ => 0,
+            };
+            if best.as_ref().is_none_or(|(b, ..)| *b < offset) {
+                best = Some((offset, start, c));
+            }
+        }
+        match best {
+            Some((_, start, c)) => CopyOf::ReadFrom(start, PathBuf::from(&c.path)),
+            None => CopyOf::No,
+        }
+    }
     fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
         self.batch
             .checkpoints
