@@ -84,6 +84,38 @@ pub fn tail_matches(file: &File, offset: u64, stored: &str) -> io::Result<bool> 
     Ok(tail_fingerprint(file, offset)? == stored)
 }
 
+/// A file's first bytes, read once to be checked against many stored fingerprints.
+pub struct Head(Vec<u8>);
+
+impl Head {
+    pub fn of(file: &File) -> io::Result<Head> {
+        let mut head = vec![0u8; FINGERPRINT_BYTES];
+        let n = read_full_at(file, &mut head, 0)?;
+        head.truncate(n);
+        Ok(Head(head))
+    }
+
+    /// `fingerprint_matches` without reading the file again.
+    pub fn matches(&self, stored: &str) -> bool {
+        let Some((len, hash)) = stored.split_once(':') else {
+            return false;
+        };
+        match len.parse::<usize>() {
+            Ok(len) if len <= self.0.len() => format!("{:016x}", fnv1a(&self.0[..len])) == hash,
+            _ => false,
+        }
+    }
+
+    /// Whether this head shows that the file is not the one `stored` was taken of: it holds at
+    /// least as many bytes and they differ. (A shorter head may still be a prefix of it.)
+    pub fn contradicts(&self, stored: &str) -> bool {
+        let len = stored
+            .split_once(':')
+            .and_then(|(l, _)| l.parse::<usize>().ok());
+        len.is_some_and(|len| len <= self.0.len()) && !self.matches(stored)
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -683,6 +715,7 @@ mod tests {
         std::fs::write(&path, b"")?;
         let copy = File::open(&copy)?;
         assert!(fingerprint_matches(&copy, &cp.fingerprint)?);
+        assert!(Head::of(&copy)?.matches(&cp.fingerprint));
         assert!(tail_matches(&copy, cp.offset, &cp.tail_fingerprint)?);
         assert_eq!(
             tail_fingerprint(&r, cp.offset)?,
@@ -697,7 +730,23 @@ mod tests {
         std::fs::write(&other, &lookalike)?;
         let other = File::open(&other)?;
         assert!(fingerprint_matches(&other, &cp.fingerprint)?);
+        assert!(Head::of(&other)?.matches(&cp.fingerprint));
         assert!(!tail_matches(&other, cp.offset, &cp.tail_fingerprint)?);
+        let mut stranger = body.clone();
+        stranger[10] ^= 1;
+        std::fs::write(dir.path().join("c.log"), &stranger)?;
+        let stranger = Head::of(&File::open(dir.path().join("c.log"))?)?;
+        assert!(!stranger.matches(&cp.fingerprint) && stranger.contradicts(&cp.fingerprint));
+        std::fs::write(dir.path().join("d.log"), &body[..100])?;
+        let short = Head::of(&File::open(dir.path().join("d.log"))?)?;
+        assert!(
+            !short.matches(&cp.fingerprint),
+            "100 bytes do not vouch for 256"
+        );
+        assert!(
+            !short.contradicts(&cp.fingerprint),
+            "but may be a copy in progress"
+        );
         assert!(
             !tail_matches(&copy, cp.offset, "")?,
             "unknown matches nothing"

@@ -632,10 +632,17 @@ impl LogReader {
         }
         // A prefix of a file being read, compared byte for byte (only what was not compared at
         // the last sweep): that file delivers these lines, and more of the copy may be coming.
+        // Read once: the store may hold many checkpoints, and many files may be open.
+        let Ok(head) = logfile::Head::of(file) else {
+            return CopyOf::No;
+        };
         let mut shadow = self.shadowed.get(&id).copied().filter(|s| s.len <= size);
         for o in self.open.values().chain(&self.draining) {
             let of = (o.tail.id.dev, o.tail.id.inode);
-            if of == id || o.tail.size().map_or(true, |s| s < size) {
+            if of == id
+                || head.contradicts(&o.tail.id.fingerprint)
+                || o.tail.size().map_or(true, |s| s < size)
+            {
                 continue;
             }
             let from = shadow.filter(|s| s.of == of).map_or(0, |s| s.len);
@@ -657,10 +664,7 @@ impl LogReader {
             .collect();
         let mut best: Option<(u64, Start, &Checkpoint)> = None;
         for c in live.iter().chain(&self.recent).chain(self.known.values()) {
-            if (c.dev, c.inode) == id
-                || c.offset == 0
-                || !logfile::fingerprint_matches(file, &c.fingerprint).unwrap_or(false)
-            {
+            if (c.dev, c.inode) == id || c.offset == 0 || !head.matches(&c.fingerprint) {
                 continue;
             }
             let start = if held_whole.is_some_and(|s| s.of == (c.dev, c.inode) && c.offset >= size)
