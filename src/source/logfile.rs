@@ -280,13 +280,19 @@ impl Tail {
 
     /// The file was truncated in place (copytruncate): start again from its beginning.
     pub fn restart_after_truncation(&mut self) -> io::Result<()> {
-        self.offset = 0;
-        self.line_no = 0;
-        self.read_pos = 0;
+        self.restart_at(0, 0)
+    }
+
+    /// Reads on from `offset` (line `line_no`), forgetting any partial line: where a copy of a
+    /// file read that far continues.
+    pub fn restart_at(&mut self, offset: u64, line_no: u64) -> io::Result<()> {
+        self.id.fingerprint = fingerprint(&self.file)?;
+        self.tail_fp = tail_fingerprint(&self.file, offset)?;
+        self.offset = offset;
+        self.line_no = line_no;
+        self.read_pos = offset;
         self.pending.clear();
         self.skipping = false;
-        self.id.fingerprint = fingerprint(&self.file)?;
-        self.tail_fp = tail_of(&[]);
         Ok(())
     }
 

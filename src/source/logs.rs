@@ -97,7 +97,11 @@ enum CopyOf {
     /// A prefix of a file being read: not opened (yet).
     HeldBack,
     /// A copy of what was read up to here: read on from there.
-    ReadFrom(Start, PathBuf),
+    ReadFrom {
+        offset: u64,
+        line_no: u64,
+        of: PathBuf,
+    },
 }
 
 struct Open {
@@ -110,6 +114,9 @@ struct Open {
     generation: usize,
     last_growth: Instant,
     warned_truncation: bool,
+    /// Opened from its beginning as a new file, and not yet compared with the files read:
+    /// nothing is read from it before (see `decide`).
+    undecided: bool,
 }
 
 /// The reader thread's state.
@@ -485,12 +492,6 @@ impl LogReader {
         if busy {
             return;
         }
-        // An empty file is opened once it has bytes: logrotate's copytruncate creates the copy
-        // empty and fills it, and only its bytes can show that it is a copy. Nothing is lost by
-        // waiting: its first bytes are read from its beginning.
-        if meta.len() == 0 {
-            return;
-        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -505,31 +506,24 @@ impl LogReader {
         let start_at = spec.start_at;
         let started = self.started.contains(&spec.pattern);
         let start = match self.known.get(&id) {
-            Some(c) if fingerprint_ok(c) => Start::At {
+            // Resumed where it was read to. (Nothing read yet says nothing: decided below.)
+            Some(c) if c.offset > 0 && fingerprint_ok(c) => Start::At {
                 offset: c.offset,
                 line_no: c.line_no,
             },
             // The inode was reused by a different file, or the file is new to us. A known file
             // with a new head was truncated while we were away: its copy may still turn up.
             known => {
-                if let Some(c) = known.cloned() {
+                if let Some(c) = known.filter(|c| !fingerprint_ok(c)).cloned() {
                     self.remember(c);
                 }
-                match self.copy_of(&file, id, meta.len()) {
-                    CopyOf::HeldBack => return,
-                    CopyOf::ReadFrom(start, of) => {
-                        info!(path = %path.display(), of = %of.display(), ?start, "a copy of a file already read; reading on from where that one was read to");
-                        start
-                    }
-                    CopyOf::No if started => Start::Beginning,
-                    CopyOf::No => match start_at {
-                        StartAt::End => Start::End,
-                        StartAt::Beginning => Start::Beginning,
-                    },
+                match start_at {
+                    _ if started => Start::Beginning,
+                    StartAt::End => Start::End,
+                    StartAt::Beginning => Start::Beginning,
                 }
             }
         };
-        self.shadowed.remove(&id);
         match Tail::from_file(path, file, start, MAX_LINE) {
             Ok(tail) => {
                 self.clear_report(path);
@@ -548,6 +542,9 @@ impl LogReader {
                         generation: self.generation,
                         last_growth: Instant::now(),
                         warned_truncation: false,
+                        // Whether it is a copy shows only in its bytes, which logrotate's
+                        // copytruncate writes after creating the file empty.
+                        undecided: start == Start::Beginning,
                     },
                 );
             }
@@ -558,6 +555,9 @@ impl LogReader {
     /// Reads one file to its current end, sending batches as they fill. Returns false when the
     /// file cannot be read any more (it is dropped; a later sweep reopens it from its checkpoint).
     fn read_to_end(&mut self, open: &mut Open) -> bool {
+        if open.undecided && !self.decide(open) {
+            return true;
+        }
         if open.generation != self.generation {
             open.rules = self.matcher_seen.rules_for(&open.tail.path);
             open.generation = self.generation;
@@ -625,21 +625,57 @@ impl LogReader {
         self.recent.push_back(checkpoint);
     }
 
+    /// Decides, once a new file has bytes, whether it is a copy of a file read, and positions it
+    /// after what was read if so. False while it must not be read yet: empty, or held back as a
+    /// prefix of a file being read.
+    fn decide(&mut self, open: &mut Open) -> bool {
+        let Ok(size) = open.tail.size() else {
+            // The read reports it.
+            return true;
+        };
+        if size == 0 {
+            return false;
+        }
+        let id = (open.tail.id.dev, open.tail.id.inode);
+        match self.copy_of(open.tail.file(), id, size) {
+            CopyOf::HeldBack => return false,
+            CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of,
+            } => {
+                info!(path = %open.tail.path.display(), of = %of.display(), offset, line_no, "a copy of a file already read; reading on from where that one was read to");
+                if let Err(e) = open.tail.restart_at(offset, line_no) {
+                    // Not positioned: reading it from its beginning counts lines twice, which
+                    // shows; skipping them would not.
+                    warn!(path = %open.tail.path.display(), "cannot position the copy: {e}");
+                }
+                self.record_checkpoint(open.tail.checkpoint());
+            }
+            CopyOf::No => {}
+        }
+        self.shadowed.remove(&id);
+        open.undecided = false;
+        true
+    }
+
     /// Whether the new file `file` (identity `id`, `size` bytes) is a copy of a file read.
     fn copy_of(&mut self, file: &std::fs::File, id: (u64, u64), size: u64) -> CopyOf {
         if size == 0 {
             return CopyOf::No;
         }
-        // A prefix of a file being read, compared byte for byte (only what was not compared at
-        // the last sweep): that file delivers these lines, and more of the copy may be coming.
         // Read once: the store may hold many checkpoints, and many files may be open.
         let Ok(head) = logfile::Head::of(file) else {
             return CopyOf::No;
         };
+        // A prefix of a file being read, compared byte for byte (only what was not compared at
+        // the last sweep): that file delivers these lines, and more of the copy may be coming.
         let mut shadow = self.shadowed.get(&id).copied().filter(|s| s.len <= size);
         for o in self.open.values().chain(&self.draining) {
             let of = (o.tail.id.dev, o.tail.id.inode);
+            // An undecided file delivers nothing yet: two copies must not hold each other back.
             if of == id
+                || o.undecided
                 || head.contradicts(&o.tail.id.fingerprint)
                 || o.tail.size().map_or(true, |s| s < size)
             {
@@ -662,7 +698,7 @@ impl LogReader {
             .chain(&self.draining)
             .map(|o| o.tail.checkpoint())
             .collect();
-        let mut best: Option<(u64, Start, &Checkpoint)> = None;
+        let mut best: Option<(u64, u64, &Checkpoint)> = None;
         for c in live.iter().chain(&self.recent).chain(self.known.values()) {
             if (c.dev, c.inode) == id || c.offset == 0 || !head.matches(&c.fingerprint) {
                 continue;
@@ -671,32 +707,26 @@ impl LogReader {
             {
                 // All of it equalled that file, since read (under the same head) beyond its end.
                 match logfile::lines_in(file, size) {
-                    Ok(line_no) => Start::At {
-                        offset: size,
-                        line_no,
-                    },
+                    Ok(line_no) => (size, line_no),
                     Err(_) => continue,
                 }
             } else if c.offset <= size
                 && logfile::tail_matches(file, c.offset, &c.tail_fingerprint).unwrap_or(false)
             {
-                Start::At {
-                    offset: c.offset,
-                    line_no: c.line_no,
-                }
+                (c.offset, c.line_no)
             } else {
                 continue;
             };
-            let offset = match start {
-                Start::At { offset, .. } => offset,
-                _ => 0,
-            };
-            if best.as_ref().is_none_or(|(b, ..)| *b < offset) {
-                best = Some((offset, start, c));
+            if best.as_ref().is_none_or(|(b, ..)| *b < start.0) {
+                best = Some((start.0, start.1, c));
             }
         }
         match best {
-            Some((_, start, c)) => CopyOf::ReadFrom(start, PathBuf::from(&c.path)),
+            Some((offset, line_no, c)) => CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of: PathBuf::from(&c.path),
+            },
             None => CopyOf::No,
         }
     }
