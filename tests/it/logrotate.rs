@@ -333,3 +333,45 @@ fn a_file_with_the_same_head_but_other_content_is_read_whole() {
     assert_counted_once(&env, &mut daemon, &auth, true, &want);
     daemon.stop();
 }
+
+/// A copy seen while it is being made (a prefix of the file being read) is held back, not read
+/// from its beginning; once the original is truncated it is known to hold only lines read
+/// already (here the original was read beyond the copy's end before the truncation), and
+/// nothing of it is read.
+#[test]
+fn a_copy_seen_while_it_is_made_is_held_back_then_skipped() {
+    let (env, auth) = env_for(Backend::Sqlite, true);
+    let copy = log_dir(&env).join("auth.log.1");
+    let mut daemon = Daemon::start(&env);
+    let mut w = Written::default();
+    w.append(&auth, 100);
+    daemon.wait_read_to_end(&env, &auth);
+    let half = w.text.len() / 2;
+    std::fs::write(&copy, &w.text[..half]).expect("the copy's first half");
+    append(&auth, filler(900_000));
+    daemon.wait_read_to_end(&env, &auth);
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&copy).expect("stat"));
+    let copy_read: Vec<u64> = crate::logs::checkpoints(&env)
+        .iter()
+        .filter(|c| c.inode == inode)
+        .map(|c| c.offset)
+        .collect();
+    assert!(
+        copy_read.iter().all(|o| *o == 0),
+        "the copy in progress was read: {copy_read:?}\n--- daemon log\n{}",
+        daemon.log_tail()
+    );
+    let whole = std::fs::read(&auth).expect("read auth.log");
+    append(&copy, &whole[half..]);
+    w.append(&auth, 20);
+    daemon.wait_read_to_end(&env, &auth);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&auth)
+        .expect("open for truncation")
+        .set_len(0)
+        .expect("truncate");
+    w.append(&auth, 30);
+    assert_counted_once(&env, &mut daemon, &auth, true, &w.text);
+    daemon.stop();
+}

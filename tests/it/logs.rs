@@ -411,7 +411,7 @@ pub(crate) fn hit_counts(env: &Env) -> BTreeMap<String, i64> {
     })
 }
 
-fn checkpoints(env: &Env) -> Vec<Checkpoint> {
+pub(crate) fn checkpoints(env: &Env) -> Vec<Checkpoint> {
     with_store(env, "checkpoints", async |store| {
         store.log_checkpoints(NODE).await
     })
