@@ -331,9 +331,6 @@ impl LogReader {
                 self.check(index, &path);
             }
         }
-        let met = std::mem::take(&mut self.met);
-        self.shadowed.retain(|id, _| met.contains(id));
-        self.met = met;
         if let Some(opened) = self.opened.take() {
             let _ = opened.send(());
         }
@@ -353,6 +350,16 @@ impl LogReader {
                 self.draining.push(open);
             }
         }
+        // Held-back files that are gone are forgotten; one renamed away is still drained.
+        let met = std::mem::take(&mut self.met);
+        let draining: HashSet<(u64, u64)> = self
+            .draining
+            .iter()
+            .map(|o| (o.tail.id.dev, o.tail.id.inode))
+            .collect();
+        self.shadowed
+            .retain(|id, _| met.contains(id) || draining.contains(id));
+        self.met = met;
         // Rotated-away files first: their lines were written before the new file's, and a
         // threshold counted in log time must see them in that order.
         let mut draining = std::mem::take(&mut self.draining);
