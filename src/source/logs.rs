@@ -94,7 +94,7 @@ struct Shadow {
 enum CopyOf {
     /// Nothing shows it is a copy: read it as a new file.
     No,
-    /// A prefix of a file being read: not opened (yet).
+    /// A prefix of a file being read: nothing is read from it (yet).
     HeldBack,
     /// A copy of what was read up to here: read on from there.
     ReadFrom {
