@@ -16,7 +16,6 @@ mod intake;
 mod intake_hostile;
 mod journal;
 mod journalfile;
-mod logrotate;
 mod logs;
 mod mail_out;
 mod notify;
