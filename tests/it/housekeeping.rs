@@ -13,6 +13,7 @@ use std::time::Duration;
 on_both_backends!(
     expired_below_threshold_keys_go_and_a_key_in_its_window_counts_on,
     old_raw_mails_are_blanked_and_old_quarantines_deleted,
+    long_closed_incidents_keep_their_first_and_last_evidence,
 );
 
 /// The window the tests' SSH playbook gets: short, so that the received-time guard passes
@@ -317,4 +318,47 @@ fn old_raw_mails_are_blanked_and_old_quarantines_deleted(backend: Backend) {
         "{status}"
     );
     assert_eq!(status["overview"]["quarantined_mails"], 1, "{status}");
+}
+
+fn long_closed_incidents_keep_their_first_and_last_evidence(backend: Backend) {
+    let env = Env::new(backend);
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&format!("{config}\n[retention]\nevents = \"1s\"\n"));
+    let (closed, open) = block_on(async {
+        let store = env.store().await;
+        let events: Vec<_> = (0..30).map(|_| event("198.51.100.1")).collect();
+        let mut ids = Vec::new();
+        for key in ["198.51.100.1", "198.51.100.2"] {
+            let new = incident("ssh-bruteforce", key, "SSH", csirt::model::Severity::High);
+            ids.push(
+                store
+                    .open_incident(&new, &events, &csirt::model::Actor::daemon())
+                    .await
+                    .expect("open"),
+            );
+        }
+        store.close().await;
+        (ids[0], ids[1])
+    });
+    assert_exit(
+        &env.csirt(&[
+            "incidents",
+            "close",
+            &closed.to_string(),
+            "--resolution",
+            "resolved",
+        ]),
+        0,
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let done = prune(&env, false);
+    assert_eq!(done["incident_events"], 10, "{done}");
+    let events = |id: i64| {
+        scalar(
+            &env,
+            &format!("SELECT COUNT(*) FROM events WHERE incident_id = {id}"),
+        )
+    };
+    assert_eq!(events(closed), 20, "the first and last ten stay");
+    assert_eq!(events(open), 30, "an open incident keeps all its evidence");
 }
