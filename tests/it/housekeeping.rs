@@ -14,6 +14,7 @@ on_both_backends!(
     expired_below_threshold_keys_go_and_a_key_in_its_window_counts_on,
     old_raw_mails_are_blanked_and_old_quarantines_deleted,
     long_closed_incidents_keep_their_first_and_last_evidence,
+    the_daemon_prunes_every_interval,
 );
 
 /// The window the tests' SSH playbook gets: short, so that the received-time guard passes
@@ -361,4 +362,37 @@ fn long_closed_incidents_keep_their_first_and_last_evidence(backend: Backend) {
     };
     assert_eq!(events(closed), 20, "the first and last ten stay");
     assert_eq!(events(open), 30, "an open incident keeps all its evidence");
+}
+
+fn the_daemon_prunes_every_interval(backend: Backend) {
+    let env = Env::new(backend);
+    let set = short_windows(&env);
+    crate::logs::configure_default(&env);
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    env.write_config(&format!("{config}\n[retention]\ninterval = \"2s\"\n"));
+    let composer = env.composer();
+    let long_ago = csirt::model::now() - TimeDelta::hours(1);
+    block_on(async {
+        let store = env.store().await;
+        let hits = (0..50)
+            .map(|i| failure(&set, &spray_ip(i), long_ago))
+            .collect();
+        store.ingest(&batch(hits), &composer).await.expect("spray");
+        store.close().await;
+    });
+    std::thread::sleep(Duration::from_millis(3_500));
+    let mut daemon = crate::logs::Daemon::start(&env);
+    let usage = daemon.wait("the daemon's housekeeping", &env, |env| {
+        let status = json(&env.csirt(&["status", "--json"]));
+        (status["usage"]["pending_events"] == 0).then(|| status["usage"].clone())
+    });
+    daemon.stop();
+    assert_eq!(usage["hit_counts"], 0, "{usage}");
+    let pending = usage["pruned"]
+        .as_array()
+        .expect("pruned")
+        .iter()
+        .find(|t| t["kind"] == "pending_events")
+        .map(|t| t["total"].clone());
+    assert_eq!(pending, Some(50.into()), "{usage}");
 }
