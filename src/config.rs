@@ -53,6 +53,9 @@ pub struct Config {
     /// `[[schedule]]`: digests of open incidents on a cron schedule.
     #[serde(default)]
     pub schedule: Vec<Schedule>,
+    /// `[retention]`: how long the store keeps raw mail and old evidence (housekeeping).
+    #[serde(default)]
+    pub retention: Retention,
     /// Where this file holds a secret or names a secret file, for the permission check.
     #[serde(skip)]
     secret_sites: Vec<SecretSite>,
@@ -532,6 +535,55 @@ impl fmt::Debug for Smtp {
     }
 }
 
+/// `[retention]`: what housekeeping (the daemon's task and `csirt db prune`) removes, and when.
+/// Below-threshold evidence and its counters have no setting: they go once the longest window
+/// of their playbook has passed, the only point from which they can no longer count.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The raw bytes of intake mail older than this are blanked; the row (hash, incident,
+    /// sender, subject) stays. Never for a mail of an incident that is not closed.
+    #[serde(default = "default_retain_mails")]
+    pub mails: Span,
+    /// Quarantined mail older than this (and announced) is deleted.
+    #[serde(default = "default_retain_quarantine")]
+    pub quarantine: Span,
+    /// Incidents closed longer ago than this keep only their first and last evidence events.
+    #[serde(default = "default_retain_events")]
+    pub events: Span,
+    /// How often the daemon's housekeeping runs; the first run is one interval after the start,
+    /// so that a daemon restarted in a loop does not spend its starts pruning.
+    #[serde(default = "default_housekeeping_interval")]
+    pub interval: Span,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            mails: default_retain_mails(),
+            quarantine: default_retain_quarantine(),
+            events: default_retain_events(),
+            interval: default_housekeeping_interval(),
+        }
+    }
+}
+
+fn default_retain_mails() -> Span {
+    Span::from_secs(400 * 86_400)
+}
+
+fn default_retain_quarantine() -> Span {
+    Span::from_secs(90 * 86_400)
+}
+
+fn default_retain_events() -> Span {
+    Span::from_secs(400 * 86_400)
+}
+
+fn default_housekeeping_interval() -> Span {
+    Span::from_secs(10 * 60)
+}
+
 fn default_timezone() -> Tz {
     chrono_tz::Asia::Tokyo
 }
@@ -683,6 +735,7 @@ impl Config {
             contacts: BTreeMap::new(),
             networks: None,
             schedule: Vec::new(),
+            retention: Retention::default(),
             secret_sites: Vec::new(),
             warnings: Vec::new(),
         }

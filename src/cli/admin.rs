@@ -4,6 +4,7 @@ use super::output::Output;
 use super::{Cli, load_config};
 use crate::compose::{Composer, template_dir};
 use crate::config::{Config, Transport};
+use crate::store::prune::PrunePlan;
 use crate::store::{Role, Store};
 use std::process::ExitCode;
 
@@ -27,6 +28,24 @@ pub(super) async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
         )
     };
     Output::stdout(config.timezone).line(&message)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `csirt db prune`: one housekeeping run, with the windows of the configured playbooks (a
+/// playbook set that does not load is an error: without the windows nothing below a threshold
+/// can be judged expired).
+pub(super) async fn prune(cli: &Cli, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, config) = load_config(cli)?;
+    let contacts = config.contacts.keys().cloned().collect();
+    let playbooks = match crate::playbook::load(&config.playbooks, Some(&contacts)) {
+        Ok(set) => set,
+        Err(errors) => return Ok(super::playbooks::report(&errors)),
+    };
+    let store = Store::open(&config.store.url, Role::Cli).await?;
+    store.ensure_schema_current().await?;
+    let plan = PrunePlan::new(&config.retention, &playbooks, dry_run);
+    let counts = store.prune(&plan, crate::model::now()).await?;
+    Output::stdout(config.timezone).pruned(&counts, dry_run, json)?;
     Ok(ExitCode::SUCCESS)
 }
 

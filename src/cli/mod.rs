@@ -205,6 +205,18 @@ pub enum EncodingArg {
 pub enum DbCommand {
     /// Apply the schema migrations the store lacks
     Migrate,
+    /// Remove what retention allows, once (the daemon does it every [retention] interval):
+    /// below-threshold evidence and counters whose window has passed, raw mail bytes after
+    /// [retention] mails, quarantined mail after [retention] quarantine, and the evidence of
+    /// incidents closed longer than [retention] events beyond the first and last ten
+    Prune {
+        /// Count what would go, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -361,6 +373,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Incidents(c) => incidents::run(&cli, c).await,
                     Command::Playbooks(c) => playbooks::run(&cli, c).await,
                     Command::Db(DbCommand::Migrate) => admin::migrate(&cli).await,
+                    Command::Db(DbCommand::Prune { dry_run, json }) => {
+                        admin::prune(&cli, *dry_run, *json).await
+                    }
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
                     Command::Intake {

@@ -160,6 +160,44 @@ impl Output {
         self.out.flush()
     }
 
+    /// What `csirt db prune` removed (or, dry, would remove).
+    pub fn pruned(
+        &mut self,
+        counts: &crate::store::prune::PruneCounts,
+        dry_run: bool,
+        json: bool,
+    ) -> io::Result<()> {
+        if json {
+            #[derive(Serialize)]
+            struct Pruned<'a> {
+                dry_run: bool,
+                #[serde(flatten)]
+                counts: &'a crate::store::prune::PruneCounts,
+                total: i64,
+            }
+            return self.json(&Pruned {
+                dry_run,
+                counts,
+                total: counts.total(),
+            });
+        }
+        let verb = if dry_run {
+            "削除対象 (would prune, dry run)"
+        } else {
+            "削除 (pruned)"
+        };
+        self.line(&format!(
+            "{verb}: 閾値未満のイベント (pending events) {}  カウンタ (hit counts) {}  \
+             メール本文 (raw mails blanked) {}  隔離メール (quarantined mails) {}  \
+             クローズ済みインシデントのイベント (closed incidents' events) {}",
+            counts.pending_events,
+            counts.hit_counts,
+            counts.raw_mails,
+            counts.quarantined_mails,
+            counts.incident_events
+        ))
+    }
+
     /// Quarantined intake mails as a table.
     pub fn quarantined(&mut self, mails: &[crate::store::mail::QuarantinedMail]) -> io::Result<()> {
         if mails.is_empty() {

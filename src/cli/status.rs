@@ -9,6 +9,7 @@ use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
+use crate::store::prune::StoreUsage;
 use crate::store::{
     DaemonError, Heartbeat, JournalPosition, LogPosition, Overview, Role, SchemaVersion, Store,
 };
@@ -31,6 +32,9 @@ struct StatusJson {
     overview: Option<Overview>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
+    /// The store's size, its oldest rows and what housekeeping has removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<StoreUsage>,
     sources: Vec<SourceJson>,
     journals: Vec<JournalJson>,
     recent_errors: Vec<DaemonError>,
@@ -155,6 +159,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     daemons: Vec::new(),
                     overview: None,
                     outbox: None,
+                    usage: None,
                     sources: Vec::new(),
                     journals: Vec::new(),
                     recent_errors: Vec::new(),
@@ -171,14 +176,15 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let schema = store.schema_version().await?;
     let current = schema.applied == schema.expected;
     // Counts need the tables; on a store that was never migrated there is nothing to count.
-    let (overview, outbox, errors) = if current {
+    let (overview, outbox, usage, errors) = if current {
         (
             Some(store.overview().await?),
             Some(store.outbox_stats(now).await?),
+            Some(store.usage().await?),
             store.recent_errors(5).await?,
         )
     } else {
-        (None, None, Vec::new())
+        (None, None, None, Vec::new())
     };
     let heartbeats = if schema.applied > 0 {
         store.heartbeats().await?
@@ -226,6 +232,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             daemons,
             overview,
             outbox,
+            usage,
             sources,
             journals,
             recent_errors: errors,
@@ -323,6 +330,37 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     x.refused - x.refusals.len() as i64
                 ))?;
             }
+        }
+        if let Some(u) = &usage {
+            let size = u.size_bytes.map_or_else(
+                || "不明".to_string(),
+                |b| format!("{:.1} MiB", b as f64 / 1_048_576.0),
+            );
+            let oldest = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(|| "なし".to_string(), |t| long_time(t, tz))
+            };
+            out.line(&format!(
+                "容量 (size): {size}  閾値未満のイベント (pending) {} 件 (最古 {})  カウンタ (hit counts) {} 件  最古のメール本文 (oldest raw mail) {}",
+                u.pending_events,
+                oldest(u.oldest_pending_event),
+                u.hit_counts,
+                oldest(u.oldest_raw_mail)
+            ))?;
+            let pruned: Vec<String> = u
+                .pruned
+                .iter()
+                .map(|t| format!("{} {}", t.kind, t.total))
+                .collect();
+            out.line(&format!(
+                "整理 (housekeeping): 最終実行 {}  削除累計: {}",
+                u.last_prune_at
+                    .map_or_else(|| "未実行".to_string(), |t| ago(t, now)),
+                if pruned.is_empty() {
+                    "なし".to_string()
+                } else {
+                    pruned.join(" / ")
+                }
+            ))?;
         }
         for s in &sources {
             let lag = match s.lag_bytes {

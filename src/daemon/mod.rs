@@ -3,11 +3,12 @@
 //!
 //! The tasks: the sources the config names (`source::configured`), the store writer that
 //! commits their batches (`source::writer`), the notifier that drains the outbox and the
-//! escalator that fills it (`notifier`). The daemon never exits on a failure that a retry can
+//! escalator that fills it (`notifier`), and housekeeping (`housekeeping`, retention). The daemon never exits on a failure that a retry can
 //! cure: a store that goes away is logged, and the writer retries the same batch until it
 //! commits (the sources wait meanwhile), so nothing read is lost and nothing is committed twice.
 //! A task that ends on its own ends the daemon, non-zero, so that systemd restarts it whole.
 
+mod housekeeping;
 mod reload;
 mod supervisor;
 
@@ -135,6 +136,16 @@ pub async fn run(
             node.clone(),
             (Arc::clone(&wake_notifier), tasks.cancel_token()),
             tasks.worker("escalator"),
+        ),
+    );
+    tasks.spawn(
+        "housekeeping",
+        housekeeping::run(
+            Arc::clone(&store),
+            live.prune.clone(),
+            Duration::from_secs(loaded.config.retention.interval.as_secs()),
+            node.clone(),
+            tasks.cancel_token(),
         ),
     );
     let (batches, batch_rx) = mpsc::channel(source::writer::BATCH_QUEUE);

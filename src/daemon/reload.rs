@@ -58,6 +58,8 @@ pub struct LiveSet {
     pub composer: Live<Composer>,
     pub escalator: Live<EscalatorConfig>,
     pub intake: Live<crate::intake::Context>,
+    /// Housekeeping's windows follow the playbooks; its retention spans follow the config.
+    pub prune: Live<crate::store::prune::PrunePlan>,
 }
 
 impl LiveSet {
@@ -67,6 +69,7 @@ impl LiveSet {
             composer: Live::new(Arc::clone(&loaded.composer)),
             escalator: Live::new(Arc::clone(&loaded.escalator)),
             intake: Live::new(intake_context(loaded)),
+            prune: Live::new(prune_plan(loaded)),
         }
     }
 
@@ -75,7 +78,12 @@ impl LiveSet {
         self.matcher.set(Arc::clone(&loaded.matcher));
         self.composer.set(Arc::clone(&loaded.composer));
         self.escalator.set(Arc::clone(&loaded.escalator));
+        self.prune.set(Arc::new(prune_plan(loaded)));
     }
+}
+
+fn prune_plan(loaded: &Loaded) -> crate::store::prune::PrunePlan {
+    crate::store::prune::PrunePlan::new(&loaded.config.retention, &loaded.playbooks, false)
 }
 
 fn intake_context(loaded: &Loaded) -> crate::intake::Context {

@@ -197,6 +197,35 @@ macro_rules! transaction {
     };
 }
 
+/// Like `transaction!`, but commits only when `$commit` is true: a dry run executes the very
+/// statements of a real one, counts what they touch, and rolls back.
+macro_rules! transaction_or_rollback {
+    ($self:ident, $commit:expr, $tx:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite { write, .. } => {
+                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let result = async { $body }.await;
+                if result.is_ok() && $commit {
+                    $tx.commit().await?;
+                } else {
+                    $tx.rollback().await?;
+                }
+                result
+            }
+            Backend::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let result = async { $body }.await;
+                if result.is_ok() && $commit {
+                    $tx.commit().await?;
+                } else {
+                    $tx.rollback().await?;
+                }
+                result
+            }
+        }
+    };
+}
+
 mod checkpoints;
 mod daemons;
 mod escalation;
@@ -205,6 +234,7 @@ mod ingest;
 pub mod mail;
 pub mod outbox;
 mod postgres;
+pub mod prune;
 mod rows;
 mod sql;
 mod sqlite;

@@ -227,8 +227,17 @@ pub(super) trait Sql: Send {
     fn events(&mut self, id: i64) -> impl Future<Output = Result<Vec<Event>, sqlx::Error>> + Send;
 
     /// Keeps the first and last `EVIDENCE_KEEP` events of incident `id`, deleting those
-    /// between: evidence stays bounded however long an attack goes on.
-    fn trim_evidence(&mut self, id: i64) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// between: evidence stays bounded however long an attack goes on. Returns how many went.
+    fn trim_evidence(&mut self, id: i64) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// Adds `count` to housekeeping's total of `kind`, in the transaction that deleted them
+    /// (nothing when there is nothing to add).
+    fn add_prune_total(
+        &mut self,
+        kind: &str,
+        count: i64,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Appends to the incident's timeline (the database refuses updates and deletes there).
     fn insert_timeline(
@@ -583,7 +592,7 @@ macro_rules! shared_statements {
             Ok(rows.into_iter().map(Event::from).collect())
         }
 
-        async fn trim_evidence(&mut self, id: i64) -> Result<(), sqlx::Error> {
+        async fn trim_evidence(&mut self, id: i64) -> Result<u64, sqlx::Error> {
             sqlx::query(
                 "DELETE FROM events WHERE incident_id = $1 \
                  AND id > (SELECT id FROM events WHERE incident_id = $1 ORDER BY id LIMIT 1 OFFSET $2) \
@@ -591,6 +600,22 @@ macro_rules! shared_statements {
             )
             .bind(id)
             .bind(EVIDENCE_KEEP - 1)
+            .execute(&mut *self)
+            .await
+            .map(|r| r.rows_affected())
+        }
+
+        async fn add_prune_total(&mut self, kind: &str, count: i64, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+            if count == 0 {
+                return Ok(());
+            }
+            sqlx::query(
+                "INSERT INTO prune_totals (kind, total, last_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (kind) DO UPDATE SET total = prune_totals.total + excluded.total, last_at = excluded.last_at",
+            )
+            .bind(kind)
+            .bind(count)
+            .bind(at)
             .execute(&mut *self)
             .await
             .map(|_| ())

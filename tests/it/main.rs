@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod escalation;
 mod fail2ban_logs;
+mod housekeeping;
 mod imap;
 mod ingest;
 mod intake;
