@@ -158,8 +158,9 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
         "the mailer keeps the old envelope sender",
     );
     check(
-        old.notify.flood != new.notify.flood || old.notify.retry_after != new.notify.retry_after,
-        "[notify] flood/retry_after",
+        old.notify.rate_limit() != new.notify.rate_limit()
+            || old.notify.retry_after != new.notify.retry_after,
+        "[notify] rate/rate_window/critical_rate/retry_after",
         "the outbox driver keeps the old values",
     );
     check(
