@@ -223,5 +223,9 @@ mod tests {
         assert_eq!(filter.find_in(b"a\nb Failed password"), Some(4));
         assert!(filter.ascii());
         assert!(line_filter([Some(&failed[..]), None]).is_none());
+        // A word that is not ASCII has other bytes in Shift_JIS than in the decoded text: such a
+        // filter may search decoded lines only, never a file's raw bytes.
+        let japanese = prefixes("^認証失敗: ").expect("literals");
+        assert!(!line_filter([Some(&japanese[..])]).expect("filter").ascii());
     }
 }

@@ -103,8 +103,10 @@ pub fn through_gate(
 ) -> Option<Hit> {
     if m.rule.raise.is_some() {
         // The key as `Hit::new` makes it (a NUL shown as U+2400), without making the hit.
-        let key =
-            crate::engine::dedupe_key(&m.playbook.dedupe, &m.fields).replace('\0', "\u{2400}");
+        let mut key = crate::engine::dedupe_key(&m.playbook.dedupe, &m.fields);
+        if key.contains('\0') {
+            key = key.replace('\0', "\u{2400}");
+        }
         return gate.passes(&m.playbook.id, &key).then(|| make(m));
     }
     let raises = m.playbook.rules.iter().any(|r| r.raise.is_some());

@@ -19,6 +19,26 @@ use std::collections::BTreeMap;
 /// How many keys, mails or incidents one transaction handles.
 pub const BATCH: i64 = 500;
 
+/// Runs `batch` over ids from the start (it gets the last id done, 0 first, and says what it
+/// removed, its own last id and whether it was full) until a batch is not full; the ingest
+/// writer gets the lock between batches.
+async fn in_id_batches<F, Fut>(mut batch: F) -> Result<i64, StoreError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(i64, i64, bool), StoreError>>,
+{
+    let (mut total, mut after) = (0, 0);
+    loop {
+        let (count, last, full) = batch(after).await?;
+        total += count;
+        after = last;
+        if !full {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// What one housekeeping run may remove.
 #[derive(Debug, Clone)]
 pub struct PrunePlan {
@@ -278,42 +298,35 @@ impl Store {
         const KEPT: &str = "raw_pruned_at IS NULL AND disposition <> 'quarantined' AND received_at < $2 \
              AND (incident_id IS NULL OR NOT EXISTS (SELECT 1 FROM incidents i \
                WHERE i.id = mails.incident_id AND i.status <> 'closed'))";
-        let mut total = 0;
-        let mut after = 0i64;
-        loop {
-            let (count, last, full) = transaction_or_rollback!(self, !dry_run, tx => {
-                let ids: Vec<i64> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM mails WHERE id > $1 AND {KEPT} ORDER BY id LIMIT $3"
-                ))
-                .bind(after)
-                .bind(cutoff)
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-                let Some(&last) = ids.last() else {
-                    return Ok::<_, StoreError>((0, after, false));
-                };
-                let count = sqlx::query(&format!(
-                    "UPDATE mails SET raw = $4, raw_pruned_at = $5 WHERE id > $1 AND id <= $3 AND {KEPT}"
-                ))
-                .bind(after)
-                .bind(cutoff)
-                .bind(last)
-                .bind(Vec::<u8>::new())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as i64;
-                tx.add_prune_total("raw_mails", count, now).await?;
-                Ok((count, last, ids.len() as i64 == BATCH))
-            })?;
-            total += count;
-            after = last;
-            if !full {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+        in_id_batches(|after| async move {
+            transaction_or_rollback!(self, !dry_run, tx => {
+                    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+                        "SELECT id FROM mails WHERE id > $1 AND {KEPT} ORDER BY id LIMIT $3"
+                    ))
+                    .bind(after)
+                    .bind(cutoff)
+                    .bind(BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(&last) = ids.last() else {
+                        return Ok::<_, StoreError>((0, after, false));
+                    };
+                    let count = sqlx::query(&format!(
+                        "UPDATE mails SET raw = $4, raw_pruned_at = $5 WHERE id > $1 AND id <= $3 AND {KEPT}"
+                    ))
+                    .bind(after)
+                    .bind(cutoff)
+                    .bind(last)
+                    .bind(Vec::<u8>::new())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                    tx.add_prune_total("raw_mails", count, now).await?;
+                    Ok((count, last, ids.len() as i64 == BATCH))
+            })
+        })
+        .await
     }
 
     /// Deletes quarantined mails received before `cutoff` that have been announced (a notice
@@ -326,40 +339,33 @@ impl Store {
     ) -> Result<i64, StoreError> {
         const OLD: &str =
             "disposition = 'quarantined' AND announced_at IS NOT NULL AND received_at < $2";
-        let mut total = 0;
-        let mut after = 0i64;
-        loop {
-            let (count, last, full) = transaction_or_rollback!(self, !dry_run, tx => {
-                let ids: Vec<i64> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM mails WHERE id > $1 AND {OLD} ORDER BY id LIMIT $3"
-                ))
-                .bind(after)
-                .bind(cutoff)
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-                let Some(&last) = ids.last() else {
-                    return Ok::<_, StoreError>((0, after, false));
-                };
-                let count = sqlx::query(&format!(
-                    "DELETE FROM mails WHERE id > $1 AND id <= $3 AND {OLD}"
-                ))
-                .bind(after)
-                .bind(cutoff)
-                .bind(last)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as i64;
-                tx.add_prune_total("quarantined_mails", count, now).await?;
-                Ok((count, last, ids.len() as i64 == BATCH))
-            })?;
-            total += count;
-            after = last;
-            if !full {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+        in_id_batches(|after| async move {
+            transaction_or_rollback!(self, !dry_run, tx => {
+                    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+                        "SELECT id FROM mails WHERE id > $1 AND {OLD} ORDER BY id LIMIT $3"
+                    ))
+                    .bind(after)
+                    .bind(cutoff)
+                    .bind(BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(&last) = ids.last() else {
+                        return Ok::<_, StoreError>((0, after, false));
+                    };
+                    let count = sqlx::query(&format!(
+                        "DELETE FROM mails WHERE id > $1 AND id <= $3 AND {OLD}"
+                    ))
+                    .bind(after)
+                    .bind(cutoff)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                    tx.add_prune_total("quarantined_mails", count, now).await?;
+                    Ok((count, last, ids.len() as i64 == BATCH))
+            })
+        })
+        .await
     }
 
     /// Trims incidents closed before `cutoff` to their first and last `EVIDENCE_KEEP` events.
@@ -370,36 +376,29 @@ impl Store {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let mut total = 0;
-        let mut after = 0i64;
-        loop {
-            let (count, last, full) = transaction_or_rollback!(self, !dry_run, tx => {
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM incidents WHERE id > $1 AND status = 'closed' AND closed_at < $2 \
-                     ORDER BY id LIMIT $3",
-                )
-                .bind(after)
-                .bind(cutoff)
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-                let Some(&last) = ids.last() else {
-                    return Ok::<_, StoreError>((0, after, false));
-                };
-                let mut count = 0i64;
-                for id in &ids {
-                    count += tx.trim_evidence(*id).await? as i64;
-                }
-                tx.add_prune_total("incident_events", count, now).await?;
-                Ok((count, last, ids.len() as i64 == BATCH))
-            })?;
-            total += count;
-            after = last;
-            if !full {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+        in_id_batches(|after| async move {
+            transaction_or_rollback!(self, !dry_run, tx => {
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "SELECT id FROM incidents WHERE id > $1 AND status = 'closed' AND closed_at < $2 \
+                         ORDER BY id LIMIT $3",
+                    )
+                    .bind(after)
+                    .bind(cutoff)
+                    .bind(BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(&last) = ids.last() else {
+                        return Ok::<_, StoreError>((0, after, false));
+                    };
+                    let mut count = 0i64;
+                    for id in &ids {
+                        count += tx.trim_evidence(*id).await? as i64;
+                    }
+                    tx.add_prune_total("incident_events", count, now).await?;
+                    Ok((count, last, ids.len() as i64 == BATCH))
+            })
+        })
+        .await
     }
 
     /// The store's size, its oldest rows and the housekeeping totals, for `csirt status`.
