@@ -79,9 +79,10 @@ pub fn due(
 
 /// The escalation levels that apply to `incident`: an incident from outside the city's networks
 /// escalates only as far as its playbook's [context] allows (0: the duty list's own mails and
-/// digests only).
+/// digests only), unless it targets an account the host has (`[context] existing_account`).
 fn levels_of<'p>(incident: &Incident, playbook: &'p Playbook) -> &'p [Escalation] {
-    let external = incident.fields.get("network").and_then(|v| v.as_str()) == Some("external");
+    let field = |name: &str| incident.fields.get(name).and_then(|v| v.as_str());
+    let external = field("network") == Some("external") && field("account") != Some("exists");
     match playbook.context.as_ref().and_then(|c| c.external_levels) {
         Some(n) if external => {
             &playbook.escalations[..(n as usize).min(playbook.escalations.len())]

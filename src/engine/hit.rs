@@ -72,7 +72,13 @@ impl Hit {
                     ("external", context.external)
                 };
                 fields.insert("network".into(), label.into());
-                severity
+                match context.existing_account {
+                    Some(known) if !inside && targets_known_account(rule, context, &fields) => {
+                        fields.insert("account".into(), "exists".into());
+                        known
+                    }
+                    _ => severity,
+                }
             }
             _ => playbook.severity,
         };
@@ -122,6 +128,18 @@ impl Hit {
         self.weight = n.max(1);
         self
     }
+}
+
+/// Whether the hit's line proves that an account of the host, not one every host has, was
+/// tried: the attacker knows a name of the city's.
+fn targets_known_account(rule: &Rule, context: &crate::playbook::Context, fields: &Fields) -> bool {
+    rule.account_exists
+        && fields
+            .get(&context.account_field)
+            .and_then(|v| v.as_str())
+            .is_some_and(|account| {
+                !account.is_empty() && !context.common_accounts.iter().any(|c| c == account)
+            })
 }
 
 /// Fills `{field}` placeholders from the hit's fields; an absent field stays as written.

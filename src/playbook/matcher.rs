@@ -51,6 +51,11 @@ pub struct FileRules {
     /// Any of the literals the selected program rules start with, searched in the whole line
     /// before it is parsed; `None` when some rule has none.
     literals: Option<Arc<LineFilter>>,
+    /// Any of the literals one of which every match of a selected whole-line rule holds,
+    /// searched before the set; `None` when some rule has none.
+    whole: Option<Arc<LineFilter>>,
+    /// What a reader may search the raw bytes for (see `raw_filter`).
+    raw: Option<Arc<LineFilter>>,
     /// The dispatch of the program rules, per program seen in this file (bounded; a file has a
     /// few programs, and a short list beats hashing the name on every line).
     programs: Arc<Mutex<ProgramCache>>,
@@ -79,13 +84,10 @@ impl FileRules {
     }
 
     /// A filter a reader applies to the file's raw lines, before decoding them: a line in which
-    /// it finds nothing cannot match any rule of the file. Only when every rule is a program rule
+    /// it finds nothing cannot match any rule of the file. Only when every rule is a text rule
     /// whose literals are known and ASCII; `None` otherwise (every line must be scanned).
     pub fn raw_filter(&self) -> Option<&LineFilter> {
-        let only_program_rules = self.index.is_empty() && !self.json.iter().any(|b| *b);
-        self.literals
-            .as_deref()
-            .filter(|f| only_program_rules && f.ascii())
+        self.raw.as_deref()
     }
 }
 
@@ -101,7 +103,8 @@ pub struct Matcher {
     sets: Mutex<HashMap<Vec<bool>, CompiledSet>>,
     /// The program rules' dispatches, one per distinct selection (programs share them).
     dispatches: Mutex<HashMap<Vec<bool>, Arc<Dispatch>>>,
-    /// For each text rule with a program, the literals its pattern starts with.
+    /// For each text rule with a program, the literals its pattern starts with; for each
+    /// whole-line rule, the literals one of which its matches hold (`prefix::inner_literals`).
     prefixes: Vec<Option<Vec<Box<[u8]>>>>,
     /// `(playbook, rule)` indices of the text rules.
     text: Vec<(usize, usize)>,
@@ -131,7 +134,7 @@ impl Matcher {
                         text.push((p, r));
                         programs.push(rule.programs.clone());
                         prefixes.push(if rule.programs.is_empty() {
-                            None
+                            prefix::inner_literals(regex.as_str())
                         } else {
                             prefix::prefixes(regex.as_str())
                         });
@@ -162,8 +165,34 @@ impl Matcher {
             .map(|i| text[i] && self.programs[i].is_empty())
             .collect();
         let program_rules = (0..text.len()).filter(|i| text[*i] && !self.programs[*i].is_empty());
+        let whole_rules = (0..text.len()).filter(|i| whole_lines[*i]);
         let by_program = program_rules.clone().next().is_some();
-        let literals = prefix::line_filter(program_rules.map(|i| self.prefixes[i].as_deref()));
+        let by_line = whole_rules.clone().next().is_some();
+        let literals = prefix::line_filter(
+            program_rules.clone().map(|i| self.prefixes[i].as_deref()),
+            false,
+        )
+        .map(Arc::new);
+        let whole = prefix::line_filter(whole_rules.map(|i| self.prefixes[i].as_deref()), true)
+            .map(Arc::new);
+        // The raw bytes are searched for the words of every rule of the file: those of the
+        // program rules as they are, those of the whole-line rules (and then all) ignoring case.
+        let raw = if json.iter().any(|b| *b) {
+            None
+        } else if !by_line {
+            literals.clone()
+        } else if !by_program {
+            whole.clone()
+        } else {
+            prefix::line_filter(
+                program_rules
+                    .chain((0..text.len()).filter(|i| whole_lines[*i]))
+                    .map(|i| self.prefixes[i].as_deref()),
+                true,
+            )
+            .map(Arc::new)
+        }
+        .filter(|f| f.ascii());
         let (set, index) = self.compiled(&whole_lines);
         FileRules {
             text,
@@ -171,7 +200,9 @@ impl Matcher {
             set,
             index,
             by_program,
-            literals: literals.map(Arc::new),
+            literals,
+            whole,
+            raw,
             programs: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -278,8 +309,12 @@ impl Matcher {
     /// none of the words the program rules start with (no program rule can match it). Where the
     /// reader applies `raw_filter`, the lines it hands out hold one, and are not searched again.
     pub fn structure<'l>(&self, rules: &FileRules, line: &'l str) -> Option<Syslog<'l>> {
+        let searched = match (&rules.raw, &rules.literals) {
+            (Some(raw), Some(words)) => Arc::ptr_eq(raw, words),
+            _ => false,
+        };
         if !rules.by_program
-            || (rules.raw_filter().is_none()
+            || (!searched
                 && rules
                     .literals
                     .as_ref()
@@ -417,6 +452,8 @@ impl Matcher {
         let mut candidates: Vec<(usize, &str, u32)> = Vec::new();
         if rules.index.is_empty() {
             // No whole-line rule reads this file.
+        } else if rules.whole.as_ref().is_some_and(|f| !f.is_match(line)) {
+            // The line holds none of the words one of which each whole-line rule needs.
         } else if rules.set.is_empty() {
             // The set did not compile (its size cap): every rule tries its own regex.
             candidates.extend(rules.index.iter().map(|i| (*i, line, 1)));

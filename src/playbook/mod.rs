@@ -61,6 +61,12 @@ struct PlaybookFile {
 /// most `external_levels` levels (0: the duty list only, in its mails and digests). Applies
 /// only where the config names its networks; without `[networks]` the playbook's severity
 /// stands. A raising rule (a login after failures) still goes to critical and the last level.
+///
+/// An account that exists: a hit of a rule marked `account_exists` (sshd writes `Failed
+/// password for U` only for an account the host has, `… for invalid user U` otherwise) from
+/// outside takes `existing_account` and escalates in full, unless the account is one of
+/// `common_accounts`, the names every host has and every scanner tries (`root`): guessing those
+/// says nothing about the attacker knowing the city.
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Context {
@@ -70,10 +76,25 @@ pub struct Context {
     pub external: Severity,
     #[serde(default)]
     pub external_levels: Option<u32>,
+    #[serde(default)]
+    pub existing_account: Option<Severity>,
+    /// The field that names the account (`user`).
+    #[serde(default = "user_field")]
+    pub account_field: String,
+    #[serde(default = "common_accounts")]
+    pub common_accounts: Vec<String>,
 }
 
 fn ip_field() -> String {
     "ip".into()
+}
+
+fn user_field() -> String {
+    "user".into()
+}
+
+fn common_accounts() -> Vec<String> {
+    vec!["root".into()]
 }
 
 #[derive(Deserialize)]
@@ -117,6 +138,9 @@ struct RuleFile {
     /// A later event with the same key raises the incident (a login after failures).
     #[serde(default)]
     raise: Option<Raise>,
+    /// The line proves that the account it names exists on the host (see `[context]`).
+    #[serde(default)]
+    account_exists: bool,
 }
 
 /// `learn = true` or `learn = "waiting"`.
@@ -259,6 +283,8 @@ pub struct Rule {
     pub threshold: Option<Threshold>,
     /// Set for a rule whose hits raise an incident instead of counting.
     pub raise: Option<Raise>,
+    /// Its lines prove that the account they name exists.
+    pub account_exists: bool,
     /// Where the rule is, for messages.
     pub location: Location,
 }
@@ -735,6 +761,28 @@ fn parse(
                 );
             }
         }
+        if rule.account_exists {
+            let account = file
+                .context
+                .as_ref()
+                .filter(|c| c.existing_account.is_some())
+                .map(|c| c.account_field.as_str());
+            match account {
+                Some(field) if available.contains(field) => {}
+                Some(field) => invalid(
+                    spanned.span(),
+                    format!(
+                        "rule `{name}`: account_exists needs the account in (?P<{field}>...) ([context] account_field)"
+                    ),
+                ),
+                None => invalid(
+                    spanned.span(),
+                    format!(
+                        "rule `{name}`: account_exists says nothing without [context] existing_account"
+                    ),
+                ),
+            }
+        }
         for placeholder in placeholders(file.title.get_ref()) {
             if whole && !available.contains(placeholder) {
                 invalid(
@@ -755,6 +803,7 @@ fn parse(
             json,
             threshold: rule.threshold,
             raise: rule.raise.clone(),
+            account_exists: rule.account_exists,
             location: Location::of_span(path, text, spanned.span()),
         });
     }
@@ -982,6 +1031,18 @@ to = ["lead"]
                     "dedupe = [\"ip\"]\n[context]\ninternal = \"urgent\"\nexternal = \"low\"",
                 ),
                 "urgent",
+            ),
+            (
+                GOOD.replace("program = \"sshd\"\n", "program = \"sshd\"\naccount_exists = true\n"),
+                "account_exists says nothing without [context] existing_account",
+            ),
+            (
+                GOOD.replace("program = \"sshd\"\n", "program = \"sshd\"\naccount_exists = true\n")
+                    .replace(
+                        "dedupe = [\"ip\"]",
+                        "dedupe = [\"ip\"]\n[context]\ninternal = \"high\"\nexternal = \"low\"\nexisting_account = \"high\"",
+                    ),
+                "account_exists needs the account in (?P<user>...)",
             ),
         ];
         for (text, needle) in cases {

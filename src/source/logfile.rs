@@ -414,7 +414,8 @@ mod tests {
         let path = dir.path().join("a.log");
         let mut f = File::create(&path)?;
         let words = crate::playbook::prefix::prefixes("^Failed password ").expect("literals");
-        let filter = crate::playbook::prefix::line_filter([Some(&words[..])]).expect("filter");
+        let filter =
+            crate::playbook::prefix::line_filter([Some(&words[..])], false).expect("filter");
         // Enough lines to span several chunks, a wanted line across a chunk boundary, an
         // over-long unwanted line (counted as cut), and a wanted line still being written.
         let mut body = Vec::new();

@@ -519,5 +519,72 @@ fn severity_follows_the_citys_networks(backend: Backend) {
         );
         assert_eq!(due_o.escalation, None);
         assert_eq!(due_i.escalation.map(|l| l.level), Some(2));
+
+        // From outside, through the real rules: failures against an account the host has
+        // (sshd writes no "invalid user") open a high incident that escalates in full; the same
+        // against root (every host has it) or an unknown account stay low.
+        let matcher = csirt::playbook::matcher::Matcher::new(set.clone()).expect("matcher");
+        let rules = matcher.rules_for(std::path::Path::new("/var/log/auth.log"));
+        let hits = |ip: &str, account: &str| -> Vec<Hit> {
+            (0..5)
+                .map(|s| {
+                    let line = format!(
+                        "Nov 25 10:00:0{s} gw sshd[4{s}]: Failed password for {account} from {ip} port 22 ssh2"
+                    );
+                    let mut out = Vec::new();
+                    matcher.scan(&rules, &line, &mut out);
+                    assert_eq!(out.len(), 1, "{line}");
+                    Hit::of_log_match(
+                        out.remove(0),
+                        "/var/log/auth.log".into(),
+                        format!("k{ip}{s}"),
+                        t0() + TimeDelta::seconds(s),
+                        line.clone(),
+                    )
+                })
+                .collect()
+        };
+        let mut opened = Vec::new();
+        for (ip, account) in [
+            ("198.51.100.7", "tanaka.taro"),
+            ("198.51.100.8", "root"),
+            ("198.51.100.9", "invalid user tanaka.taro"),
+        ] {
+            let id = store
+                .ingest(&batch(hits(ip, account)), &composer)
+                .await
+                .expect("ingest")
+                .opened[0];
+            let mut incident = store.incident(id).await.expect("incident");
+            incident.opened_at = t0();
+            opened.push(incident);
+        }
+        let levels: Vec<_> = opened
+            .iter()
+            .map(|x| {
+                let due = csirt::engine::due::due(
+                    x,
+                    quiet(x),
+                    Some(playbook),
+                    later,
+                    TimeDelta::minutes(15),
+                );
+                (
+                    x.severity,
+                    x.fields.get("account").cloned(),
+                    due.escalation.map(|l| l.level),
+                )
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                (csirt::model::Severity::High, Some("exists".into()), Some(2)),
+                (csirt::model::Severity::Low, None, None),
+                (csirt::model::Severity::Low, None, None),
+            ]
+        );
+        assert_eq!(opened[0].fields["user"], "tanaka.taro");
+        assert_eq!(opened[2].fields["user"], "tanaka.taro");
     });
 }

@@ -994,7 +994,14 @@ fn playbooks_test_json_matches_the_ground_truth() {
         let text = &generated.lines[line - 1];
         let ip = m["fields"]["ip"].as_str().expect("fields.ip");
         match m["rule"].as_str().expect("rule") {
-            "failed-password" => assert!(text.contains("]: Failed password for "), "{m}: {text}"),
+            "failed-password" => assert!(
+                text.contains("]: Failed password for ") && !text.contains(" for invalid user "),
+                "{m}: {text}"
+            ),
+            "failed-password-invalid-user" => assert!(
+                text.contains("]: Failed password for invalid user "),
+                "{m}: {text}"
+            ),
             "invalid-user" => assert!(text.contains("]: Invalid user "), "{m}: {text}"),
             other => panic!("unknown rule {other}"),
         }
@@ -1014,6 +1021,7 @@ fn playbooks_test_json_matches_the_ground_truth() {
     let rules = &run["rules"];
     assert_eq!(
         rules["failed-password"].as_i64().unwrap_or(0)
+            + rules["failed-password-invalid-user"].as_i64().unwrap_or(0)
             + rules["invalid-user"].as_i64().unwrap_or(0),
         generated.total()
     );
