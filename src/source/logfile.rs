@@ -6,6 +6,10 @@
 //! crash the reader resumes exactly at a line boundary. A line longer than the limit is cut at
 //! the limit, the rest of it skipped up to its newline, and counted; nothing is ever buffered
 //! beyond the limit. Reading is plain blocking I/O: the caller runs it on a thread of its own.
+//!
+//! Besides the head, a file being read keeps a fingerprint of the bytes just before its offset
+//! (the tail fingerprint). A new file with the same head and, at that offset, the same tail is a
+//! copy of what was read (logrotate's `copytruncate`), and is read on from there, not again.
 
 use crate::engine::Checkpoint;
 use crate::playbook::prefix::LineFilter;
@@ -16,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 /// How many leading bytes make a file's fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
+
+/// How many bytes before the offset make the tail fingerprint.
+pub const TAIL_BYTES: usize = 256;
 
 /// Bytes read per system call.
 const CHUNK: usize = 64 * 1024;
@@ -50,6 +57,65 @@ pub fn fingerprint_matches(file: &File, stored: &str) -> io::Result<bool> {
     Ok(n == head.len() && format!("{:016x}", fnv1a(&head)) == hash)
 }
 
+/// The tail fingerprint at `offset`: `"<length>:<FNV-1a 64>"` of the (at most `TAIL_BYTES`)
+/// bytes before it. Empty (matching nothing) when the file no longer holds them: it was
+/// truncated under us, and a fingerprint of fewer bytes would vouch for bytes never seen.
+pub fn tail_fingerprint(file: &File, offset: u64) -> io::Result<String> {
+    let len = offset.min(TAIL_BYTES as u64) as usize;
+    let mut buf = [0u8; TAIL_BYTES];
+    let n = read_full_at(file, &mut buf[..len], offset - len as u64)?;
+    Ok(if n == len {
+        tail_of(&buf[..len])
+    } else {
+        String::new()
+    })
+}
+
+fn tail_of(bytes: &[u8]) -> String {
+    format!("{}:{:016x}", bytes.len(), fnv1a(bytes))
+}
+
+/// Whether the bytes of `file` just before `offset` are those a stored tail fingerprint was
+/// taken of. An empty or malformed fingerprint matches nothing.
+pub fn tail_matches(file: &File, offset: u64, stored: &str) -> io::Result<bool> {
+    if stored.is_empty() {
+        return Ok(false);
+    }
+    Ok(tail_fingerprint(file, offset)? == stored)
+}
+
+/// A file's first bytes, read once to be checked against many stored fingerprints.
+pub struct Head(Vec<u8>);
+
+impl Head {
+    pub fn of(file: &File) -> io::Result<Head> {
+        let mut head = vec![0u8; FINGERPRINT_BYTES];
+        let n = read_full_at(file, &mut head, 0)?;
+        head.truncate(n);
+        Ok(Head(head))
+    }
+
+    /// `fingerprint_matches` without reading the file again.
+    pub fn matches(&self, stored: &str) -> bool {
+        let Some((len, hash)) = stored.split_once(':') else {
+            return false;
+        };
+        match len.parse::<usize>() {
+            Ok(len) if len <= self.0.len() => format!("{:016x}", fnv1a(&self.0[..len])) == hash,
+            _ => false,
+        }
+    }
+
+    /// Whether this head shows that the file is not the one `stored` was taken of: it holds at
+    /// least as many bytes and they differ. (A shorter head may still be a prefix of it.)
+    pub fn contradicts(&self, stored: &str) -> bool {
+        let len = stored
+            .split_once(':')
+            .and_then(|(l, _)| l.parse::<usize>().ok());
+        len.is_some_and(|len| len <= self.0.len()) && !self.matches(stored)
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -67,6 +133,30 @@ fn read_full_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Whether `a` and `b` hold the same bytes in `from..to` (both must hold all of them).
+pub fn same_bytes(a: &File, b: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut x = vec![0u8; CHUNK.min(to.saturating_sub(from) as usize)];
+    let mut y = vec![0u8; x.len()];
+    let mut at = from;
+    while at < to {
+        let len = x.len().min((to - at) as usize);
+        let n = read_full_at(a, &mut x[..len], at)?;
+        let m = read_full_at(b, &mut y[..len], at)?;
+        if n != len || m != len || x[..len] != y[..len] {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
+}
+
+/// The number of lines in the first `size` bytes of `file`, a last line without its newline
+/// included: the line number after reading all of them.
+pub fn lines_in(file: &File, size: u64) -> io::Result<u64> {
+    let (boundary, lines) = last_line_boundary(file, size)?;
+    Ok(lines + u64::from(size > boundary))
 }
 
 /// The identity of an open file.
@@ -122,6 +212,9 @@ pub struct Tail {
     chunk: Vec<u8>,
     /// Lines cut at the limit so far.
     pub truncated_lines: u64,
+    /// The tail fingerprint at `offset`, kept as lines are consumed: it has to be taken while
+    /// the bytes are there, since a copytruncate removes them before the copy is found.
+    tail_fp: String,
 }
 
 impl Tail {
@@ -142,6 +235,7 @@ impl Tail {
             Start::At { .. } => (0, 0),
             Start::End => last_line_boundary(&file, size)?,
         };
+        let tail_fp = tail_fingerprint(&file, offset)?;
         Ok(Tail {
             path: path.to_path_buf(),
             file,
@@ -154,12 +248,18 @@ impl Tail {
             max_line,
             chunk: vec![0; CHUNK],
             truncated_lines: 0,
+            tail_fp,
         })
     }
 
     /// The byte offset after the last complete line delivered.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The open file (which may no longer be at `path`).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// The current size of the open file (which may no longer be at `path`).
@@ -180,12 +280,19 @@ impl Tail {
 
     /// The file was truncated in place (copytruncate): start again from its beginning.
     pub fn restart_after_truncation(&mut self) -> io::Result<()> {
-        self.offset = 0;
-        self.line_no = 0;
-        self.read_pos = 0;
+        self.restart_at(0, 0)
+    }
+
+    /// Reads on from `offset` (line `line_no`), forgetting any partial line: where a copy of a
+    /// file read that far continues.
+    pub fn restart_at(&mut self, offset: u64, line_no: u64) -> io::Result<()> {
+        self.id.fingerprint = fingerprint(&self.file)?;
+        self.tail_fp = tail_fingerprint(&self.file, offset)?;
+        self.offset = offset;
+        self.line_no = line_no;
+        self.read_pos = offset;
         self.pending.clear();
         self.skipping = false;
-        self.id.fingerprint = fingerprint(&self.file)?;
         Ok(())
     }
 
@@ -198,6 +305,7 @@ impl Tail {
             path: self.path.display().to_string(),
             offset: self.offset,
             line_no: self.line_no,
+            tail_fingerprint: self.tail_fp.clone(),
         }
     }
 
@@ -228,6 +336,9 @@ impl Tail {
         {
             self.id.fingerprint = fingerprint(&self.file)?;
         }
+        let offset_before = self.offset;
+        // The last chunk read, for the tail fingerprint: (its file offset, its length).
+        let mut last_chunk = (0u64, 0usize);
         let mut total = 0;
         while total < budget {
             let n = match self.file.read_at(&mut self.chunk, self.read_pos) {
@@ -239,6 +350,7 @@ impl Tail {
                 break;
             }
             let chunk_start = self.read_pos;
+            last_chunk = (chunk_start, n);
             self.read_pos += n as u64;
             total += n;
             let mut start = 0;
@@ -303,7 +415,25 @@ impl Tail {
                 self.skipping = rest.len() > room;
             }
         }
+        if self.offset != offset_before {
+            self.update_tail_fp(last_chunk)?;
+        }
         Ok(total)
+    }
+
+    /// Takes the tail fingerprint at the new offset from the chunk in memory when it holds the
+    /// bytes (the common case: no system call, and no window in which a truncation could
+    /// change them), else from the file.
+    fn update_tail_fp(&mut self, (chunk_start, n): (u64, usize)) -> io::Result<()> {
+        let len = self.offset.min(TAIL_BYTES as u64);
+        let from = self.offset - len;
+        if from >= chunk_start && self.offset <= chunk_start + n as u64 {
+            let at = (from - chunk_start) as usize;
+            self.tail_fp = tail_of(&self.chunk[at..at + len as usize]);
+        } else {
+            self.tail_fp = tail_fingerprint(&self.file, self.offset)?;
+        }
+        Ok(())
     }
 
     /// Counts the complete lines of `chunk[from..to]` (`to` just after a newline) as read
@@ -329,6 +459,8 @@ impl Tail {
         }
         self.line_no += 1;
         self.offset = self.read_pos;
+        // Nothing will be read after this; an unreadable tail only means a copy is not found.
+        self.tail_fp = tail_fingerprint(&self.file, self.offset).unwrap_or_default();
         let truncated = self.skipping;
         on_line(Line {
             bytes: clean(&self.pending),
@@ -356,7 +488,9 @@ fn last_line_boundary(file: &File, size: u64) -> io::Result<(u64, u64)> {
     let mut lines = 0u64;
     let mut boundary = 0u64;
     while pos < size {
-        let n = read_full_at(file, &mut buf, pos)?;
+        // Not past `size`: the file may be growing, and what lies beyond is not counted.
+        let want = (size - pos).min(CHUNK as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], pos)?;
         if n == 0 {
             break;
         }
@@ -546,6 +680,82 @@ mod tests {
         assert_eq!(
             lines(&mut tail),
             [("new first line, longer than before".into(), 1, false)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_tail_fingerprint_follows_the_offset_and_tells_a_copy_from_a_lookalike() -> io::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.log");
+        let mut f = File::create(&path)?;
+        // Small appends (the fingerprint comes from the file) and then more than a chunk at once
+        // (it comes from the chunk in memory): both must give what the file holds there.
+        let mut body = Vec::new();
+        let mut tail = Tail::open(&path, Start::Beginning, 1024)?;
+        let r = File::open(&path)?;
+        assert_eq!(tail.checkpoint().tail_fingerprint, tail_of(b""));
+        for i in 0..50 {
+            let line = format!("sshd[{i}]: Failed password for root from 192.0.2.{i}\n");
+            f.write_all(line.as_bytes())?;
+            body.extend_from_slice(line.as_bytes());
+            let _ = lines(&mut tail);
+            let cp = tail.checkpoint();
+            assert_eq!(cp.tail_fingerprint, tail_fingerprint(&r, cp.offset)?);
+        }
+        for i in 0..5_000 {
+            body.extend_from_slice(format!("cron[{i}]: session opened\n").as_bytes());
+        }
+        body.extend_from_slice(b"partial");
+        std::fs::write(&path, &body)?;
+        let _ = lines(&mut tail);
+        let cp = tail.checkpoint();
+        assert_eq!(cp.offset, (body.len() - b"partial".len()) as u64);
+        assert_eq!(cp.tail_fingerprint, tail_fingerprint(&r, cp.offset)?);
+
+        // logrotate's copy holds the same bytes: the same head, the same tail at the offset,
+        // and the fingerprint taken before the truncation still describes them.
+        let copy = dir.path().join("a.log.1");
+        std::fs::copy(&path, &copy)?;
+        std::fs::write(&path, b"")?;
+        let copy = File::open(&copy)?;
+        assert!(fingerprint_matches(&copy, &cp.fingerprint)?);
+        assert!(Head::of(&copy)?.matches(&cp.fingerprint));
+        assert!(tail_matches(&copy, cp.offset, &cp.tail_fingerprint)?);
+        assert_eq!(
+            tail_fingerprint(&r, cp.offset)?,
+            "",
+            "gone bytes vouch for nothing"
+        );
+
+        // Same head, one byte different just before the offset: not a copy.
+        let mut lookalike = body.clone();
+        lookalike[cp.offset as usize - 3] ^= 1;
+        let other = dir.path().join("b.log");
+        std::fs::write(&other, &lookalike)?;
+        let other = File::open(&other)?;
+        assert!(fingerprint_matches(&other, &cp.fingerprint)?);
+        assert!(Head::of(&other)?.matches(&cp.fingerprint));
+        assert!(!tail_matches(&other, cp.offset, &cp.tail_fingerprint)?);
+        let mut stranger = body.clone();
+        stranger[10] ^= 1;
+        std::fs::write(dir.path().join("c.log"), &stranger)?;
+        let stranger = Head::of(&File::open(dir.path().join("c.log"))?)?;
+        assert!(!stranger.matches(&cp.fingerprint) && stranger.contradicts(&cp.fingerprint));
+        std::fs::write(dir.path().join("d.log"), &body[..100])?;
+        let short = Head::of(&File::open(dir.path().join("d.log"))?)?;
+        assert!(
+            !short.matches(&cp.fingerprint),
+            "100 bytes do not vouch for 256"
+        );
+        assert!(
+            !short.contradicts(&cp.fingerprint),
+            "but may be a copy in progress"
+        );
+        assert!(
+            !tail_matches(&copy, cp.offset, "")?,
+            "unknown matches nothing"
         );
         Ok(())
     }

@@ -12,6 +12,15 @@
 //! store in batches that carry the checkpoints of the files they came from; a full channel blocks
 //! the reader (back-pressure), it never drops. Nothing here advances a checkpoint in the store:
 //! only the store's transaction does, together with the hits.
+//!
+//! A copy is not a new file. logrotate's `copytruncate` (and a plain `cp`) makes a new inode
+//! holding what was already read; where the glob matches it (`auth.log*`), reading it from its
+//! beginning would count every line twice. A new file is a copy when it is, so far, a byte-for-
+//! byte prefix of a file being read (it is held back: that file delivers its lines), or when its
+//! head and the bytes just before a known offset equal those of a file read that far (a file
+//! truncated or let go, or one from the store's checkpoints after a restart): it is read on from
+//! that offset. Anything less is no proof, and the file is read from its beginning: a duplicate
+//! is visible, a skipped line is not.
 
 use super::logfile::{self, Start, Tail};
 use super::{Notice, Running, Source, SourceContext};
@@ -24,7 +33,7 @@ use crate::playbook::session::Sessions;
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -53,6 +62,9 @@ const BATCH_HITS: usize = 2_000;
 /// non-matching lines after a crash is harmless, so it need not cost a transaction each time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// How many checkpoints of truncated or let-go files are kept for recognising their copies.
+const RECENT_CHECKPOINTS: usize = 64;
+
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
 pub(crate) const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
 
@@ -69,6 +81,29 @@ struct PatternSpec {
     encoding: Encoding,
 }
 
+/// A new file found to be a copy of (a prefix of) a file being read.
+#[derive(Debug, Clone, Copy)]
+struct Shadow {
+    /// Its first `len` bytes equal those of `of`.
+    len: u64,
+    of: (u64, u64),
+}
+
+/// What a new file is, compared with the files read.
+#[derive(Debug)]
+enum CopyOf {
+    /// Nothing shows it is a copy: read it as a new file.
+    No,
+    /// A prefix of a file being read: nothing is read from it (yet).
+    HeldBack,
+    /// A copy of what was read up to here: read on from there.
+    ReadFrom {
+        offset: u64,
+        line_no: u64,
+        of: PathBuf,
+    },
+}
+
 struct Open {
     tail: Tail,
     encoding: Encoding,
@@ -79,6 +114,9 @@ struct Open {
     generation: usize,
     last_growth: Instant,
     warned_truncation: bool,
+    /// Opened from its beginning as a new file, and not yet compared with the files read:
+    /// nothing is read from it before (see `decide`).
+    undecided: bool,
 }
 
 /// The reader thread's state.
@@ -96,6 +134,15 @@ pub struct LogReader {
     draining: Vec<Open>,
     /// Where each known file identity stands: from the store at start, then from sent batches.
     known: HashMap<(u64, u64), Checkpoint>,
+    /// The checkpoints of files just before they were truncated or let go, newest last: a copy
+    /// found later resumes from one of them.
+    recent: VecDeque<Checkpoint>,
+    /// New files held back because all their bytes so far are a prefix of a file being read
+    /// (a copy in progress, or made and not yet followed by the truncation): how much of each
+    /// was compared, and with which file.
+    shadowed: HashMap<(u64, u64), Shadow>,
+    /// The identities met in the current sweep (for forgetting the `shadowed` that are gone).
+    met: HashSet<(u64, u64)>,
     started: HashSet<String>,
     batch: Batch,
     last_sent: Instant,
@@ -154,6 +201,9 @@ impl LogReader {
                 .into_iter()
                 .map(|c| ((c.dev, c.inode), c))
                 .collect(),
+            recent: VecDeque::new(),
+            shadowed: HashMap::new(),
+            met: HashSet::new(),
             started: resume.started_patterns.into_iter().collect(),
             batch: Batch {
                 node,
@@ -274,6 +324,7 @@ impl LogReader {
         self.refresh_matcher();
         self.watch_dirs();
         let mut present: HashSet<PathBuf> = HashSet::new();
+        self.met.clear();
         for index in 0..self.specs.len() {
             for path in self.expand(index) {
                 present.insert(path.clone());
@@ -299,6 +350,16 @@ impl LogReader {
                 self.draining.push(open);
             }
         }
+        // Held-back files that are gone are forgotten; one renamed away is still drained.
+        let met = std::mem::take(&mut self.met);
+        let draining: HashSet<(u64, u64)> = self
+            .draining
+            .iter()
+            .map(|o| (o.tail.id.dev, o.tail.id.inode))
+            .collect();
+        self.shadowed
+            .retain(|id, _| met.contains(id) || draining.contains(id));
+        self.met = met;
         // Rotated-away files first: their lines were written before the new file's, and a
         // threshold counted in log time must see them in that order.
         let mut draining = std::mem::take(&mut self.draining);
@@ -326,6 +387,7 @@ impl LogReader {
                 .finish(|line| collect_hits(&reading, sessions, &line, &mut hits));
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
+            self.remember(open.tail.checkpoint());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
             false
         });
@@ -400,6 +462,7 @@ impl LogReader {
         };
         use std::os::unix::fs::MetadataExt;
         let id = (meta.dev(), meta.ino());
+        self.met.insert(id);
         if let Some(open) = self.open.get_mut(path) {
             if (open.tail.id.dev, open.tail.id.inode) == id {
                 // A copytruncate shows as a file shorter than the offset, or, when the writer
@@ -410,9 +473,12 @@ impl LogReader {
                     // Lines written between the copy and the truncation are lost by the method
                     // itself; what follows is read from the beginning.
                     info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
+                    // Its copy (copytruncate's) may be found in this sweep or a later one.
+                    let before = open.tail.checkpoint();
                     if let Err(e) = open.tail.restart_after_truncation() {
                         warn!(path = %path.display(), "cannot re-read after truncation: {e}");
                     }
+                    self.remember(before);
                 }
                 return;
             }
@@ -444,17 +510,26 @@ impl LogReader {
         let encoding = spec.encoding;
         let fingerprint_ok =
             |c: &Checkpoint| logfile::fingerprint_matches(&file, &c.fingerprint).unwrap_or(false);
+        let start_at = spec.start_at;
+        let started = self.started.contains(&spec.pattern);
         let start = match self.known.get(&id) {
-            Some(c) if fingerprint_ok(c) => Start::At {
+            // Resumed where it was read to. (Nothing read yet says nothing: decided below.)
+            Some(c) if c.offset > 0 && fingerprint_ok(c) => Start::At {
                 offset: c.offset,
                 line_no: c.line_no,
             },
-            // The inode was reused by a different file, or the file is new to us.
-            _ if self.started.contains(&spec.pattern) => Start::Beginning,
-            _ => match spec.start_at {
-                StartAt::End => Start::End,
-                StartAt::Beginning => Start::Beginning,
-            },
+            // The inode was reused by a different file, or the file is new to us. A known file
+            // with a new head was truncated while we were away: its copy may still turn up.
+            known => {
+                if let Some(c) = known.filter(|c| !fingerprint_ok(c)).cloned() {
+                    self.remember(c);
+                }
+                match start_at {
+                    _ if started => Start::Beginning,
+                    StartAt::End => Start::End,
+                    StartAt::Beginning => Start::Beginning,
+                }
+            }
         };
         match Tail::from_file(path, file, start, MAX_LINE) {
             Ok(tail) => {
@@ -474,6 +549,9 @@ impl LogReader {
                         generation: self.generation,
                         last_growth: Instant::now(),
                         warned_truncation: false,
+                        // Whether it is a copy shows only in its bytes, which logrotate's
+                        // copytruncate writes after creating the file empty.
+                        undecided: start == Start::Beginning,
                     },
                 );
             }
@@ -484,6 +562,9 @@ impl LogReader {
     /// Reads one file to its current end, sending batches as they fill. Returns false when the
     /// file cannot be read any more (it is dropped; a later sweep reopens it from its checkpoint).
     fn read_to_end(&mut self, open: &mut Open) -> bool {
+        if open.undecided && !self.decide(open) {
+            return true;
+        }
         if open.generation != self.generation {
             open.rules = self.matcher_seen.rules_for(&open.tail.path);
             open.generation = self.generation;
@@ -540,6 +621,122 @@ impl LogReader {
         }
     }
 
+    /// Keeps the checkpoint of a file about to be truncated or let go, for its copies.
+    fn remember(&mut self, checkpoint: Checkpoint) {
+        if checkpoint.offset == 0 {
+            return;
+        }
+        if self.recent.len() >= RECENT_CHECKPOINTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(checkpoint);
+    }
+
+    /// Decides, once a new file has bytes, whether it is a copy of a file read, and positions it
+    /// after what was read if so. False while it must not be read yet: empty, or held back as a
+    /// prefix of a file being read.
+    fn decide(&mut self, open: &mut Open) -> bool {
+        let Ok(size) = open.tail.size() else {
+            // The read reports it.
+            return true;
+        };
+        if size == 0 {
+            return false;
+        }
+        let id = (open.tail.id.dev, open.tail.id.inode);
+        match self.copy_of(open.tail.file(), id, size) {
+            CopyOf::HeldBack => return false,
+            CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of,
+            } => {
+                info!(path = %open.tail.path.display(), of = %of.display(), offset, line_no, "a copy of a file already read; reading on from where that one was read to");
+                if let Err(e) = open.tail.restart_at(offset, line_no) {
+                    // Not positioned: reading it from its beginning counts lines twice, which
+                    // shows; skipping them would not.
+                    warn!(path = %open.tail.path.display(), "cannot position the copy: {e}");
+                }
+                self.record_checkpoint(open.tail.checkpoint());
+            }
+            CopyOf::No => {}
+        }
+        self.shadowed.remove(&id);
+        open.undecided = false;
+        true
+    }
+
+    /// Whether the new file `file` (identity `id`, `size` bytes) is a copy of a file read.
+    fn copy_of(&mut self, file: &std::fs::File, id: (u64, u64), size: u64) -> CopyOf {
+        if size == 0 {
+            return CopyOf::No;
+        }
+        // Read once: the store may hold many checkpoints, and many files may be open.
+        let Ok(head) = logfile::Head::of(file) else {
+            return CopyOf::No;
+        };
+        // A prefix of a file being read, compared byte for byte (only what was not compared at
+        // the last sweep): that file delivers these lines, and more of the copy may be coming.
+        let mut shadow = self.shadowed.get(&id).copied().filter(|s| s.len <= size);
+        for o in self.open.values().chain(&self.draining) {
+            let of = (o.tail.id.dev, o.tail.id.inode);
+            // An undecided file delivers nothing yet: two copies must not hold each other back.
+            if of == id
+                || o.undecided
+                || head.contradicts(&o.tail.id.fingerprint)
+                || o.tail.size().map_or(true, |s| s < size)
+            {
+                continue;
+            }
+            let from = shadow.filter(|s| s.of == of).map_or(0, |s| s.len);
+            if logfile::same_bytes(file, o.tail.file(), from, size).unwrap_or(false) {
+                debug!(path = %o.tail.path.display(), size, "a new file is a prefix of this one; held back");
+                self.shadowed.insert(id, Shadow { len: size, of });
+                return CopyOf::HeldBack;
+            }
+        }
+        // A copy of what a file was read up to: one being read whose truncation this sweep has
+        // not come to yet, one truncated or let go since, or any in the store's checkpoints. The
+        // same head, and the same bytes just before the offset.
+        let held_whole = shadow.take().filter(|s| s.len == size);
+        let live: Vec<Checkpoint> = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .map(|o| o.tail.checkpoint())
+            .collect();
+        let mut best: Option<(u64, u64, &Checkpoint)> = None;
+        for c in live.iter().chain(&self.recent).chain(self.known.values()) {
+            if (c.dev, c.inode) == id || c.offset == 0 || !head.matches(&c.fingerprint) {
+                continue;
+            }
+            let start = if held_whole.is_some_and(|s| s.of == (c.dev, c.inode) && c.offset >= size)
+            {
+                // All of it equalled that file, since read (under the same head) beyond its end.
+                match logfile::lines_in(file, size) {
+                    Ok(line_no) => (size, line_no),
+                    Err(_) => continue,
+                }
+            } else if c.offset <= size
+                && logfile::tail_matches(file, c.offset, &c.tail_fingerprint).unwrap_or(false)
+            {
+                (c.offset, c.line_no)
+            } else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(b, ..)| *b < start.0) {
+                best = Some((start.0, start.1, c));
+            }
+        }
+        match best {
+            Some((offset, line_no, c)) => CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of: PathBuf::from(&c.path),
+            },
+            None => CopyOf::No,
+        }
+    }
     fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
         self.batch
             .checkpoints
