@@ -15,14 +15,36 @@
 //!
 //! A copy is not a new file. logrotate's `copytruncate` (and a plain `cp`) makes a new inode
 //! holding what was already read; where the glob matches it (`auth.log*`), reading it from its
-//! beginning would count every line twice. A new file is a copy when it is, so far, a byte-for-
-//! byte prefix of a file being read (it is held back: that file delivers its lines), or when its
-//! head and the bytes just before a known offset equal those of a file read that far (a file
-//! truncated or let go, or one from the store's checkpoints after a restart): it is read on from
-//! that offset. Anything less is no proof, and the file is read from its beginning: a duplicate
-//! is visible, a skipped line is not.
+//! beginning would count every line twice. A new file is opened, but nothing is read from it
+//! until its bytes say what it is (`copy_of`): while it is a byte-for-byte prefix of a file being
+//! read it is held back (that file hands out these lines); a file that holds what was handed out
+//! of a file up to that file's offset is read on from there; anything less is no proof, and the
+//! file is read from its beginning: a duplicate is visible, a skipped line is not.
+//!
+//! How each race with logrotate is closed (none may hand out a line twice):
+//! - The path renamed over between its `stat` and its `open` (auth.log onto auth.log.1 while
+//!   auth.log.1 is looked at): a file is known by the `(dev, inode)` of the descriptor opened,
+//!   so a file being read is never opened a second time as a new one.
+//! - Truncated and written again between a sweep's check and its read: every chunk is checked
+//!   against the head fingerprint after it is read (`logfile`); a chunk of the new content is
+//!   dropped unread and the file restarted, its old content's last state kept for its copy.
+//! - The copy seen while it is made, or made and not yet followed by the truncation: a prefix of
+//!   the intact original, held back. Once the original is truncated it can hand out nothing more
+//!   of the old content, so its last state is final, and that is what the copy is judged by: the
+//!   decision and the copy's checkpoint go out in the batch order after every line of it read
+//!   from the original.
+//! - The writer appends between the copy and the truncation, and those lines are read from the
+//!   original: the copy ends before the offset, where the stored tail fingerprint is not. The
+//!   last `WINDOW_BYTES` read, kept in memory, prove it a copy up to its end, and it is read from
+//!   there (nothing of it).
+//! - A checkpoint older than what was handed out: `known` follows every recorded checkpoint, not
+//!   only the sent ones, and a file being read is judged by its reader's state, not the store's.
+//!
+//! Limits (in the README): what is only in the store after a restart is the 256-byte tail
+//! fingerprint, so a copy that ends before a stored offset is read from its beginning; a file
+//! that shares the head and the compared bytes with one read is taken for its copy.
 
-use super::logfile::{self, Start, Tail};
+use super::logfile::{self, Delivered, Start, Tail};
 use super::{Notice, Running, Source, SourceContext};
 use crate::config::{Encoding, LogSource, StartAt};
 use crate::engine::{Batch, Checkpoint, Hit, RaiseGate};
@@ -62,8 +84,11 @@ const BATCH_HITS: usize = 2_000;
 /// non-matching lines after a crash is harmless, so it need not cost a transaction each time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// How many checkpoints of truncated or let-go files are kept for recognising their copies.
-const RECENT_CHECKPOINTS: usize = 64;
+/// How many checkpoints (with their windows) of truncated or let-go files are kept for
+/// recognising their copies. A copy is judged in the sweep that sees its original truncated, or
+/// the next: this only has to outnumber the files one logrotate run truncates (memory: at most
+/// this many `WINDOW_BYTES`).
+const RECENT_CHECKPOINTS: usize = 256;
 
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
 pub(crate) const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
@@ -82,11 +107,14 @@ struct PatternSpec {
 }
 
 /// A new file found to be a copy of (a prefix of) a file being read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Shadow {
-    /// Its first `len` bytes equal those of `of`.
+    /// Its first `len` bytes equal those of `of`...
     len: u64,
     of: (u64, u64),
+    /// ...as it was while it had this head fingerprint (a truncation gives it another: what was
+    /// compared then says nothing about the new content).
+    of_fingerprint: String,
 }
 
 /// What a new file is, compared with the files read.
@@ -132,11 +160,13 @@ pub struct LogReader {
     open: HashMap<PathBuf, Open>,
     /// Files rotated or deleted away, read to their end before they are let go.
     draining: Vec<Open>,
-    /// Where each known file identity stands: from the store at start, then from sent batches.
+    /// Where each known file identity stands: from the store at start, then as the reader
+    /// records each checkpoint (the batch that carries it is committed before any later one, so
+    /// the reader's own view is the one to resume from; a view that lagged it would read again).
     known: HashMap<(u64, u64), Checkpoint>,
-    /// The checkpoints of files just before they were truncated or let go, newest last: a copy
-    /// found later resumes from one of them.
-    recent: VecDeque<Checkpoint>,
+    /// What was handed out of files just before they were truncated or let go, newest last: a
+    /// copy found later resumes from one of them.
+    recent: VecDeque<Delivered>,
     /// New files held back because all their bytes so far are a prefix of a file being read
     /// (a copy in progress, or made and not yet followed by the truncation): how much of each
     /// was compared, and with which file.
@@ -387,7 +417,7 @@ impl LogReader {
                 .finish(|line| collect_hits(&reading, sessions, &line, &mut hits));
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
-            self.remember(open.tail.checkpoint());
+            self.remember(open.tail.delivered());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
             false
         });
@@ -470,14 +500,7 @@ impl LogReader {
                 let rewritten =
                     meta.len() < open.tail.offset() || open.tail.rewritten().unwrap_or(false);
                 if rewritten {
-                    // Lines written between the copy and the truncation are lost by the method
-                    // itself; what follows is read from the beginning.
-                    info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
-                    // Its copy (copytruncate's) may be found in this sweep or a later one.
-                    let before = open.tail.checkpoint();
-                    if let Err(e) = open.tail.restart_after_truncation() {
-                        warn!(path = %path.display(), "cannot re-read after truncation: {e}");
-                    }
+                    let before = restart_truncated(open, meta.len());
                     self.remember(before);
                 }
                 return;
@@ -490,6 +513,25 @@ impl LogReader {
                 self.draining.push(old);
             }
         }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.report(path, format!("cannot open: {e}"));
+                return;
+            }
+        };
+        // From here on the file is known by what was opened, not by what the path named a moment
+        // ago: logrotate may have renamed another file onto the path in between (auth.log onto
+        // auth.log.1 while auth.log.1 was looked at), and a file already being read, opened a
+        // second time as a new one, would be read twice.
+        let (id, size) = match file.metadata() {
+            Ok(m) => ((m.dev(), m.ino()), m.len()),
+            Err(e) => {
+                self.report(path, format!("cannot stat: {e}"));
+                return;
+            }
+        };
+        self.met.insert(id);
         // Already being read under another name (our own rotated file, matched by the glob too).
         let busy = self
             .open
@@ -499,13 +541,6 @@ impl LogReader {
         if busy {
             return;
         }
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.report(path, format!("cannot open: {e}"));
-                return;
-            }
-        };
         let spec = &self.specs[index];
         let encoding = spec.encoding;
         let fingerprint_ok =
@@ -514,15 +549,15 @@ impl LogReader {
         let started = self.started.contains(&spec.pattern);
         let start = match self.known.get(&id) {
             // Resumed where it was read to. (Nothing read yet says nothing: decided below.)
-            Some(c) if c.offset > 0 && fingerprint_ok(c) => Start::At {
+            Some(c) if c.offset > 0 && c.offset <= size && fingerprint_ok(c) => Start::At {
                 offset: c.offset,
                 line_no: c.line_no,
             },
             // The inode was reused by a different file, or the file is new to us. A known file
             // with a new head was truncated while we were away: its copy may still turn up.
             known => {
-                if let Some(c) = known.filter(|c| !fingerprint_ok(c)).cloned() {
-                    self.remember(c);
+                if let Some(c) = known.filter(|c| c.offset > 0).cloned() {
+                    self.remember(Delivered::of(c));
                 }
                 match start_at {
                     _ if started => Start::Beginning,
@@ -588,6 +623,17 @@ impl LogReader {
                 .read_lines_where(READ_BUDGET, rules.raw_filter(), |line| {
                     collect_hits(&reading, sessions, &line, &mut hits)
                 });
+            if open.tail.take_rewritten() {
+                // Truncated and written again since this sweep's check: what was read before
+                // the change stands (its hits and checkpoint go out now); the rest of the file is
+                // new content, read from its beginning on the next pass of this loop.
+                self.batch.hits.extend(hits);
+                self.record_checkpoint(open.tail.checkpoint());
+                let size = open.tail.size().unwrap_or(0);
+                let before = restart_truncated(open, size);
+                self.remember(before);
+                continue;
+            }
             match read {
                 Ok(0) => return true,
                 Ok(_) => {
@@ -621,15 +667,15 @@ impl LogReader {
         }
     }
 
-    /// Keeps the checkpoint of a file about to be truncated or let go, for its copies.
-    fn remember(&mut self, checkpoint: Checkpoint) {
-        if checkpoint.offset == 0 {
+    /// Keeps what was handed out of a file about to be truncated or let go, for its copies.
+    fn remember(&mut self, delivered: Delivered) {
+        if delivered.checkpoint.offset == 0 {
             return;
         }
         if self.recent.len() >= RECENT_CHECKPOINTS {
             self.recent.pop_front();
         }
-        self.recent.push_back(checkpoint);
+        self.recent.push_back(delivered);
     }
 
     /// Decides, once a new file has bytes, whether it is a copy of a file read, and positions it
@@ -659,7 +705,9 @@ impl LogReader {
                 }
                 self.record_checkpoint(open.tail.checkpoint());
             }
-            CopyOf::No => {}
+            CopyOf::No => {
+                info!(path = %open.tail.path.display(), size, "a new file (no copy of anything read); reading it from its beginning");
+            }
         }
         self.shadowed.remove(&id);
         open.undecided = false;
@@ -667,17 +715,25 @@ impl LogReader {
     }
 
     /// Whether the new file `file` (identity `id`, `size` bytes) is a copy of a file read.
+    ///
+    /// Two questions, in this order. Is it, so far, a prefix of a file still being read? Then
+    /// that file hands out these lines (or has), and the copy may still be growing: held back.
+    /// (Compared byte for byte, only what was not compared at the last sweep.) Otherwise, does it
+    /// hold what was handed out of some file up to its offset (`logfile::copy_resumes_at`)? Then
+    /// it is read on from there. The second question is asked only of what can no longer grow
+    /// under the same content: a file being read that is not a prefix-holder of the copy was
+    /// truncated (or is another file), a truncated or let-go file's last state, the store's.
     fn copy_of(&mut self, file: &std::fs::File, id: (u64, u64), size: u64) -> CopyOf {
         if size == 0 {
             return CopyOf::No;
         }
         // Read once: the store may hold many checkpoints, and many files may be open.
-        let Ok(head) = logfile::Head::of(file) else {
-            return CopyOf::No;
+        let head = match logfile::Head::of(file) {
+            Ok(head) => head,
+            // Looked at again at the next sweep; reading it now might read it twice.
+            Err(_) => return CopyOf::HeldBack,
         };
-        // A prefix of a file being read, compared byte for byte (only what was not compared at
-        // the last sweep): that file delivers these lines, and more of the copy may be coming.
-        let mut shadow = self.shadowed.get(&id).copied().filter(|s| s.len <= size);
+        let shadow = self.shadowed.get(&id).cloned().filter(|s| s.len <= size);
         for o in self.open.values().chain(&self.draining) {
             let of = (o.tail.id.dev, o.tail.id.inode);
             // An undecided file delivers nothing yet: two copies must not hold each other back.
@@ -688,59 +744,98 @@ impl LogReader {
             {
                 continue;
             }
-            let from = shadow.filter(|s| s.of == of).map_or(0, |s| s.len);
-            if logfile::same_bytes(file, o.tail.file(), from, size).unwrap_or(false) {
-                debug!(path = %o.tail.path.display(), size, "a new file is a prefix of this one; held back");
-                self.shadowed.insert(id, Shadow { len: size, of });
-                return CopyOf::HeldBack;
+            let from = shadow
+                .as_ref()
+                .filter(|s| s.of == of && s.of_fingerprint == o.tail.id.fingerprint)
+                .map_or(0, |s| s.len);
+            match logfile::same_bytes(file, o.tail.file(), from, size) {
+                Ok(true) => {
+                    debug!(path = %o.tail.path.display(), size, "a new file is a prefix of this one; held back");
+                    let of_fingerprint = o.tail.id.fingerprint.clone();
+                    self.shadowed.insert(
+                        id,
+                        Shadow {
+                            len: size,
+                            of,
+                            of_fingerprint,
+                        },
+                    );
+                    return CopyOf::HeldBack;
+                }
+                Ok(false) => {}
+                // Not knowing is no proof: looked at again at the next sweep.
+                Err(_) => return CopyOf::HeldBack,
             }
         }
-        // A copy of what a file was read up to: one being read whose truncation this sweep has
-        // not come to yet, one truncated or let go since, or any in the store's checkpoints. The
-        // same head, and the same bytes just before the offset.
-        let held_whole = shadow.take().filter(|s| s.len == size);
-        let live: Vec<Checkpoint> = self
+        // All of it equalled a file being read at the last sweep (and it has not grown since).
+        let held_whole = shadow.filter(|s| s.len == size);
+        let live: HashSet<(u64, u64)> = self
             .open
             .values()
             .chain(&self.draining)
-            .map(|o| o.tail.checkpoint())
+            .map(|o| (o.tail.id.dev, o.tail.id.inode))
             .collect();
-        let mut best: Option<(u64, u64, &Checkpoint)> = None;
-        for c in live.iter().chain(&self.recent).chain(self.known.values()) {
-            if (c.dev, c.inode) == id || c.offset == 0 || !head.matches(&c.fingerprint) {
+        // What was handed out: of the files being read (decided ones; an undecided file handed
+        // out nothing), of those truncated or let go, and the store's for files not open (a
+        // file being read stands where its reader is, not where the store last saw it).
+        let candidates = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .filter(|o| !o.undecided)
+            .map(|o| (o.tail.checkpoint(), o.tail.delivered_window()))
+            .chain(
+                self.recent
+                    .iter()
+                    .map(|d| (d.checkpoint.clone(), &d.window[..])),
+            )
+            .chain(
+                self.known
+                    .values()
+                    .filter(|c| !live.contains(&(c.dev, c.inode)))
+                    .map(|c| (c.clone(), &[][..])),
+            );
+        let mut best: Option<(u64, u64, String)> = None;
+        for (c, window) in candidates {
+            if (c.dev, c.inode) == id || c.offset == 0 {
                 continue;
             }
-            let start = if held_whole.is_some_and(|s| s.of == (c.dev, c.inode) && c.offset >= size)
-            {
-                // All of it equalled that file, since read (under the same head) beyond its end.
-                match logfile::lines_in(file, size) {
-                    Ok(line_no) => (size, line_no),
-                    Err(_) => continue,
+            let start = match &held_whole {
+                // Read (under the same head) beyond the copy's end: all of it was handed out.
+                Some(s)
+                    if s.of == (c.dev, c.inode)
+                        && c.offset >= size
+                        && head.matches(&c.fingerprint) =>
+                {
+                    match logfile::lines_in(file, size) {
+                        Ok(line_no) => Some((size, line_no)),
+                        Err(_) => None,
+                    }
                 }
-            } else if c.offset <= size
-                && logfile::tail_matches(file, c.offset, &c.tail_fingerprint).unwrap_or(false)
-            {
-                (c.offset, c.line_no)
-            } else {
-                continue;
+                _ => logfile::copy_resumes_at(&c, window, &head, file, size).unwrap_or(None),
             };
-            if best.as_ref().is_none_or(|(b, ..)| *b < start.0) {
-                best = Some((start.0, start.1, c));
+            if let Some((offset, line_no)) = start
+                && best.as_ref().is_none_or(|(b, ..)| *b < offset)
+            {
+                best = Some((offset, line_no, c.path));
             }
         }
         match best {
-            Some((offset, line_no, c)) => CopyOf::ReadFrom {
+            Some((offset, line_no, of)) => CopyOf::ReadFrom {
                 offset,
                 line_no,
-                of: PathBuf::from(&c.path),
+                of: PathBuf::from(of),
             },
             None => CopyOf::No,
         }
     }
+
     fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
         self.batch
             .checkpoints
             .retain(|c| (c.dev, c.inode) != (checkpoint.dev, checkpoint.inode));
+        self.known
+            .insert((checkpoint.dev, checkpoint.inode), checkpoint.clone());
         self.batch.checkpoints.push(checkpoint);
     }
 
@@ -758,9 +853,6 @@ impl LogReader {
                 ..Batch::default()
             },
         );
-        for c in &batch.checkpoints {
-            self.known.insert((c.dev, c.inode), c.clone());
-        }
         self.last_sent = Instant::now();
         // Blocks while the store writer is behind: reading slows down, nothing is dropped. The
         // writer answers for its own health meanwhile.
@@ -816,6 +908,19 @@ impl LogReader {
             }
         }
     }
+}
+
+/// A file truncated in place (copytruncate), possibly written again since: what was handed out of
+/// its old content is returned for its copy to be recognised by, and it is read again from its
+/// beginning. Lines written between the copy and the truncation are lost by the method itself.
+fn restart_truncated(open: &mut Open, size: u64) -> Delivered {
+    let path = open.tail.path.clone();
+    info!(path = %path.display(), size, offset = open.tail.offset(), "file truncated; reading it from its beginning");
+    let before = open.tail.delivered();
+    if let Err(e) = open.tail.restart_after_truncation() {
+        warn!(path = %path.display(), "cannot re-read after truncation: {e}");
+    }
+    before
 }
 
 /// The `[[logs]]` patterns as a source: one reader thread for all of them.
