@@ -513,6 +513,12 @@ impl LogReader {
                 self.draining.push(old);
             }
         }
+        // Being read under another name (our own rotated file, matched by the glob too): no need
+        // to open it. (Skipping it is safe even if the path is renamed over right after the stat:
+        // the next sweep sees the new file.)
+        if self.is_busy(id) {
+            return;
+        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -532,13 +538,8 @@ impl LogReader {
             }
         };
         self.met.insert(id);
-        // Already being read under another name (our own rotated file, matched by the glob too).
-        let busy = self
-            .open
-            .values()
-            .chain(&self.draining)
-            .any(|o| (o.tail.id.dev, o.tail.id.inode) == id);
-        if busy {
+        // Opened after all as a file being read: the path was renamed over since the stat.
+        if self.is_busy(id) {
             return;
         }
         let spec = &self.specs[index];
@@ -592,6 +593,14 @@ impl LogReader {
             }
             Err(e) => self.report(path, format!("cannot read: {e}")),
         }
+    }
+
+    /// Whether the file `id` is being read (open or draining), under whatever name.
+    fn is_busy(&self, id: (u64, u64)) -> bool {
+        self.open
+            .values()
+            .chain(&self.draining)
+            .any(|o| (o.tail.id.dev, o.tail.id.inode) == id)
     }
 
     /// Reads one file to its current end, sending batches as they fill. Returns false when the
