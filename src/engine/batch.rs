@@ -14,6 +14,10 @@ pub struct Checkpoint {
     pub path: String,
     pub offset: u64,
     pub line_no: u64,
+    /// `"<length>:<hash>"` of the bytes just before `offset`: with `fingerprint`, what tells a
+    /// copy of this file (logrotate's `copytruncate`) from a file that only starts the same way.
+    /// Empty when unknown (checkpoints written before it was kept).
+    pub tail_fingerprint: String,
 }
 
 /// Where a `[[journal]]` source stands after the entries of a batch: the journal's cursor of the

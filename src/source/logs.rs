@@ -12,8 +12,39 @@
 //! store in batches that carry the checkpoints of the files they came from; a full channel blocks
 //! the reader (back-pressure), it never drops. Nothing here advances a checkpoint in the store:
 //! only the store's transaction does, together with the hits.
+//!
+//! A copy is not a new file. logrotate's `copytruncate` (and a plain `cp`) makes a new inode
+//! holding what was already read; where the glob matches it (`auth.log*`), reading it from its
+//! beginning would count every line twice. A new file is opened, but nothing is read from it
+//! until its bytes say what it is (`copy_of`): while it is a byte-for-byte prefix of a file being
+//! read it is held back (that file hands out these lines); a file that holds what was handed out
+//! of a file up to that file's offset is read on from there; anything less is no proof, and the
+//! file is read from its beginning: a duplicate is visible, a skipped line is not.
+//!
+//! How each race with logrotate is closed (none may hand out a line twice):
+//! - The path renamed over between its `stat` and its `open` (auth.log onto auth.log.1 while
+//!   auth.log.1 is looked at): a file is known by the `(dev, inode)` of the descriptor opened,
+//!   so a file being read is never opened a second time as a new one.
+//! - Truncated and written again between a sweep's check and its read: every chunk is checked
+//!   against the head fingerprint after it is read (`logfile`); a chunk of the new content is
+//!   dropped unread and the file restarted, its old content's last state kept for its copy.
+//! - The copy seen while it is made, or made and not yet followed by the truncation: a prefix of
+//!   the intact original, held back. Once the original is truncated it can hand out nothing more
+//!   of the old content, so its last state is final, and that is what the copy is judged by: the
+//!   decision and the copy's checkpoint go out in the batch order after every line of it read
+//!   from the original.
+//! - The writer appends between the copy and the truncation, and those lines are read from the
+//!   original: the copy ends before the offset, where the stored tail fingerprint is not. The
+//!   last `WINDOW_BYTES` read, kept in memory, prove it a copy up to its end, and it is read from
+//!   there (nothing of it).
+//! - A checkpoint older than what was handed out: `known` follows every recorded checkpoint, not
+//!   only the sent ones, and a file being read is judged by its reader's state, not the store's.
+//!
+//! Limits (in the README): what is only in the store after a restart is the 256-byte tail
+//! fingerprint, so a copy that ends before a stored offset is read from its beginning; a file
+//! that shares the head and the compared bytes with one read is taken for its copy.
 
-use super::logfile::{self, Start, Tail};
+use super::logfile::{self, Delivered, Start, Tail};
 use super::{Notice, Running, Source, SourceContext};
 use crate::config::{Encoding, LogSource, StartAt};
 use crate::engine::{Batch, Checkpoint, Hit, RaiseGate};
@@ -24,7 +55,7 @@ use crate::playbook::session::Sessions;
 use chrono_tz::Tz;
 use notify::{RecursiveMode, Watcher};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -53,6 +84,12 @@ const BATCH_HITS: usize = 2_000;
 /// non-matching lines after a crash is harmless, so it need not cost a transaction each time.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// How many checkpoints (with their windows) of truncated or let-go files are kept for
+/// recognising their copies. A copy is judged in the sweep that sees its original truncated, or
+/// the next: this only has to outnumber the files one logrotate run truncates (memory: at most
+/// this many `WINDOW_BYTES`).
+const RECENT_CHECKPOINTS: usize = 256;
+
 /// Rotated files compressed by logrotate: never read (their lines were read before rotation).
 pub(crate) const COMPRESSED: [&str; 7] = [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z"];
 
@@ -69,6 +106,32 @@ struct PatternSpec {
     encoding: Encoding,
 }
 
+/// A new file found to be a copy of (a prefix of) a file being read.
+#[derive(Debug, Clone)]
+struct Shadow {
+    /// Its first `len` bytes equal those of `of`...
+    len: u64,
+    of: (u64, u64),
+    /// ...as it was while it had this head fingerprint (a truncation gives it another: what was
+    /// compared then says nothing about the new content).
+    of_fingerprint: String,
+}
+
+/// What a new file is, compared with the files read.
+#[derive(Debug)]
+enum CopyOf {
+    /// Nothing shows it is a copy: read it as a new file.
+    No,
+    /// A prefix of a file being read: nothing is read from it (yet).
+    HeldBack,
+    /// A copy of what was read up to here: read on from there.
+    ReadFrom {
+        offset: u64,
+        line_no: u64,
+        of: PathBuf,
+    },
+}
+
 struct Open {
     tail: Tail,
     encoding: Encoding,
@@ -79,6 +142,9 @@ struct Open {
     generation: usize,
     last_growth: Instant,
     warned_truncation: bool,
+    /// Opened from its beginning as a new file, and not yet compared with the files read:
+    /// nothing is read from it before (see `decide`).
+    undecided: bool,
 }
 
 /// The reader thread's state.
@@ -94,8 +160,19 @@ pub struct LogReader {
     open: HashMap<PathBuf, Open>,
     /// Files rotated or deleted away, read to their end before they are let go.
     draining: Vec<Open>,
-    /// Where each known file identity stands: from the store at start, then from sent batches.
+    /// Where each known file identity stands: from the store at start, then as the reader
+    /// records each checkpoint (the batch that carries it is committed before any later one, so
+    /// the reader's own view is the one to resume from; a view that lagged it would read again).
     known: HashMap<(u64, u64), Checkpoint>,
+    /// What was handed out of files just before they were truncated or let go, newest last: a
+    /// copy found later resumes from one of them.
+    recent: VecDeque<Delivered>,
+    /// New files held back because all their bytes so far are a prefix of a file being read
+    /// (a copy in progress, or made and not yet followed by the truncation): how much of each
+    /// was compared, and with which file.
+    shadowed: HashMap<(u64, u64), Shadow>,
+    /// The identities met in the current sweep (for forgetting the `shadowed` that are gone).
+    met: HashSet<(u64, u64)>,
     started: HashSet<String>,
     batch: Batch,
     last_sent: Instant,
@@ -154,6 +231,9 @@ impl LogReader {
                 .into_iter()
                 .map(|c| ((c.dev, c.inode), c))
                 .collect(),
+            recent: VecDeque::new(),
+            shadowed: HashMap::new(),
+            met: HashSet::new(),
             started: resume.started_patterns.into_iter().collect(),
             batch: Batch {
                 node,
@@ -274,6 +354,7 @@ impl LogReader {
         self.refresh_matcher();
         self.watch_dirs();
         let mut present: HashSet<PathBuf> = HashSet::new();
+        self.met.clear();
         for index in 0..self.specs.len() {
             for path in self.expand(index) {
                 present.insert(path.clone());
@@ -299,6 +380,16 @@ impl LogReader {
                 self.draining.push(open);
             }
         }
+        // Held-back files that are gone are forgotten; one renamed away is still drained.
+        let met = std::mem::take(&mut self.met);
+        let draining: HashSet<(u64, u64)> = self
+            .draining
+            .iter()
+            .map(|o| (o.tail.id.dev, o.tail.id.inode))
+            .collect();
+        self.shadowed
+            .retain(|id, _| met.contains(id) || draining.contains(id));
+        self.met = met;
         // Rotated-away files first: their lines were written before the new file's, and a
         // threshold counted in log time must see them in that order.
         let mut draining = std::mem::take(&mut self.draining);
@@ -326,6 +417,7 @@ impl LogReader {
                 .finish(|line| collect_hits(&reading, sessions, &line, &mut hits));
             self.batch.hits.extend(hits);
             self.record_checkpoint(open.tail.checkpoint());
+            self.remember(open.tail.delivered());
             info!(path = %open.tail.path.display(), offset = open.tail.offset(), "rotated file read to its end; let go");
             false
         });
@@ -400,6 +492,7 @@ impl LogReader {
         };
         use std::os::unix::fs::MetadataExt;
         let id = (meta.dev(), meta.ino());
+        self.met.insert(id);
         if let Some(open) = self.open.get_mut(path) {
             if (open.tail.id.dev, open.tail.id.inode) == id {
                 // A copytruncate shows as a file shorter than the offset, or, when the writer
@@ -407,12 +500,8 @@ impl LogReader {
                 let rewritten =
                     meta.len() < open.tail.offset() || open.tail.rewritten().unwrap_or(false);
                 if rewritten {
-                    // Lines written between the copy and the truncation are lost by the method
-                    // itself; what follows is read from the beginning.
-                    info!(path = %path.display(), size = meta.len(), offset = open.tail.offset(), "file truncated; reading it from its beginning");
-                    if let Err(e) = open.tail.restart_after_truncation() {
-                        warn!(path = %path.display(), "cannot re-read after truncation: {e}");
-                    }
+                    let before = restart_truncated(open, meta.len());
+                    self.remember(before);
                 }
                 return;
             }
@@ -424,13 +513,10 @@ impl LogReader {
                 self.draining.push(old);
             }
         }
-        // Already being read under another name (our own rotated file, matched by the glob too).
-        let busy = self
-            .open
-            .values()
-            .chain(&self.draining)
-            .any(|o| (o.tail.id.dev, o.tail.id.inode) == id);
-        if busy {
+        // Being read under another name (our own rotated file, matched by the glob too): no need
+        // to open it. (Skipping it is safe even if the path is renamed over right after the stat:
+        // the next sweep sees the new file.)
+        if self.is_busy(id) {
             return;
         }
         let file = match std::fs::File::open(path) {
@@ -440,21 +526,46 @@ impl LogReader {
                 return;
             }
         };
+        // From here on the file is known by what was opened, not by what the path named a moment
+        // ago: logrotate may have renamed another file onto the path in between (auth.log onto
+        // auth.log.1 while auth.log.1 was looked at), and a file already being read, opened a
+        // second time as a new one, would be read twice.
+        let (id, size) = match file.metadata() {
+            Ok(m) => ((m.dev(), m.ino()), m.len()),
+            Err(e) => {
+                self.report(path, format!("cannot stat: {e}"));
+                return;
+            }
+        };
+        self.met.insert(id);
+        // Opened after all as a file being read: the path was renamed over since the stat.
+        if self.is_busy(id) {
+            return;
+        }
         let spec = &self.specs[index];
         let encoding = spec.encoding;
         let fingerprint_ok =
             |c: &Checkpoint| logfile::fingerprint_matches(&file, &c.fingerprint).unwrap_or(false);
+        let start_at = spec.start_at;
+        let started = self.started.contains(&spec.pattern);
         let start = match self.known.get(&id) {
-            Some(c) if fingerprint_ok(c) => Start::At {
+            // Resumed where it was read to. (Nothing read yet says nothing: decided below.)
+            Some(c) if c.offset > 0 && c.offset <= size && fingerprint_ok(c) => Start::At {
                 offset: c.offset,
                 line_no: c.line_no,
             },
-            // The inode was reused by a different file, or the file is new to us.
-            _ if self.started.contains(&spec.pattern) => Start::Beginning,
-            _ => match spec.start_at {
-                StartAt::End => Start::End,
-                StartAt::Beginning => Start::Beginning,
-            },
+            // The inode was reused by a different file, or the file is new to us. A known file
+            // with a new head was truncated while we were away: its copy may still turn up.
+            known => {
+                if let Some(c) = known.filter(|c| c.offset > 0).cloned() {
+                    self.remember(Delivered::of(c));
+                }
+                match start_at {
+                    _ if started => Start::Beginning,
+                    StartAt::End => Start::End,
+                    StartAt::Beginning => Start::Beginning,
+                }
+            }
         };
         match Tail::from_file(path, file, start, MAX_LINE) {
             Ok(tail) => {
@@ -474,6 +585,9 @@ impl LogReader {
                         generation: self.generation,
                         last_growth: Instant::now(),
                         warned_truncation: false,
+                        // Whether it is a copy shows only in its bytes, which logrotate's
+                        // copytruncate writes after creating the file empty.
+                        undecided: start == Start::Beginning,
                     },
                 );
             }
@@ -481,9 +595,20 @@ impl LogReader {
         }
     }
 
+    /// Whether the file `id` is being read (open or draining), under whatever name.
+    fn is_busy(&self, id: (u64, u64)) -> bool {
+        self.open
+            .values()
+            .chain(&self.draining)
+            .any(|o| (o.tail.id.dev, o.tail.id.inode) == id)
+    }
+
     /// Reads one file to its current end, sending batches as they fill. Returns false when the
     /// file cannot be read any more (it is dropped; a later sweep reopens it from its checkpoint).
     fn read_to_end(&mut self, open: &mut Open) -> bool {
+        if open.undecided && !self.decide(open) {
+            return true;
+        }
         if open.generation != self.generation {
             open.rules = self.matcher_seen.rules_for(&open.tail.path);
             open.generation = self.generation;
@@ -507,6 +632,17 @@ impl LogReader {
                 .read_lines_where(READ_BUDGET, rules.raw_filter(), |line| {
                     collect_hits(&reading, sessions, &line, &mut hits)
                 });
+            if open.tail.take_rewritten() {
+                // Truncated and written again since this sweep's check: what was read before
+                // the change stands (its hits and checkpoint go out now); the rest of the file is
+                // new content, read from its beginning on the next pass of this loop.
+                self.batch.hits.extend(hits);
+                self.record_checkpoint(open.tail.checkpoint());
+                let size = open.tail.size().unwrap_or(0);
+                let before = restart_truncated(open, size);
+                self.remember(before);
+                continue;
+            }
             match read {
                 Ok(0) => return true,
                 Ok(_) => {
@@ -540,10 +676,175 @@ impl LogReader {
         }
     }
 
+    /// Keeps what was handed out of a file about to be truncated or let go, for its copies.
+    fn remember(&mut self, delivered: Delivered) {
+        if delivered.checkpoint.offset == 0 {
+            return;
+        }
+        if self.recent.len() >= RECENT_CHECKPOINTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(delivered);
+    }
+
+    /// Decides, once a new file has bytes, whether it is a copy of a file read, and positions it
+    /// after what was read if so. False while it must not be read yet: empty, or held back as a
+    /// prefix of a file being read.
+    fn decide(&mut self, open: &mut Open) -> bool {
+        let Ok(size) = open.tail.size() else {
+            // The read reports it.
+            return true;
+        };
+        if size == 0 {
+            return false;
+        }
+        let id = (open.tail.id.dev, open.tail.id.inode);
+        match self.copy_of(open.tail.file(), id, size) {
+            CopyOf::HeldBack => return false,
+            CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of,
+            } => {
+                info!(path = %open.tail.path.display(), of = %of.display(), offset, line_no, "a copy of a file already read; reading on from where that one was read to");
+                if let Err(e) = open.tail.restart_at(offset, line_no) {
+                    // Not positioned: reading it from its beginning counts lines twice, which
+                    // shows; skipping them would not.
+                    warn!(path = %open.tail.path.display(), "cannot position the copy: {e}");
+                }
+                self.record_checkpoint(open.tail.checkpoint());
+            }
+            CopyOf::No => {
+                info!(path = %open.tail.path.display(), size, "a new file (no copy of anything read); reading it from its beginning");
+            }
+        }
+        self.shadowed.remove(&id);
+        open.undecided = false;
+        true
+    }
+
+    /// Whether the new file `file` (identity `id`, `size` bytes) is a copy of a file read.
+    ///
+    /// Two questions, in this order. Is it, so far, a prefix of a file still being read? Then
+    /// that file hands out these lines (or has), and the copy may still be growing: held back.
+    /// (Compared byte for byte, only what was not compared at the last sweep.) Otherwise, does it
+    /// hold what was handed out of some file up to its offset (`logfile::copy_resumes_at`)? Then
+    /// it is read on from there. The second question is asked only of what can no longer grow
+    /// under the same content: a file being read that is not a prefix-holder of the copy was
+    /// truncated (or is another file), a truncated or let-go file's last state, the store's.
+    fn copy_of(&mut self, file: &std::fs::File, id: (u64, u64), size: u64) -> CopyOf {
+        if size == 0 {
+            return CopyOf::No;
+        }
+        // Read once: the store may hold many checkpoints, and many files may be open.
+        let head = match logfile::Head::of(file) {
+            Ok(head) => head,
+            // Looked at again at the next sweep; reading it now might read it twice.
+            Err(_) => return CopyOf::HeldBack,
+        };
+        let shadow = self.shadowed.get(&id).cloned().filter(|s| s.len <= size);
+        for o in self.open.values().chain(&self.draining) {
+            let of = (o.tail.id.dev, o.tail.id.inode);
+            // An undecided file delivers nothing yet: two copies must not hold each other back.
+            if of == id
+                || o.undecided
+                || head.contradicts(&o.tail.id.fingerprint)
+                || o.tail.size().map_or(true, |s| s < size)
+            {
+                continue;
+            }
+            let from = shadow
+                .as_ref()
+                .filter(|s| s.of == of && s.of_fingerprint == o.tail.id.fingerprint)
+                .map_or(0, |s| s.len);
+            match logfile::same_bytes(file, o.tail.file(), from, size) {
+                Ok(true) => {
+                    debug!(path = %o.tail.path.display(), size, "a new file is a prefix of this one; held back");
+                    let of_fingerprint = o.tail.id.fingerprint.clone();
+                    self.shadowed.insert(
+                        id,
+                        Shadow {
+                            len: size,
+                            of,
+                            of_fingerprint,
+                        },
+                    );
+                    return CopyOf::HeldBack;
+                }
+                Ok(false) => {}
+                // Not knowing is no proof: looked at again at the next sweep.
+                Err(_) => return CopyOf::HeldBack,
+            }
+        }
+        // All of it equalled a file being read at the last sweep (and it has not grown since).
+        let held_whole = shadow.filter(|s| s.len == size);
+        let live: HashSet<(u64, u64)> = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .map(|o| (o.tail.id.dev, o.tail.id.inode))
+            .collect();
+        // What was handed out: of the files being read (decided ones; an undecided file handed
+        // out nothing), of those truncated or let go, and the store's for files not open (a
+        // file being read stands where its reader is, not where the store last saw it).
+        let candidates = self
+            .open
+            .values()
+            .chain(&self.draining)
+            .filter(|o| !o.undecided)
+            .map(|o| (o.tail.checkpoint(), o.tail.delivered_window()))
+            .chain(
+                self.recent
+                    .iter()
+                    .map(|d| (d.checkpoint.clone(), &d.window[..])),
+            )
+            .chain(
+                self.known
+                    .values()
+                    .filter(|c| !live.contains(&(c.dev, c.inode)))
+                    .map(|c| (c.clone(), &[][..])),
+            );
+        let mut best: Option<(u64, u64, String)> = None;
+        for (c, window) in candidates {
+            if (c.dev, c.inode) == id || c.offset == 0 {
+                continue;
+            }
+            let start = match &held_whole {
+                // Read (under the same head) beyond the copy's end: all of it was handed out.
+                Some(s)
+                    if s.of == (c.dev, c.inode)
+                        && c.offset >= size
+                        && head.matches(&c.fingerprint) =>
+                {
+                    match logfile::lines_in(file, size) {
+                        Ok(line_no) => Some((size, line_no)),
+                        Err(_) => None,
+                    }
+                }
+                _ => logfile::copy_resumes_at(&c, window, &head, file, size).unwrap_or(None),
+            };
+            if let Some((offset, line_no)) = start
+                && best.as_ref().is_none_or(|(b, ..)| *b < offset)
+            {
+                best = Some((offset, line_no, c.path));
+            }
+        }
+        match best {
+            Some((offset, line_no, of)) => CopyOf::ReadFrom {
+                offset,
+                line_no,
+                of: PathBuf::from(of),
+            },
+            None => CopyOf::No,
+        }
+    }
+
     fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
         self.batch
             .checkpoints
             .retain(|c| (c.dev, c.inode) != (checkpoint.dev, checkpoint.inode));
+        self.known
+            .insert((checkpoint.dev, checkpoint.inode), checkpoint.clone());
         self.batch.checkpoints.push(checkpoint);
     }
 
@@ -561,9 +862,6 @@ impl LogReader {
                 ..Batch::default()
             },
         );
-        for c in &batch.checkpoints {
-            self.known.insert((c.dev, c.inode), c.clone());
-        }
         self.last_sent = Instant::now();
         // Blocks while the store writer is behind: reading slows down, nothing is dropped. The
         // writer answers for its own health meanwhile.
@@ -619,6 +917,19 @@ impl LogReader {
             }
         }
     }
+}
+
+/// A file truncated in place (copytruncate), possibly written again since: what was handed out of
+/// its old content is returned for its copy to be recognised by, and it is read again from its
+/// beginning. Lines written between the copy and the truncation are lost by the method itself.
+fn restart_truncated(open: &mut Open, size: u64) -> Delivered {
+    let path = open.tail.path.clone();
+    info!(path = %path.display(), size, offset = open.tail.offset(), "file truncated; reading it from its beginning");
+    let before = open.tail.delivered();
+    if let Err(e) = open.tail.restart_after_truncation() {
+        warn!(path = %path.display(), "cannot re-read after truncation: {e}");
+    }
+    before
 }
 
 /// The `[[logs]]` patterns as a source: one reader thread for all of them.

@@ -59,8 +59,8 @@ impl Store {
 
     /// The log checkpoints of `node`.
     pub async fn log_checkpoints(&self, node: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows: Vec<(i64, i64, String, String, i64, i64)> = read!(self, pool => sqlx::query_as(
-            "SELECT dev, inode, fingerprint, path, \"offset\", line_no FROM log_checkpoints WHERE node = $1 ORDER BY path",
+        let rows: Vec<(i64, i64, String, String, i64, i64, String)> = read!(self, pool => sqlx::query_as(
+            "SELECT dev, inode, fingerprint, path, \"offset\", line_no, tail_fingerprint FROM log_checkpoints WHERE node = $1 ORDER BY path",
         )
         .bind(node)
         .fetch_all(pool)
@@ -68,13 +68,14 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(dev, inode, fingerprint, path, offset, line_no)| Checkpoint {
+                |(dev, inode, fingerprint, path, offset, line_no, tail_fingerprint)| Checkpoint {
                     dev: dev as u64,
                     inode: inode as u64,
                     fingerprint,
                     path,
                     offset: offset as u64,
                     line_no: line_no as u64,
+                    tail_fingerprint,
                 },
             )
             .collect())

@@ -268,10 +268,11 @@ impl Store {
             }
             for c in &batch.checkpoints {
                 sqlx::query(
-                    "INSERT INTO log_checkpoints (node, dev, inode, fingerprint, path, \"offset\", line_no, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, dev, inode) DO UPDATE SET \
+                    "INSERT INTO log_checkpoints (node, dev, inode, fingerprint, path, \"offset\", line_no, updated_at, tail_fingerprint) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (node, dev, inode) DO UPDATE SET \
                      fingerprint = excluded.fingerprint, path = excluded.path, \"offset\" = excluded.\"offset\", \
-                     line_no = excluded.line_no, updated_at = excluded.updated_at",
+                     line_no = excluded.line_no, updated_at = excluded.updated_at, \
+                     tail_fingerprint = excluded.tail_fingerprint",
                 )
                 .bind(&batch.node)
                 .bind(c.dev as i64)
@@ -281,6 +282,7 @@ impl Store {
                 .bind(c.offset as i64)
                 .bind(c.line_no as i64)
                 .bind(received_at)
+                .bind(&c.tail_fingerprint)
                 .execute(&mut *tx)
                 .await?;
             }

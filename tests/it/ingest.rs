@@ -231,6 +231,7 @@ fn checkpoints_and_hostile_bytes_are_stored(backend: Backend) {
             path: "/var/log/auth.log".into(),
             offset: 123_456,
             line_no: 789,
+            tail_fingerprint: "256:89abcdef01234567".into(),
         };
         let outcome = store
             .ingest(

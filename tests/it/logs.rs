@@ -47,7 +47,7 @@ pub(crate) fn log_dir(env: &Env) -> PathBuf {
 }
 
 /// Rewrites the config with a fixed node name and these `[[logs]] paths`.
-fn configure(env: &Env, patterns: &[String]) {
+pub(crate) fn configure(env: &Env, patterns: &[String]) {
     let base = config_text(&env.url, &env.playbooks(), env.dir.path());
     let default = format!("paths = [\"{}/log/*.log\"]", env.dir.path().display());
     assert!(
@@ -171,7 +171,7 @@ pub(crate) fn failure(ip: &str, second: u32) -> String {
 }
 
 /// A line no playbook matches.
-fn filler(n: usize) -> String {
+pub(crate) fn filler(n: usize) -> String {
     format!(
         "Nov  3 09:00:00 it-host CRON[{n}]: pam_unix(cron:session): session closed for user root\n"
     )
@@ -220,7 +220,7 @@ impl Daemon {
 
     /// SIGSTOP, and waits until every thread of the daemon is stopped (a signal is delivered
     /// asynchronously: the daemon may run on for a moment after `kill` returns).
-    fn pause(&mut self) {
+    pub(crate) fn pause(&mut self) {
         self.signal(Signal::SIGSTOP);
         let tasks = PathBuf::from(format!("/proc/{}/task", self.child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -242,7 +242,7 @@ impl Daemon {
         }
     }
 
-    fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal(Signal::SIGCONT);
     }
 
@@ -296,7 +296,7 @@ impl Daemon {
     }
 
     /// Waits until the store's hit counts equal `expected`; on a timeout, shows the difference.
-    fn wait_for_counts(&mut self, env: &Env, expected: &BTreeMap<String, i64>) {
+    pub(crate) fn wait_for_counts(&mut self, env: &Env, expected: &BTreeMap<String, i64>) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let counts = hit_counts(env);
@@ -321,7 +321,7 @@ impl Daemon {
 
     /// Waits until the store holds a checkpoint of the file now at `path` at its current end:
     /// every line of it is committed, so its counts are final.
-    fn wait_read_to_end(&mut self, env: &Env, path: &Path) {
+    pub(crate) fn wait_read_to_end(&mut self, env: &Env, path: &Path) {
         let meta = std::fs::metadata(path).expect("stat the log");
         let (dev, inode, size) = (meta.dev(), meta.ino(), meta.len());
         self.wait(
@@ -416,20 +416,20 @@ pub(crate) fn with_store<T>(
 }
 
 /// Exact hit counts of the SSH playbook, per dedupe key.
-fn hit_counts(env: &Env) -> BTreeMap<String, i64> {
+pub(crate) fn hit_counts(env: &Env) -> BTreeMap<String, i64> {
     with_store(env, "hit counts", async |store| {
         Ok(store.hit_counts(PLAYBOOK).await?.into_iter().collect())
     })
 }
 
-fn checkpoints(env: &Env) -> Vec<Checkpoint> {
+pub(crate) fn checkpoints(env: &Env) -> Vec<Checkpoint> {
     with_store(env, "checkpoints", async |store| {
         store.log_checkpoints(NODE).await
     })
 }
 
 /// Every incident, through the CLI (retried like `with_store` when the store is slow to answer).
-fn incidents(env: &Env) -> Vec<serde_json::Value> {
+pub(crate) fn incidents(env: &Env) -> Vec<serde_json::Value> {
     let args = [
         "incidents",
         "list",
@@ -465,7 +465,7 @@ fn incident_keys(env: &Env) -> Vec<String> {
 }
 
 /// What differs between two count maps, for failure messages.
-fn count_diff(got: &BTreeMap<String, i64>, want: &BTreeMap<String, i64>) -> String {
+pub(crate) fn count_diff(got: &BTreeMap<String, i64>, want: &BTreeMap<String, i64>) -> String {
     let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
     let diffs: Vec<String> = keys
         .into_iter()

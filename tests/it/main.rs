@@ -17,6 +17,7 @@ mod intake;
 mod intake_hostile;
 mod journal;
 mod journalfile;
+mod logrotate;
 mod logs;
 mod mail_out;
 mod notify;
