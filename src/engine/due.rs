@@ -4,6 +4,7 @@
 //! at-most-once guaranteed by its keys, so a restart neither loses nor repeats a step.
 
 use crate::model::{Incident, Status};
+use crate::pii::Clock;
 use crate::playbook::{Escalation, Playbook};
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -135,6 +136,35 @@ pub fn next_due(
     }
     let earliest = times.into_iter().min()?;
     Some(earliest.max(now + TimeDelta::milliseconds(1)))
+}
+
+/// The reminders of statutory clocks (`pii`) due at `now`: a clock past its deadline is
+/// reminded as overdue (under `Clock::overdue_name`), else one past its warning is reminded
+/// under its name. Unlike a playbook deadline's, a clock's reminder still comes when the
+/// daemon was down through its window: a statutory report late is still owed. A clock with a
+/// report made is never reminded. At most once per name, by the store's key.
+pub fn clock_reminders(clocks: &[Clock], now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    clocks
+        .iter()
+        .filter(|c| c.done_at.is_none())
+        .filter_map(|c| match c.due_at {
+            Some(due) if now >= due => Some((c.overdue_name(), due)),
+            _ if now >= c.warn_at => Some((c.name.clone(), c.due_at.unwrap_or(c.warn_at))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The earliest time after `now` at which a pending clock has a new reminder (its warning, then
+/// its deadline), as `next_due` says it for the rest; `None` when none will.
+pub fn next_clock_due(clocks: &[Clock], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    clocks
+        .iter()
+        .filter(|c| c.done_at.is_none())
+        .flat_map(|c| [Some(c.warn_at), c.due_at])
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// When level `level` (counting from 1) falls due for an incident opened at `opened`, by the

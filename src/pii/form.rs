@@ -72,9 +72,12 @@ impl Known<'_> {
     /// The 事態 the decision found, each with its rule; `None` before any fact is recorded.
     fn situations(&self) -> Option<String> {
         let a = self.assessment?;
+        // The duties that arise; when none does, why not.
+        let required = a.decisions.iter().any(|d| d.required);
         let lines: Vec<String> = a
             .decisions
             .iter()
+            .filter(|d| d.required || !required)
             .flat_map(|d| {
                 d.reasons
                     .iter()
@@ -265,18 +268,19 @@ pub fn common(k: &Known<'_>) -> Form {
             )
         })
         .collect();
-    let pii = match (k.flag(Flag::Mynumber), k.facts.and_then(|f| f.persons)) {
-        _ if k.facts.is_none() => None,
-        (_, persons) => Some(format!(
+    let pii = k.facts.map(|facts| {
+        format!(
             "個人情報保護委員会への報告: {}\n本人の数: {}",
             match k.assessment {
                 Some(a) if a.ppc_required() => "必要",
                 Some(_) => "不要 (現時点の事実による)",
                 None => BLANK,
             },
-            persons.map_or_else(|| BLANK.to_string(), |n| format!("{n}人"))
-        )),
-    };
+            facts
+                .persons
+                .map_or_else(|| BLANK.to_string(), |n| format!("{n}人"))
+        )
+    });
     Form {
         form: FormKind::Common,
         title: "DDoS・ランサムウェア事案 共通様式 (個人情報保護委員会・警察・所管省庁)",

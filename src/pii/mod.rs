@@ -11,7 +11,9 @@
 pub mod form;
 pub mod rules;
 
-use chrono::{DateTime, TimeDelta, Utc};
+#[cfg(test)]
+use chrono::TimeDelta;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rules::Rules;
 use serde::Serialize;
@@ -267,7 +269,10 @@ impl Facts {
                 }
                 Edit::AwareAt(at) if at != self.aware_at => {
                     let text = |t: Option<DateTime<Utc>>| {
-                        t.map_or_else(|| "未確認".into(), |t| t.to_rfc3339())
+                        t.map_or_else(
+                            || "未確認".into(),
+                            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        )
                     };
                     changes.push(format!("覚知日時: {} → {}", text(self.aware_at), text(at)));
                     self.aware_at = at;
@@ -555,19 +560,6 @@ pub fn parse_time(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     Err(format!(
         "`{s}` is not a time (write 2026-12-01 09:30 in {tz}, or RFC 3339 such as 2026-12-01T09:30:00+09:00)"
     ))
-}
-
-/// The earliest time after `now` at which a pending clock has a new reminder: its warning, then
-/// its deadline. (The escalator's `engine::due` uses the same rule.)
-pub fn next_clock_time(clocks: &[Clock], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    clocks
-        .iter()
-        .filter(|c| c.done_at.is_none())
-        .flat_map(|c| [Some(c.warn_at), c.due_at])
-        .flatten()
-        .filter(|t| *t > now)
-        .min()
-        .map(|t| t.max(now + TimeDelta::milliseconds(1)))
 }
 
 #[cfg(test)]
