@@ -20,6 +20,7 @@ mod journalfile;
 mod logs;
 mod mail_out;
 mod notify;
+mod pii;
 mod playbooks;
 mod postfix;
 mod rate;
