@@ -423,4 +423,66 @@ mod tests {
         };
         assert_eq!(next_due(&i, quiet, None, opened, interval), None);
     }
+
+    fn clock(warn: i64, due: Option<i64>, done: bool) -> Clock {
+        let t = |d: i64| DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(d);
+        Clock {
+            duty: "ppc".into(),
+            name: "速報".into(),
+            to: crate::pii::Party::Ppc,
+            kind: crate::pii::Kind::Preliminary,
+            warn_at: t(warn),
+            due_at: due.map(t),
+            source: "施行規則 第44条第1項".into(),
+            done_at: done.then(|| t(1)),
+        }
+    }
+
+    /// A statutory clock warns from its warning time, is reminded as overdue from its deadline
+    /// (however late the pass), never once its report is made; `next_clock_due` is exactly when
+    /// `clock_reminders` has something new.
+    #[test]
+    fn statutory_clocks_warn_then_remind_overdue_until_reported() {
+        let day = |d: i64| DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(d);
+        let sokuhou = [clock(3, Some(5), false)];
+        assert!(clock_reminders(&sokuhou, day(3) - TimeDelta::seconds(1)).is_empty());
+        assert_eq!(
+            clock_reminders(&sokuhou, day(3)),
+            vec![("速報".to_string(), day(5))]
+        );
+        assert_eq!(
+            clock_reminders(&sokuhou, day(5)),
+            vec![("速報 (期限超過)".to_string(), day(5))]
+        );
+        // Down for a month: still owed, still reminded.
+        assert_eq!(clock_reminders(&sokuhou, day(40)).len(), 1);
+        assert!(clock_reminders(&[clock(3, Some(5), true)], day(4)).is_empty());
+        // 速やかに: a warning only, named for the warning time.
+        assert_eq!(
+            clock_reminders(&[clock(3, None, false)], day(9)),
+            vec![("速報".to_string(), day(3))]
+        );
+        for (start, next) in [(0, Some(3)), (3, Some(5)), (4, Some(5)), (5, None)] {
+            assert_eq!(
+                next_clock_due(&sokuhou, day(start)),
+                next.map(day),
+                "from day {start}"
+            );
+        }
+        assert_eq!(next_clock_due(&[clock(3, Some(5), true)], day(0)), None);
+        // What is new at each next time is what the store records once.
+        let mut seen: Vec<String> = Vec::new();
+        let mut now = day(0);
+        while let Some(next) = next_clock_due(&sokuhou, now) {
+            let new: Vec<String> = clock_reminders(&sokuhou, next)
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !seen.contains(n))
+                .collect();
+            assert_eq!(new.len(), 1, "at {next}: {new:?}");
+            seen.extend(new);
+            now = next;
+        }
+        assert_eq!(seen, ["速報", "速報 (期限超過)"]);
+    }
 }

@@ -440,3 +440,62 @@ fn hostile_text_is_inert_in_show_and_export(backend: Backend) {
         .to_string();
     assert!(overview.contains(hostile), "{overview:?}");
 }
+
+/// The rules are data: an edit of the file (a changed threshold, as a change of the law would
+/// be) changes the decision without a release, and a broken file is refused with `file:line`
+/// by `config check`, `playbooks check`, the commands that use it and the daemon's start.
+#[test]
+fn the_rules_file_is_checked_and_an_edit_changes_the_decision() {
+    let env = Env::new(Backend::Sqlite);
+    let rules = env.dir.path().join("pii-rules.toml");
+    let shipped =
+        std::fs::read_to_string(repo().join("config/pii-rules.toml")).expect("shipped rules");
+    assert_eq!(shipped.matches("persons_over = 100").count(), 2);
+    std::fs::write(
+        &rules,
+        shipped.replace("persons_over = 100", "persons_over = 1000"),
+    )
+    .expect("edited rules");
+    let text = config_text(&env.url, &env.playbooks(), env.dir.path());
+    env.write_config(&format!("pii_rules = \"{}\"\n{text}", rules.display()));
+    let out = env.csirt(&["config", "check"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("pii rules: {} (version ", rules.display())),
+        "{}",
+        stdout(&out)
+    );
+    let id = leak(&env, "r1", "誤送付");
+    let v = pii(&env, id, &["--persons", "480"]);
+    assert_eq!(v["ppc_required"], false, "480 is not over 1000: {v:#}");
+    let v = pii(&env, id, &["--persons", "1001"]);
+    assert_eq!(v["ppc_required"], true, "{v:#}");
+
+    // A misspelt fact name.
+    let broken = shipped.replacen("if = [\"sensitive\"]", "if = [\"sensitve\"]", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("sensitve"))
+        .expect("the typo")
+        + 1;
+    std::fs::write(&rules, broken).expect("broken rules");
+    for args in [
+        &["config", "check"][..],
+        &["playbooks", "check"],
+        &["incidents", "pii", &id.to_string(), "--sensitive"],
+        &["daemon"],
+    ] {
+        let out = env.csirt(args);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{}:", rules.display())) && err.contains("sensitve"),
+            "{args:?}: {err}"
+        );
+        // The trigger's table starts a line or two above the typo.
+        assert!(
+            (line.saturating_sub(2)..=line).any(|l| err.contains(&format!("pii-rules.toml:{l}:"))),
+            "{args:?}: no line near {line}: {err}"
+        );
+    }
+}
