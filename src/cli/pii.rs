@@ -200,8 +200,7 @@ impl PiiArgs {
             }
         }
         if let Some(at) = &self.aware_at {
-            let at = crate::pii::parse_time(at, tz).map_err(anyhow::Error::msg)?;
-            edits.push(Edit::AwareAt(Some(at)));
+            edits.push(Edit::AwareAt(Some(past_time(at, tz, "--aware-at")?)));
         }
         for name in &self.unset {
             edits.push(match name.as_str() {
@@ -374,6 +373,20 @@ fn clock_line(c: &Clock, tz: Tz, now: DateTime<Utc>) -> String {
     )
 }
 
+/// A time that has passed: a 覚知 or a report in the future is a typo (a wrong year, a wrong
+/// zone) that would put every statutory clock late, so it is refused. A few minutes of slack
+/// allow for a workstation's clock.
+fn past_time(s: &str, tz: Tz, flag: &str) -> anyhow::Result<DateTime<Utc>> {
+    let at = crate::pii::parse_time(s, tz).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    if at > now() + chrono::TimeDelta::minutes(5) {
+        anyhow::bail!(
+            "{flag}: {} is in the future (a typo would make every statutory deadline late)",
+            long_time(at, tz)
+        );
+    }
+    Ok(at)
+}
+
 /// The rules, or the error that says which line of which file is wrong.
 fn rules(config: &crate::config::Config) -> anyhow::Result<Rules> {
     Ok(config.pii_rules()?)
@@ -419,7 +432,7 @@ pub(super) async fn reported(cli: &Cli, args: &ReportedArgs) -> anyhow::Result<E
     let (_, config) = load_config(cli)?;
     let rules = rules(&config)?;
     let at = match &args.at {
-        Some(t) => crate::pii::parse_time(t, config.timezone).map_err(anyhow::Error::msg)?,
+        Some(t) => past_time(t, config.timezone, "--at")?,
         None => now(),
     };
     let report = NewReport {

@@ -137,6 +137,18 @@ fn facts_decide_whether_a_report_is_required(backend: Backend) {
         changes[1]
     );
 
+    // 覚知 in the future is a typo that would make every deadline late: refused.
+    let next_year = rfc3339(now() + TimeDelta::days(365));
+    let out = env.csirt(&[
+        "incidents",
+        "pii",
+        &id.to_string(),
+        "--aware-at",
+        &next_year,
+    ]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
+
     // Unknown fact names and a non-number are usage errors, not silent.
     assert_exit(
         &env.csirt(&["incidents", "pii", &id.to_string(), "--unset", "colour"]),
