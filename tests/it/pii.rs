@@ -206,7 +206,7 @@ fn a_misdelivered_mail_from_facts_to_the_final_report(backend: Backend) {
         for id in [reported, forgotten] {
             assert_eq!(
                 reminders(&warned, id),
-                ["個人情報保護委員会への速報", "本人への通知"],
+                ["個人情報保護委員会への速報", "本人への通知 (速やかに)"],
                 "{warned:?}"
             );
         }
@@ -216,11 +216,21 @@ fn a_misdelivered_mail_from_facts_to_the_final_report(backend: Backend) {
             .expect("a second daemon's pass");
         assert!(again.reminders.is_empty(), "at most once: {again:?}");
         let outbox = store.outbox().await.expect("outbox");
+        let mail = outbox
+            .iter()
+            .find(|m| {
+                m.kind == "reminder"
+                    && m.incident_id == Some(reported)
+                    && m.body.contains("「個人情報保護委員会への速報」")
+            })
+            .expect("the reminder is mailed");
         assert!(
-            outbox
-                .iter()
-                .any(|m| m.kind == "reminder" && m.body.contains("個人情報保護委員会への速報")),
-            "the reminder is mailed"
+            mail.body.contains("が近づいています")
+                && mail
+                    .body
+                    .contains(&format!("csirt incidents reported {reported} --to")),
+            "{}",
+            mail.body
         );
         store.close().await;
     });
@@ -280,6 +290,13 @@ fn a_misdelivered_mail_from_facts_to_the_final_report(backend: Backend) {
         assert!(
             names(reported).is_empty(),
             "reported: no reminder: {late:?}"
+        );
+        let outbox = store.outbox().await.expect("outbox");
+        assert!(
+            outbox.iter().any(|m| m.incident_id == Some(forgotten)
+                && m.body
+                    .contains("「個人情報保護委員会への速報 (期限超過)」を過ぎています")),
+            "the overdue mail says so"
         );
         store.close().await;
     });
