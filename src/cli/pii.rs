@@ -63,6 +63,10 @@ pub struct PiiArgs {
     /// ordinance_sensitive, mynumber, encrypted (repeatable)
     #[arg(long, value_name = "FACT")]
     pub unset: Vec<String>,
+    /// Recompute the clocks under the current rules file (after a change of the law) even when
+    /// no fact changes
+    #[arg(long)]
+    pub recompute: bool,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,
@@ -400,7 +404,7 @@ pub(super) async fn pii(cli: &Cli, args: &PiiArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&config).await?;
     let mut out = Output::stdout(config.timezone);
     store.incident(args.id).await?;
-    if !edits.is_empty() {
+    if !edits.is_empty() || args.recompute {
         let actor = Actor::current_user();
         let change = store.set_pii(args.id, &edits, &actor, &rules).await?;
         if !args.json {

@@ -137,7 +137,8 @@ enum Change<'a> {
 impl Store {
     /// Applies `edits` to incident `id`'s facts (覚知 defaults to now on the first change) and
     /// recomputes its clocks under `rules`, with one timeline entry listing what changed and
-    /// what the decision now is. Editing nothing writes nothing.
+    /// what the decision now is. Editing nothing writes nothing, unless the rules now give
+    /// other clocks than the stored ones (the rules file was edited): those are recomputed.
     #[tracing::instrument(skip_all, fields(incident = id))]
     pub async fn set_pii(
         &self,
@@ -220,8 +221,19 @@ impl Store {
                 }
             };
             if changes.is_empty() {
+                // No fact changed; but the rules may have (a change of the law): clocks that the
+                // current rules compute differently are recomputed, and the timeline says why.
                 let reports = tx.pii_reports(id).await?;
-                return Ok(PiiChange { assessment: assess(&facts, rules, &reports), facts, changes });
+                let assessment = assess(&facts, rules, &reports);
+                let stored = tx.pii_clocks(id).await?;
+                if !had_facts || same_clocks(&stored, &assessment.clocks) {
+                    return Ok(PiiChange { assessment, facts, changes });
+                }
+                changes.push(format!(
+                    "規則 {} (version {}) により期限を再計算",
+                    rules.path.display(),
+                    rules.version
+                ));
             }
             if matches!(change, Change::Facts(_)) || had_facts {
                 sqlx::query(&format!(
@@ -333,6 +345,16 @@ impl Store {
         });
         Ok(out)
     }
+}
+
+/// Whether two sets of clocks are the same duties, names and times.
+fn same_clocks(a: &[Clock], b: &[Clock]) -> bool {
+    let key = |c: &Clock| (c.duty.clone(), c.name.clone(), c.warn_at, c.due_at);
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 /// The decision as the timeline records it, one line per duty.

@@ -500,6 +500,35 @@ fn the_rules_file_is_checked_and_an_edit_changes_the_decision() {
     let v = pii(&env, id, &["--persons", "1001"]);
     assert_eq!(v["ppc_required"], true, "{v:#}");
 
+    // The law changes again (確報 in 40 days): the recorded incident is recomputed on demand,
+    // and the timeline says under which rules.
+    std::fs::write(
+        &rules,
+        shipped
+            .replace("persons_over = 100", "persons_over = 1000")
+            .replace("due = \"30d\"", "due = \"40d\""),
+    )
+    .expect("edited rules");
+    let before = time(&clock(&pii(&env, id, &[]), "ppc", "確報")["due_at"]);
+    let v = pii(&env, id, &["--recompute"]);
+    assert_eq!(
+        time(&clock(&v, "ppc", "確報")["due_at"]),
+        before + TimeDelta::days(10),
+        "{v:#}"
+    );
+    let show = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    let last = show["timeline"].as_array().and_then(|t| t.last()).cloned();
+    assert!(
+        last.as_ref()
+            .and_then(|t| t["detail"].as_str())
+            .is_some_and(|d| d.contains("により期限を再計算")),
+        "{last:?}"
+    );
+    // Nothing to recompute: nothing written.
+    pii(&env, id, &["--recompute"]);
+    let again = json(&env.csirt(&["incidents", "show", &id.to_string(), "--json"]));
+    assert_eq!(again["timeline"], show["timeline"]);
+
     // A misspelt fact name.
     let broken = shipped.replacen("if = [\"sensitive\"]", "if = [\"sensitve\"]", 1);
     let line = broken
