@@ -383,10 +383,20 @@ impl Clock {
         }
     }
 
-    /// The name the escalator's reminder of a passed deadline is recorded (and mailed) under;
-    /// the warning uses `name` itself.
-    pub fn overdue_name(&self) -> String {
-        format!("{} (期限超過)", self.name)
+    /// The name the escalator's reminder of a passed deadline is recorded (and mailed) under,
+    /// `days` whole days after it: `… (期限超過)` on the day, then `… (期限超過 2日)`, one a day
+    /// until the report is recorded. The warning uses `name` itself.
+    pub fn overdue_name(&self, days: i64) -> String {
+        if days <= 0 {
+            format!("{} (期限超過)", self.name)
+        } else {
+            format!("{}{days}日)", self.overdue_prefix())
+        }
+    }
+
+    /// What every later overdue name starts with (`overdue_name(days)` for days ≥ 1).
+    pub fn overdue_prefix(&self) -> String {
+        format!("{} (期限超過 ", self.name)
     }
 }
 

@@ -284,12 +284,18 @@ impl Store {
                     o.duty == c.duty && o.name == c.name && (o.warn_at, o.due_at) != (c.warn_at, c.due_at)
                 });
                 if moved {
-                    sqlx::query("DELETE FROM deadline_reminders WHERE incident_id = $1 AND name IN ($2, $3)")
-                        .bind(id)
-                        .bind(&c.name)
-                        .bind(c.overdue_name())
-                        .execute(&mut *tx)
-                        .await?;
+                    // The daily overdue names share a prefix, compared as text (a LIKE pattern
+                    // would read `%` or `_` in a rule's name as wildcards).
+                    sqlx::query(
+                        "DELETE FROM deadline_reminders WHERE incident_id = $1 AND (name IN ($2, $3) \
+                         OR substr(name, 1, length($4)) = $4)",
+                    )
+                    .bind(id)
+                    .bind(&c.name)
+                    .bind(c.overdue_name(0))
+                    .bind(c.overdue_prefix())
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             // The escalator looks at it on its next pass and schedules the clocks' reminders.

@@ -298,6 +298,29 @@ fn a_misdelivered_mail_from_facts_to_the_final_report(backend: Backend) {
                     .contains("「個人情報保護委員会への速報 (期限超過)」を過ぎています")),
             "the overdue mail says so"
         );
+        // Still not reported a day later: reminded again, once a day, never for the reported.
+        let next_day = store
+            .escalate(
+                "node-a",
+                aware + TimeDelta::days(6) + TimeDelta::minutes(1),
+                TimeDelta::minutes(15),
+                &composer,
+            )
+            .await
+            .expect("a day later");
+        let overdue: Vec<&(i64, String)> = next_day
+            .reminders
+            .iter()
+            .filter(|(_, n)| n.contains("期限超過"))
+            .collect();
+        assert_eq!(
+            overdue,
+            [&(
+                forgotten,
+                "個人情報保護委員会への速報 (期限超過 1日)".to_string()
+            )],
+            "{next_day:?}"
+        );
         store.close().await;
     });
 
