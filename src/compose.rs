@@ -344,12 +344,18 @@ impl Composer {
         let (new_events, level, escalated_to, deadline) = match occasion {
             Occasion::Update { new_events } => (*new_events, 0, Vec::new(), Value::UNDEFINED),
             Occasion::Escalation { level, to } => (0, *level, to.clone(), Value::UNDEFINED),
-            Occasion::Reminder { deadline, due } => (
-                0,
-                0,
-                Vec::new(),
-                context! { name => clean(deadline), due => long_time(*due, tz), remaining => remaining(*due, now) },
-            ),
+            Occasion::Reminder { deadline, due } => {
+                // A reminder no playbook deadline of this name explains is a statutory clock
+                // (personal information, from `pii_clocks`): the mail says how to stop it.
+                let statutory =
+                    playbook.is_none_or(|p| !p.deadlines.iter().any(|d| d.name == *deadline));
+                (
+                    0,
+                    0,
+                    Vec::new(),
+                    context! { name => clean(deadline), due => long_time(*due, tz), remaining => remaining(*due, now), pii => statutory },
+                )
+            }
             Occasion::Opened | Occasion::Acted { .. } => (0, 0, Vec::new(), Value::UNDEFINED),
             Occasion::Raised { level, to, .. } => (0, *level, to.clone(), Value::UNDEFINED),
         };
@@ -663,7 +669,7 @@ fn sample_incident_context(node: &str) -> Value {
         level => 1,
         escalated_to => vec!["lead"],
         open_for => "30 分",
-        deadline => context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" },
+        deadline => context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日", pii => true },
         commands => context! { show => "csirt incidents show 1", ack => "csirt incidents ack 1", close => "csirt incidents close 1" },
     }
 }

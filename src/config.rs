@@ -30,6 +30,10 @@ pub struct Config {
     /// The playbook directory.
     #[serde(default = "default_playbooks")]
     pub playbooks: PathBuf,
+    /// The rules file of personal-information incidents (`/etc/csirt/pii-rules.toml` in the
+    /// package); without it, the rules built into this csirt.
+    #[serde(default)]
+    pub pii_rules: Option<PathBuf>,
     /// Log level for the daemon (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` wins.
     #[serde(default)]
     pub log_level: Option<String>,
@@ -713,6 +717,7 @@ impl Config {
             timezone: default_timezone(),
             node: None,
             playbooks: default_playbooks(),
+            pii_rules: None,
             log_level: None,
             store: StoreConfig { url },
             logs: Vec::new(),
@@ -903,6 +908,11 @@ impl Config {
                 .filter_map(|r| r.get_ref().parse().ok())
                 .collect()
         })
+    }
+
+    /// Loads and validates the personal-information rules this config names (or the built-in).
+    pub fn pii_rules(&self) -> Result<crate::pii::rules::Rules, TomlError> {
+        crate::pii::rules::Rules::load(self.pii_rules.as_deref())
     }
 
     /// What was accepted but looks like a mistake (`file:line: message`): `config check` prints

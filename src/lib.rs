@@ -12,7 +12,9 @@
 //!   only the store transaction that commits its hits does.
 //! - `engine`: the decisions as plain functions: hit → join / wait / open, evidence kept,
 //!   what falls due. Never touches the store.
-//! - `model`: incidents, their lifecycle (`Action::allowed_from`, `permitted_by`) and timeline.
+//! - `model`: incidents, their lifecycle (`Action::allowed_from`, `permitted_by`) and timeline;
+//!   `pii`: personal-information facts, the statutory decision and clocks (rules as data), the
+//!   report forms. Pure, like the engine.
 //! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there, each shared
 //!   statement once (`store::sql`). Never decides policy.
 //! - `compose`: the Japanese notifications rendered from templates; pure, never sends.
@@ -39,6 +41,7 @@ pub mod live;
 pub mod logging;
 pub mod model;
 pub mod notifier;
+pub mod pii;
 pub mod playbook;
 pub mod proof;
 pub mod source;

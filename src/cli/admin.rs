@@ -66,6 +66,7 @@ pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let templates = template_dir(&path);
     Composer::new(&config, &playbooks, templates.as_deref())?;
+    let pii_rules = config.pii_rules()?;
     let mut out = Output::stdout(config.timezone);
     for line in describe(&path, &config, playbooks.len()) {
         out.line(&line)?;
@@ -74,7 +75,18 @@ pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(dir) => format!("templates: {} (replacing the built-in ones)", dir.display()),
         None => "templates: built-in".into(),
     })?;
+    out.line(&pii_rules_line(&pii_rules))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pii rules: PATH (version V): N duties OK`, for `config check` and `playbooks check`.
+pub(super) fn pii_rules_line(rules: &crate::pii::rules::Rules) -> String {
+    format!(
+        "pii rules: {} (version {}): {} duties OK",
+        rules.path.display(),
+        rules.version,
+        rules.duties.len()
+    )
 }
 
 /// What the daemon would do with this config, line by line.

@@ -18,6 +18,8 @@ struct Detail<'a> {
     deadlines: Vec<DeadlineJson<'a>>,
     events: Vec<crate::model::Event>,
     timeline: Vec<crate::model::TimelineEntry>,
+    /// Personal-information facts, decision, statutory clocks and reports made.
+    pii: super::pii::PiiJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -37,8 +39,12 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
             playbook,
             since,
             limit,
+            overdue,
             json,
         } => {
+            if *overdue {
+                return super::pii::overdue(cli, *json).await;
+            }
             let filter = IncidentFilter {
                 status: status.map(Into::into),
                 severity: severity.map(Into::into),
@@ -57,6 +63,11 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
         IncidentsCommand::Show { id, json } => {
             let incident = store.incident(*id).await?;
             let (events, timeline) = (store.events(*id).await?, store.timeline(*id).await?);
+            // The decision's reasons come from the rules; a broken rules file must not hide the
+            // incident either (its stored clocks still show).
+            let rules = config.pii_rules().ok();
+            let pii = super::pii::View::new(store.pii(*id).await?, rules.as_ref());
+            let now = now();
             // Steps come from the playbook files; an unloadable set must not hide the incident.
             let playbooks = crate::playbook::load(&config.playbooks, None).ok();
             let playbook = playbooks
@@ -82,9 +93,17 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
                     }),
                     events,
                     timeline,
+                    pii: pii.json(now),
                 })?;
             } else {
-                out.incident(&incident, playbook, &events, &timeline, now())?;
+                out.incident(&incident, playbook, &events, &timeline, now)?;
+                // Only where personal information was recorded: an SSH scan needs no section.
+                if pii.record.facts.is_some() || !pii.record.reports.is_empty() {
+                    out.line("")?;
+                    for line in pii.lines(config.timezone, now) {
+                        out.line(&line)?;
+                    }
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -103,6 +122,9 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
             },
         ),
         IncidentsCommand::Reopen { id } => (*id, Action::Reopen),
+        IncidentsCommand::Pii(args) => return super::pii::pii(cli, args).await,
+        IncidentsCommand::Reported(args) => return super::pii::reported(cli, args).await,
+        IncidentsCommand::Export(args) => return super::pii::export(cli, args).await,
     };
     let actor = Actor::current_user();
     let incident = store.apply(id, &action, &actor).await?;

@@ -8,6 +8,7 @@ mod admin;
 mod incidents;
 mod intake;
 pub mod output;
+mod pii;
 mod playbooks;
 mod status;
 
@@ -119,6 +120,10 @@ pub enum IncidentsCommand {
         /// At most this many
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
+        /// The morning check: incidents with a statutory report (個人情報保護法, 番号法) past its
+        /// warning or deadline and not yet made, closed ones included
+        #[arg(long, conflicts_with_all = ["status", "severity", "playbook", "since"])]
+        overdue: bool,
         /// Print one JSON array
         #[arg(long)]
         json: bool,
@@ -165,6 +170,13 @@ pub enum IncidentsCommand {
         #[arg(value_parser = parse_id)]
         id: i64,
     },
+    /// Record personal-information facts (個人情報保護法) and show which reports and
+    /// notifications they require, why, and by when (from 覚知); without flags, only shows
+    Pii(pii::PiiArgs),
+    /// Record a report made or a notification done; the statutory clock it satisfies stops
+    Reported(pii::ReportedArgs),
+    /// Fill a report form (PPC 漏えい等報告, or the DDoS/ransomware 共通様式) from the store
+    Export(pii::ExportArgs),
 }
 
 #[derive(Subcommand, Debug)]

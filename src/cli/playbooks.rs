@@ -80,17 +80,26 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
                 }
             };
             let contacts = config.as_ref().map(contact_names);
-            let tz = config.map_or(chrono_tz::Asia::Tokyo, |c| c.timezone);
-            match playbook::load(&dir, contacts.as_ref()) {
-                Ok(set) => {
-                    Output::stdout(tz).line(&format!(
-                        "{}: {} playbooks OK",
-                        dir.display(),
-                        set.len()
-                    ))?;
+            let tz = config
+                .as_ref()
+                .map_or(chrono_tz::Asia::Tokyo, |c| c.timezone);
+            // The personal-information rules are checked with the set: a change of the law is
+            // an edit that CI should catch as a playbook edit is.
+            let rules = config.as_ref().map(|c| c.pii_rules()).transpose();
+            match (playbook::load(&dir, contacts.as_ref()), rules) {
+                (Ok(set), Ok(rules)) => {
+                    let mut out = Output::stdout(tz);
+                    out.line(&format!("{}: {} playbooks OK", dir.display(), set.len()))?;
+                    if let Some(rules) = rules {
+                        out.line(&super::admin::pii_rules_line(&rules))?;
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(errors) => Ok(report(&errors)),
+                (Err(errors), _) => Ok(report(&errors)),
+                (Ok(_), Err(e)) => {
+                    eprintln!("{}", sanitize(&e.to_string()));
+                    Ok(ExitCode::FAILURE)
+                }
             }
         }
     }

@@ -89,6 +89,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut loaded = Loaded::build(&path, config)?;
+    // The personal-information rules are read by the commands that record facts and reports,
+    // not by the daemon; a broken file is still refused here, at start, like a broken config,
+    // rather than found by a responder in the middle of an incident.
+    let pii_rules = loaded.config.pii_rules()?;
     // The files watched at start are the ones the sources open now: say which of them no rule
     // reads, and which rules nothing feeds, before lines go by unmatched.
     for warning in crate::coverage::warnings(&loaded.config, &loaded.playbooks) {
@@ -110,7 +114,7 @@ pub async fn run(
     let mailer = Mailer::from_config(&loaded.config)?.with_proof(store.mail_proof().await?);
     let node = loaded.config.node_name();
     let started_at = now();
-    info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), "csirt daemon started");
+    info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), pii_rules = %pii_rules.path.display(), "csirt daemon started");
 
     let mut tasks = Supervisor::new();
     let wake_notifier = Arc::new(Notify::new());

@@ -4,6 +4,7 @@
 //! at-most-once guaranteed by its keys, so a restart neither loses nor repeats a step.
 
 use crate::model::{Incident, Status};
+use crate::pii::Clock;
 use crate::playbook::{Escalation, Playbook};
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -136,6 +137,41 @@ pub fn next_due(
     }
     let earliest = times.into_iter().min()?;
     Some(earliest.max(now + TimeDelta::milliseconds(1)))
+}
+
+/// The reminders of statutory clocks (`pii`) due at `now`: a clock past its deadline is
+/// reminded as overdue, once a day (under `Clock::overdue_name(days)`) until its report is
+/// recorded, else one past its warning is reminded under its name. Unlike a playbook
+/// deadline's, a clock's reminder still comes when the daemon was down through its window (one
+/// mail for the days missed, not a burst): a statutory report late is still owed. A clock with
+/// a report made is never reminded. At most once per name, by the store's key.
+pub fn clock_reminders(clocks: &[Clock], now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    clocks
+        .iter()
+        .filter(|c| c.done_at.is_none())
+        .filter_map(|c| match c.due_at {
+            Some(due) if now >= due => Some((c.overdue_name((now - due).num_days()), due)),
+            _ if now >= c.warn_at => Some((c.name.clone(), c.due_at.unwrap_or(c.warn_at))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The earliest time after `now` at which a pending clock has a new reminder (its warning, its
+/// deadline, then each further day overdue), as `next_due` says it for the rest; `None` when
+/// none will.
+pub fn next_clock_due(clocks: &[Clock], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    clocks
+        .iter()
+        .filter(|c| c.done_at.is_none())
+        .filter_map(|c| match c.due_at {
+            Some(due) if now >= due => {
+                Some(due + TimeDelta::days((now - due).num_days().saturating_add(1)))
+            }
+            Some(due) if now >= c.warn_at => Some(due),
+            _ => Some(c.warn_at).filter(|t| *t > now),
+        })
+        .min()
 }
 
 /// When level `level` (counting from 1) falls due for an incident opened at `opened`, by the
@@ -393,5 +429,89 @@ mod tests {
             last_update_at: None,
         };
         assert_eq!(next_due(&i, quiet, None, opened, interval), None);
+    }
+
+    fn clock(warn: i64, due: Option<i64>, done: bool) -> Clock {
+        let t = |d: i64| DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(d);
+        Clock {
+            duty: "ppc".into(),
+            name: "速報".into(),
+            to: crate::pii::Party::Ppc,
+            kind: crate::pii::Kind::Preliminary,
+            warn_at: t(warn),
+            due_at: due.map(t),
+            source: "施行規則 第44条第1項".into(),
+            done_at: done.then(|| t(1)),
+        }
+    }
+
+    /// A statutory clock warns from its warning time, is reminded as overdue from its deadline
+    /// (however late the pass), never once its report is made; `next_clock_due` is exactly when
+    /// `clock_reminders` has something new.
+    #[test]
+    fn statutory_clocks_warn_then_remind_overdue_until_reported() {
+        let day = |d: i64| DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(d);
+        let sokuhou = [clock(3, Some(5), false)];
+        assert!(clock_reminders(&sokuhou, day(3) - TimeDelta::seconds(1)).is_empty());
+        assert_eq!(
+            clock_reminders(&sokuhou, day(3)),
+            vec![("速報".to_string(), day(5))]
+        );
+        assert_eq!(
+            clock_reminders(&sokuhou, day(5)),
+            vec![("速報 (期限超過)".to_string(), day(5))]
+        );
+        assert_eq!(
+            clock_reminders(&sokuhou, day(7)),
+            vec![("速報 (期限超過 2日)".to_string(), day(5))]
+        );
+        // Down for a month: still owed, reminded once for the days missed.
+        assert_eq!(
+            clock_reminders(&sokuhou, day(40)),
+            vec![("速報 (期限超過 35日)".to_string(), day(5))]
+        );
+        assert!(clock_reminders(&[clock(3, Some(5), true)], day(4)).is_empty());
+        // 速やかに: a warning only, named for the warning time.
+        assert_eq!(
+            clock_reminders(&[clock(3, None, false)], day(9)),
+            vec![("速報".to_string(), day(3))]
+        );
+        for (start, next) in [
+            (0, Some(3)),
+            (3, Some(5)),
+            (4, Some(5)),
+            (5, Some(6)),
+            (9, Some(10)),
+        ] {
+            assert_eq!(
+                next_clock_due(&sokuhou, day(start)),
+                next.map(day),
+                "from day {start}"
+            );
+        }
+        assert_eq!(next_clock_due(&[clock(3, Some(5), true)], day(0)), None);
+        // What is new at each next time is what the store records once.
+        let mut seen: Vec<String> = Vec::new();
+        let mut now = day(0);
+        while let Some(next) = next_clock_due(&sokuhou, now).filter(|t| *t <= day(8)) {
+            let new: Vec<String> = clock_reminders(&sokuhou, next)
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !seen.contains(n))
+                .collect();
+            assert_eq!(new.len(), 1, "at {next}: {new:?}");
+            seen.extend(new);
+            now = next;
+        }
+        assert_eq!(
+            seen,
+            [
+                "速報",
+                "速報 (期限超過)",
+                "速報 (期限超過 1日)",
+                "速報 (期限超過 2日)",
+                "速報 (期限超過 3日)"
+            ]
+        );
     }
 }

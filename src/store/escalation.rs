@@ -7,7 +7,7 @@ use super::rows::{DueRow, INCIDENT_COLUMNS, IncidentRow};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
-use crate::engine::due::{LevelDue, Notified, due, next_due};
+use crate::engine::due::{LevelDue, Notified, clock_reminders, due, next_clock_due, next_due};
 use crate::model::Incident;
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -179,7 +179,10 @@ async fn apply_due(
     let mut incident = Incident::try_from(row.incident)?;
     let id = incident.id;
     let playbook = composer.playbooks().get(&incident.playbook);
-    let due = due(&incident, notified, playbook, now, update_interval);
+    let mut due = due(&incident, notified, playbook, now, update_interval);
+    // Statutory clocks (personal information) remind through the same keys and mails.
+    let clocks = tx.pii_clocks(id).await?;
+    due.reminders.extend(clock_reminders(&clocks, now));
     if let Some(new_events) = due.update {
         // Compare-and-set: of two daemons, the one that moves the count mails.
         let claimed = tx.claim_update(id, notified.events).await?;
@@ -218,7 +221,13 @@ async fn apply_due(
             pass.reminders.push((id, deadline));
         }
     }
-    let next = next_due(&incident, notified, playbook, now, update_interval);
+    let next = [
+        next_due(&incident, notified, playbook, now, update_interval),
+        next_clock_due(&clocks, now),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     tx.set_due(id, next).await?;
     Ok(())
 }

@@ -233,6 +233,7 @@ mod incidents;
 mod ingest;
 pub mod mail;
 pub mod outbox;
+pub mod pii;
 mod postgres;
 pub mod prune;
 mod rows;

@@ -302,6 +302,25 @@ pub(super) trait Sql: Send {
         occasion: &Occasion,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Notification, StoreError>> + Send;
+
+    /// Incident `id`'s personal-information facts, if any were recorded.
+    fn pii_facts(
+        &mut self,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<crate::pii::Facts>, StoreError>> + Send;
+
+    /// The reports made on incident `id`, in the order recorded.
+    fn pii_reports(
+        &mut self,
+        id: i64,
+    ) -> impl Future<Output = Result<Vec<crate::pii::ReportMade>, StoreError>> + Send;
+
+    /// Incident `id`'s statutory clocks, earliest deadline first (the escalator's reminders,
+    /// `show`, the morning check).
+    fn pii_clocks(
+        &mut self,
+        id: i64,
+    ) -> impl Future<Output = Result<Vec<crate::pii::Clock>, StoreError>> + Send;
 }
 
 /// The statements both backends run as written.
@@ -743,6 +762,31 @@ macro_rules! shared_statements {
             .bind(now)
             .fetch_one(&mut *self)
             .await
+        }
+
+        async fn pii_facts(&mut self, id: i64) -> Result<Option<crate::pii::Facts>, StoreError> {
+            let sql = format!("SELECT {} FROM pii_facts WHERE incident_id = $1", super::pii::FACT_COLUMNS);
+            let row: Option<super::pii::FactsRow> =
+                sqlx::query_as(&sql).bind(id).fetch_optional(&mut *self).await?;
+            Ok(row.map(Into::into))
+        }
+
+        async fn pii_reports(&mut self, id: i64) -> Result<Vec<crate::pii::ReportMade>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM pii_reports WHERE incident_id = $1 ORDER BY id",
+                super::pii::REPORT_COLUMNS
+            );
+            let rows: Vec<super::pii::ReportRow> = sqlx::query_as(&sql).bind(id).fetch_all(&mut *self).await?;
+            rows.into_iter().map(|r| r.into_report(id)).collect()
+        }
+
+        async fn pii_clocks(&mut self, id: i64) -> Result<Vec<crate::pii::Clock>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM pii_clocks WHERE incident_id = $1 ORDER BY COALESCE(due_at, warn_at), warn_at, duty, name",
+                super::pii::CLOCK_COLUMNS
+            );
+            let rows: Vec<super::pii::ClockRow> = sqlx::query_as(&sql).bind(id).fetch_all(&mut *self).await?;
+            rows.into_iter().map(|r| r.into_clock(id)).collect()
         }
 
         async fn announce(

@@ -21,6 +21,7 @@ mod logrotate;
 mod logs;
 mod mail_out;
 mod notify;
+mod pii;
 mod playbooks;
 mod postfix;
 mod rate;

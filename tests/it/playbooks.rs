@@ -192,16 +192,20 @@ fn the_set_is_complete_for_a_responder_at_3_am() {
             p.id
         );
     }
-    for (id, deadline) in [
-        ("info-leak", "個人情報保護委員会への速報"),
-        ("info-leak", "個人情報保護委員会への確報 (30日以内)"),
-        ("info-leak", "本人への通知"),
-        ("device-loss", "個人情報保護委員会への速報"),
-    ] {
+    // The statutory clocks of personal information run from 覚知 and only when the facts
+    // require them (#16): the playbooks that meet personal information ask for the facts in
+    // their steps, and none keeps a fixed deadline from opening that would remind twice.
+    for id in ["info-leak", "device-loss", "ransomware"] {
         let p = set.get(id).expect(id);
         assert!(
-            p.deadlines.iter().any(|d| d.name.starts_with(deadline)),
-            "{id}: no deadline {deadline}"
+            p.steps.iter().any(|s| s.contains("csirt incidents pii")),
+            "{id}: no step asks for the PII facts"
+        );
+        assert!(
+            !p.deadlines
+                .iter()
+                .any(|d| d.name.contains("個人情報保護委員会") || d.name.contains("本人への通知")),
+            "{id}: a fixed statutory deadline from opening"
         );
     }
     // The quick start's config names the contact groups the set escalates to.
