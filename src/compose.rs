@@ -121,7 +121,7 @@ fn kind_label(kind: &str) -> &str {
         "reminder" => "期限間近",
         "raised" => "緊急・引き上げ",
         "digest" => "定時の一覧",
-        "report" => "定時の報告書",
+        crate::engine::rate::REPORT_KIND => "定時の報告書",
         FOLD_KIND => "まとめ",
         other => other,
     }
@@ -463,8 +463,8 @@ impl Composer {
             clean(name)
         ));
         Notification {
-            kind: "report",
-            message_id: self.message_id("report", now),
+            kind: crate::engine::rate::REPORT_KIND,
+            message_id: self.message_id(crate::engine::rate::REPORT_KIND, now),
             in_reply_to: None,
             recipients: self.addresses(to),
             subject,

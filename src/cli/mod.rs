@@ -419,7 +419,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Intake { command: Some(_) }
         | Command::Report(_)
         | Command::Status { .. } => {
-            crate::logging::init(None, "warn");
+            // A year's report reads a year of incidents: sqlx's "slow statement" warning (over
+            // 1 s) would be noise on the secretariat's terminal, not a problem to act on.
+            let filter = match cli.command {
+                Command::Report(_) => "warn,sqlx::query=error",
+                _ => "warn",
+            };
+            crate::logging::init(None, filter);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
