@@ -29,19 +29,26 @@ pub async fn gather(
     let before = period.year_before()?;
     // A year with no incident recorded before its end is not a year of zero incidents: the
     // store did not exist yet, and a comparison would mislead.
-    let previous = match store.earliest_incident().await? {
+    let earliest = store.earliest_incident().await?;
+    let previous = match earliest {
         Some(first) if first < before.end => {
             Some(figures_of(store, &before, playbooks, now).await?)
         }
         _ => None,
     };
-    let summary = super::summary::write(&current, previous.as_ref());
+    let previous_records_from =
+        earliest.filter(|first| previous.is_some() && *first > before.start);
+    let mut summary = super::summary::write(&current, previous.as_ref());
+    if let Some(first) = previous_records_from {
+        summary.push(super::summary::partial_previous(first, period.tz));
+    }
     Ok(Report {
         title: TITLE.to_string(),
         timezone: period.tz.to_string(),
         generated_at: now,
         current,
         previous,
+        previous_records_from,
         summary,
     })
 }

@@ -41,6 +41,9 @@ pub struct Report {
     pub current: Figures,
     /// None when the store holds nothing from before the previous period's end.
     pub previous: Option<Figures>,
+    /// When the store's records begin, if that is inside the previous period: its figures then
+    /// cover only part of it (the store was started during it), and the report says so.
+    pub previous_records_from: Option<DateTime<Utc>>,
     /// Paragraphs a secretariat member can paste into the 本部 material.
     pub summary: Vec<String>,
 }

@@ -241,7 +241,14 @@ pub fn render(report: &Report) -> String {
         local(f.period.end),
         esc(&report.timezone),
         match &report.previous {
-            Some(p) => format!("比較: {} (前年同期)。", esc(&p.period.label)),
+            Some(p) => format!(
+                "比較: {} (前年同期{})。",
+                esc(&p.period.label),
+                report
+                    .previous_records_from
+                    .map(|t| format!("、記録は {} から", local(t)))
+                    .unwrap_or_default()
+            ),
             None => "前年同期の記録はストアにありません。".to_string(),
         },
         local(report.generated_at),

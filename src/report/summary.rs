@@ -118,6 +118,14 @@ pub fn write(current: &Figures, previous: Option<&Figures>) -> Vec<String> {
     out
 }
 
+/// The caveat when the store's records begin inside the previous period.
+pub fn partial_previous(first: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    format!(
+        "前年同期の記録は {} からのもので、期間の一部だけです (比較は参考値)。",
+        first.with_timezone(&tz).format("%Y年%-m月%-d日")
+    )
+}
+
 fn response_sentence(current: &Figures, previous: Option<&Figures>) -> String {
     let all = |f: &Figures| f.response.iter().find(|r| r.severity == "all").cloned();
     let (now, before) = (all(current), previous.and_then(all));

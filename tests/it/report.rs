@@ -450,6 +450,12 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
         "{summary}"
     );
     assert!(summary.contains("期限の遵守率は 50.0%"), "{summary}");
+    // The store begins in June 2025: fiscal 2025 is covered only in part, and the report says so.
+    assert_eq!(r["previous_records_from"], "2025-06-01T00:00:00Z");
+    assert!(
+        summary.contains("前年同期の記録は 2025年6月1日 からのもので、期間の一部だけです"),
+        "{summary}"
+    );
 
     // A month: fiscal 2026's April alone. The store's first incident is of June 2025, so there
     // is no April 2025 to compare with (not a month of zero incidents).
@@ -460,7 +466,13 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
     assert_eq!(april["current"]["incidents"], 3);
     assert_eq!(april["previous"], Value::Null);
     let out = report(&env, &["--month", "2026-07", "--format", "json"]);
-    assert_eq!(json(&out)["previous"]["incidents"], 1, "July 2025");
+    let july = json(&out);
+    assert_eq!(july["previous"]["incidents"], 1, "July 2025");
+    assert_eq!(
+        july["previous_records_from"],
+        Value::Null,
+        "July 2025 is covered whole"
+    );
     // A range of days.
     let out = report(
         &env,
