@@ -15,7 +15,10 @@ The mix (for the default 1,000,000 incidents):
     incidents_open_dedupe), repeating freely among closed ones;
   * fields a JSON text object; times RFC 3339 UTC text with microseconds, as sqlx writes them;
   * incident --show-id (closed or not, whatever the mix gave it) gets --events events and
-    --timeline timeline rows.
+    --timeline timeline rows;
+  * with --first-events, every other incident gets its first evidence row too (a log line from
+    /var/log/auth.log, 1 in 5 of them from the journal, or the reported mail), as the daemon
+    stores it: what `csirt report` reads to say where each incident came from.
 
 Prints one line: the seeding time and the counts, for the caller to show.
 """
@@ -71,6 +74,8 @@ def main() -> int:
     p.add_argument("--timeline", type=int, default=5)
     p.add_argument("--end", default="2026-11-25T02:00:00", help="newest opened_at (UTC, naive ISO)")
     p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--first-events", action="store_true",
+                   help="give every incident its first event (bench/report.sh)")
     a = p.parse_args()
     if not 1 <= a.show_id <= a.count:
         p.error("--show-id must be within 1..--count")
@@ -181,6 +186,20 @@ def main() -> int:
         "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, observed_at, "
         "received_at, text, fields) VALUES (?,?,?,?,?,?,?,?,?,?,?)", events)
     con.executemany("INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES (?,?,?,?,?)", timeline)
+    if a.first_events:
+        firsts = []
+        for r in rows:
+            if r[0] == a.show_id:
+                continue
+            if r[1] == "ssh-bruteforce":
+                kind, source = "log", ("journal:auth.log" if r[0] % 5 == 0 else "/var/log/auth.log")
+            else:
+                kind, source = "mail", "maildir:intake"
+            firsts.append((r[0], r[1], "first", r[7], kind, source, str(r[0]), r[10], r[10], r[3], "{}"))
+        con.executemany(
+            "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, observed_at, "
+            "received_at, text, fields) VALUES (?,?,?,?,?,?,?,?,?,?,?)", firsts)
+        events.extend(firsts)
     con.execute("COMMIT")
     t_insert = time.perf_counter() - t1
     # Leave the store as a long-running one would be: the WAL checkpointed into the main file.

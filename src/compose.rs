@@ -121,6 +121,7 @@ fn kind_label(kind: &str) -> &str {
         "reminder" => "期限間近",
         "raised" => "緊急・引き上げ",
         "digest" => "定時の一覧",
+        crate::engine::rate::REPORT_KIND => "定時の報告書",
         FOLD_KIND => "まとめ",
         other => other,
     }
@@ -135,6 +136,15 @@ pub struct Notification {
     pub recipients: Vec<String>,
     pub subject: String,
     pub body: String,
+}
+
+/// A file a mail carries beside its text (the scheduled report's HTML).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// The file name the reader sees (ours, ASCII).
+    pub name: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
 }
 
 /// Composes every mail the daemon sends; rebuilt on reload.
@@ -427,6 +437,44 @@ impl Composer {
                 DIGEST,
                 self.digest_context("schedule", name, incidents, total, now),
             ),
+        }
+    }
+
+    /// The scheduled evaluation report to `to`: the generated summary in the body, the report
+    /// itself in the attachment named `file` (the same document `csirt report` writes).
+    /// Written here rather than as a template, as the quarantine notice is: fixed wording
+    /// around a summary that is itself generated.
+    pub fn report_mail(
+        &self,
+        name: &str,
+        to: &[String],
+        (title, period): (&str, &str),
+        summary: &[String],
+        file: &str,
+        now: DateTime<Utc>,
+    ) -> Notification {
+        let subject = subject_line(&format!("[CSIRT] {title} {period}"));
+        let mut body = format!("{title}\n{period}\n\n");
+        for paragraph in summary {
+            body.push_str(&clean(paragraph));
+            body.push_str("\n\n");
+        }
+        body.push_str(&format!(
+            "詳しい数値とグラフは添付の {} をブラウザで開いてください (印刷すると A4 です)。\n\
+             Excel 用の CSV は csirt report --format csv で作れます。\n\
+             \n-- \ncsirt ({}) 北上市CSIRT インシデント管理\n\
+             このメールは自動送信です (定時の報告: {})。\n",
+            clean(file),
+            self.node,
+            clean(name)
+        ));
+        Notification {
+            kind: crate::engine::rate::REPORT_KIND,
+            message_id: self.message_id(crate::engine::rate::REPORT_KIND, now),
+            in_reply_to: None,
+            recipients: self.addresses(to),
+            subject,
+            body,
         }
     }
 

@@ -54,7 +54,7 @@ pub struct Config {
     /// `[networks]`: the city's own address ranges, which playbooks' `[context]` judge by.
     #[serde(default)]
     pub networks: Option<Networks>,
-    /// `[[schedule]]`: digests of open incidents on a cron schedule.
+    /// `[[schedule]]`: digests of open incidents and evaluation reports on a cron schedule.
     #[serde(default)]
     pub schedule: Vec<Schedule>,
     /// `[retention]`: how long the store keeps raw mail and old evidence (housekeeping).
@@ -113,23 +113,75 @@ pub enum ScheduleKind {
     /// The open incidents, their escalation and the deadlines coming up.
     #[default]
     Digest,
+    /// The evaluation report (`csirt report`) of the last whole month or fiscal year: the
+    /// summary in the body, the HTML attached.
+    Report,
 }
 
-/// `[[schedule]]`: `cron` has six fields (seconds first), evaluated in `timezone`.
+/// Which period a `kind = "report"` schedule reports on.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportPeriod {
+    /// The month before the run (on the 1st unless `cron` says otherwise).
+    #[default]
+    Month,
+    /// The fiscal year that ended before the run (in April unless `cron` says otherwise).
+    FiscalYear,
+}
+
+impl ReportPeriod {
+    /// When the report goes out unless `cron` says otherwise: 09:00 on the 1st of each month,
+    /// or on April 1 (the fiscal year ended the day before).
+    pub fn default_cron(self) -> &'static str {
+        match self {
+            ReportPeriod::Month => "0 0 9 1 * *",
+            ReportPeriod::FiscalYear => "0 0 9 1 4 *",
+        }
+    }
+}
+
+/// `[[schedule]]`: `cron` has six fields (seconds first), evaluated in `timezone`. A report
+/// schedule may leave `cron` out (its period's default); a digest needs one.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub name: Spanned<String>,
-    pub cron: Spanned<String>,
+    #[serde(default)]
+    pub cron: Option<Spanned<String>>,
     #[serde(default)]
     pub kind: ScheduleKind,
+    /// For `kind = "report"`: `month` (default) or `fiscal-year`.
+    #[serde(default)]
+    pub period: Option<Spanned<ReportPeriod>>,
     pub to: Spanned<Vec<Spanned<String>>>,
 }
 
 impl Schedule {
+    /// The cron expression: the configured one, or a report period's default.
+    pub fn cron_text(&self) -> Option<&str> {
+        match (&self.cron, self.kind) {
+            (Some(cron), _) => Some(cron.get_ref()),
+            (None, ScheduleKind::Report) => Some(self.report_period().default_cron()),
+            (None, ScheduleKind::Digest) => None,
+        }
+    }
+
+    /// The period of a report schedule.
+    pub fn report_period(&self) -> ReportPeriod {
+        self.period
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or_default()
+    }
+
     /// The parsed cron expression (validated at load).
     pub fn parsed(&self) -> Result<cron::Schedule, String> {
-        parse_cron(self.cron.get_ref())
+        match self.cron_text() {
+            Some(text) => parse_cron(text),
+            None => {
+                Err("a digest needs cron (six fields, seconds first: \"0 0 9 * * Mon-Fri\")".into())
+            }
+        }
     }
 }
 
@@ -776,9 +828,19 @@ impl Config {
                     format!("[[schedule]] name `{name}` is used twice"),
                 ));
             }
+            let span = schedule
+                .cron
+                .as_ref()
+                .map_or_else(|| schedule.name.span(), |c| c.span());
             schedule
                 .parsed()
-                .map_err(|m| invalid(schedule.cron.span(), format!("[[schedule]] cron: {m}")))?;
+                .map_err(|m| invalid(span, format!("[[schedule]] cron: {m}")))?;
+            if let (Some(period), ScheduleKind::Digest) = (&schedule.period, schedule.kind) {
+                return Err(invalid(
+                    period.span(),
+                    format!("[[schedule]] `{name}`: period is for kind = \"report\""),
+                ));
+            }
             if schedule.to.get_ref().is_empty() {
                 return Err(invalid(
                     schedule.to.span(),
@@ -1254,6 +1316,34 @@ csirt = ["duty@example.jp"]
             c.resolve_recipients("csirt"),
             vec!["duty@example.jp".to_string()]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn report_schedules_default_their_cron_by_period() -> Result<(), TomlError> {
+        let c = load(&format!(
+            "{MINIMAL}[[schedule]]\nname = \"m\"\nkind = \"report\"\nto = [\"csirt\"]\n\
+             [[schedule]]\nname = \"y\"\nkind = \"report\"\nperiod = \"fiscal-year\"\nto = [\"csirt\"]\n\
+             [[schedule]]\nname = \"z\"\nkind = \"report\"\nperiod = \"month\"\ncron = \"0 30 8 2 * *\"\nto = [\"csirt\"]\n"
+        ))?;
+        let cron: Vec<_> = c.schedule.iter().map(|s| s.cron_text()).collect();
+        assert_eq!(
+            cron,
+            [
+                Some("0 0 9 1 * *"),
+                Some("0 0 9 1 4 *"),
+                Some("0 30 8 2 * *")
+            ]
+        );
+        assert_eq!(c.schedule[1].report_period(), ReportPeriod::FiscalYear);
+        for bad in [
+            // A digest has no default time, and no period.
+            "[[schedule]]\nname = \"d\"\nto = [\"csirt\"]\n",
+            "[[schedule]]\nname = \"d\"\ncron = \"0 0 9 * * *\"\nperiod = \"month\"\nto = [\"csirt\"]\n",
+            "[[schedule]]\nname = \"r\"\nkind = \"report\"\nperiod = \"week\"\nto = [\"csirt\"]\n",
+        ] {
+            assert!(load(&format!("{MINIMAL}{bad}")).is_err(), "{bad}");
+        }
         Ok(())
     }
 

@@ -20,6 +20,9 @@
 //! - `compose`: the Japanese notifications rendered from templates; pure, never sends.
 //! - `notifier`: the outbox's notifier (through the `Channel` seam; mail today) and the
 //!   escalator that writes updates, escalations, reminders and digests.
+//! - `report`: the evaluation for 情報戦略本部 (`csirt report`, the `report` schedule): a
+//!   period's figures beside the previous year's, as HTML with charts, CSV or JSON. Reads the
+//!   store through `store::report`; never writes.
 //! - `coverage`: which watched files no rule reads and which rules nothing feeds (warnings of
 //!   `csirt config check` and the daemon's start).
 //! - `daemon`: the supervisor that starts what the config names, reloads, and stops in order.
@@ -44,6 +47,7 @@ pub mod notifier;
 pub mod pii;
 pub mod playbook;
 pub mod proof;
+pub mod report;
 pub mod source;
 pub mod store;
 pub mod systemd;

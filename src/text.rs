@@ -64,6 +64,24 @@ const FORMAT: &[(char, char)] = &[
     ('\u{E0020}', '\u{E007F}'),
 ];
 
+/// JSON text with the invisible format characters escaped too (`\u202e`): serde_json leaves
+/// them as they are, which is valid JSON, but JSON output lands on terminals (`| jq -r`) and in
+/// files a reader opens, where they reorder or hide text. Escapes are UTF-16 units: a tag
+/// character (U+E0001) becomes a surrogate pair.
+pub fn escape_invisible_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_invisible_format(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// True for a format character (category Cf): it reorders or hides text on screen.
 pub fn is_invisible_format(c: char) -> bool {
     FORMAT

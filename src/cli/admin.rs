@@ -181,10 +181,19 @@ fn describe(path: &std::path::Path, config: &Config, playbooks: usize) -> Vec<St
             .iter()
             .map(|t| t.get_ref().clone())
             .collect();
+        let what = match (schedule.kind, schedule.report_period()) {
+            (crate::config::ScheduleKind::Digest, _) => "digest",
+            (crate::config::ScheduleKind::Report, crate::config::ReportPeriod::Month) => {
+                "report of the last month"
+            }
+            (crate::config::ScheduleKind::Report, crate::config::ReportPeriod::FiscalYear) => {
+                "report of the last fiscal year"
+            }
+        };
         lines.push(format!(
-            "schedule: {} ({}) → {}; next {next}",
+            "schedule: {} ({what}, {}) → {}; next {next}",
             schedule.name.get_ref(),
-            schedule.cron.get_ref(),
+            schedule.cron_text().unwrap_or(""),
             to.join(", ")
         ));
     }

@@ -10,6 +10,7 @@ mod intake;
 pub mod output;
 mod pii;
 mod playbooks;
+mod report;
 mod status;
 
 use crate::config::{Config, ConfigError, DEFAULT_PATH, StoreUrl};
@@ -24,9 +25,10 @@ use std::process::ExitCode;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 operational error (store unreachable, incident not found, refused \
-change), 2 usage error. `csirt intake` exits 65 when it quarantines a message and 75 when the \
-store is unavailable (the MTA retries). `csirt status` exits 1 when the store, its schema or a \
-daemon's heartbeat is wrong, else 3 when a mail failed (as a whole or for one recipient) in the \
+change), 2 usage error (also an unknown `csirt report --format` or a period that cannot be \
+read). `csirt intake` exits 65 when it quarantines a message and 75 when the store is \
+unavailable (the MTA retries). `csirt status` exits 1 when the store, its schema or a daemon's \
+heartbeat is wrong, else 3 when a mail failed (as a whole or for one recipient) in the \
 last 24 hours.";
 
 /// 北上市CSIRT security-incident tracker: watches logs and intake mail, opens incidents against
@@ -73,6 +75,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The evaluation report for 情報戦略本部: a fiscal year (default: the current one), a month
+    /// or a range of days, beside the same period a year before, as HTML, CSV or JSON
+    Report(ReportArgs),
     /// Take one mail message on stdin (for an MTA's pipe): exit 0 stored, 65 quarantined,
     /// 75 try again later; `intake quarantined` lists what was quarantined
     #[command(args_conflicts_with_subcommands = true)]
@@ -88,6 +93,55 @@ pub enum Command {
     /// Print the man page (roff), for packaging
     #[command(hide = true)]
     Manpage,
+}
+
+/// `csirt report`: one period (at most one of --fiscal-year, --month, --from/--to).
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("period").args(["fiscal_year", "month", "from"])))]
+pub struct ReportArgs {
+    /// A fiscal year (April 1 to March 31) by its Western year: 2026 is 令和8年度
+    #[arg(long, value_name = "YEAR", value_parser = clap::value_parser!(i32).range(1989..=9998))]
+    pub fiscal_year: Option<i32>,
+    /// One month, YYYY-MM
+    #[arg(long, value_name = "YYYY-MM", value_parser = parse_month)]
+    pub month: Option<crate::report::period::Span>,
+    /// The first day of a range, YYYY-MM-DD (with --to)
+    #[arg(long, value_name = "DATE", value_parser = parse_date, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+    /// The last day of the range, included
+    #[arg(long, value_name = "DATE", value_parser = parse_date, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+    #[arg(long, value_enum, default_value = "html")]
+    pub format: FormatArg,
+    /// Write the report to FILE instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `--format`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FormatArg {
+    Html,
+    Csv,
+    Json,
+}
+
+impl From<FormatArg> for crate::report::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Html => crate::report::Format::Html,
+            FormatArg::Csv => crate::report::Format::Csv,
+            FormatArg::Json => crate::report::Format::Json,
+        }
+    }
+}
+
+fn parse_month(s: &str) -> Result<crate::report::period::Span, String> {
+    crate::report::period::parse_month(s).map_err(|e| e.to_string())
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    crate::report::period::parse_date(s).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,8 +429,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Db(_)
         | Command::Config(_)
         | Command::Intake { command: Some(_) }
+        | Command::Report(_)
         | Command::Status { .. } => {
-            crate::logging::init(None, "warn");
+            // A year's report reads a year of incidents: sqlx's "slow statement" warning (over
+            // 1 s) would be noise on the secretariat's terminal, not a problem to act on.
+            let filter = match cli.command {
+                Command::Report(_) => "warn,sqlx::query=error",
+                _ => "warn",
+            };
+            crate::logging::init(None, filter);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -390,6 +451,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Command::Config(ConfigCommand::Check) => admin::config_check(&cli).await,
                     Command::Status { json } => status::run(&cli, *json).await,
+                    Command::Report(args) => report::run(&cli, args).await,
                     Command::Intake {
                         command: Some(IntakeCommand::Quarantined { limit, json }),
                     } => intake::quarantined(&cli, *limit, *json).await,

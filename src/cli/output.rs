@@ -134,17 +134,13 @@ impl Output {
     /// escaped here too: `--json | jq -r` output lands on terminals as well.
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
         let text = serde_json::to_string_pretty(value)?;
-        for c in text.chars() {
-            if crate::text::is_invisible_format(c) {
-                // JSON escapes are UTF-16 units: a tag character (U+E0001) is a surrogate pair.
-                for unit in c.encode_utf16(&mut [0; 2]) {
-                    write!(self.out, "\\u{:04x}", unit)?;
-                }
-            } else {
-                write!(self.out, "{c}")?;
-            }
-        }
-        writeln!(self.out)?;
+        writeln!(self.out, "{}", crate::text::escape_invisible_json(&text))?;
+        self.out.flush()
+    }
+
+    /// Writes a document as it is (a report: its renderer escaped it for its own format).
+    pub fn bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
         self.out.flush()
     }
 

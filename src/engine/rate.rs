@@ -38,7 +38,8 @@ impl Default for RateLimit {
 /// How a waiting mail is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// A digest of folded mails (waiting again after a failed attempt): never folded itself.
+    /// A digest of folded mails (waiting again after a failed attempt), or a scheduled report
+    /// (its attached HTML would not survive a fold): never folded itself.
     Digest,
     /// About a critical incident, or an incident just raised.
     Critical,
@@ -48,9 +49,12 @@ pub enum Class {
 /// The outbox kind of the digests that `plan` asks for.
 pub const FOLD_KIND: &str = "flood";
 
+/// The outbox kind of scheduled reports (`[[schedule]] kind = "report"`).
+pub const REPORT_KIND: &str = "report";
+
 /// The class of an outbox row of `kind` about an incident of `severity` (None: no incident).
 pub fn classify(kind: &str, severity: Option<&str>) -> Class {
-    if kind == FOLD_KIND {
+    if kind == FOLD_KIND || kind == REPORT_KIND {
         Class::Digest
     } else if kind == "raised" || severity == Some("critical") {
         Class::Critical
@@ -216,5 +220,7 @@ mod tests {
         assert_eq!(classify("update", Some("critical")), C);
         assert_eq!(classify("escalation", Some("high")), O);
         assert_eq!(classify("digest", None), O);
+        // A report's attachment would be lost in a fold: held instead, never folded.
+        assert_eq!(classify("report", None), D);
     }
 }

@@ -11,11 +11,15 @@
 pub mod channel;
 pub mod transport;
 
+use crate::compose::Attachment;
 use crate::compose::Composer;
-use crate::config::Config;
+use crate::config::{Config, ReportPeriod, ScheduleKind};
 use crate::engine::rate::RateLimit;
 use crate::live::Live;
 use crate::model::now;
+use crate::report::Format;
+use crate::report::gather::{ReportError, gather};
+use crate::report::period::{Period, Span};
 use crate::store::Store;
 use channel::{Channel, SendError};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -224,8 +228,18 @@ pub struct EscalatorConfig {
     /// The shortest time between two notices of quarantined mail.
     pub quarantine_notice: TimeDelta,
     pub tz: chrono_tz::Tz,
-    /// `(name, schedule, to)` of each `[[schedule]]`.
-    pub schedules: Vec<(String, cron::Schedule, Vec<String>)>,
+    /// Each `[[schedule]]`.
+    pub schedules: Vec<Scheduled>,
+}
+
+/// A `[[schedule]]` as the escalator runs it.
+pub struct Scheduled {
+    pub name: String,
+    pub cron: cron::Schedule,
+    pub to: Vec<String>,
+    /// None for a digest; for a report, whether it covers the last fiscal year (else the last
+    /// month).
+    pub report: Option<ReportPeriod>,
 }
 
 impl EscalatorConfig {
@@ -235,11 +249,12 @@ impl EscalatorConfig {
             let parsed = s
                 .parsed()
                 .map_err(|m| anyhow::anyhow!("[[schedule]] {}: {m}", s.name.get_ref()))?;
-            schedules.push((
-                s.name.get_ref().clone(),
-                parsed,
-                s.to.get_ref().iter().map(|t| t.get_ref().clone()).collect(),
-            ));
+            schedules.push(Scheduled {
+                name: s.name.get_ref().clone(),
+                cron: parsed,
+                to: s.to.get_ref().iter().map(|t| t.get_ref().clone()).collect(),
+                report: (s.kind == ScheduleKind::Report).then(|| s.report_period()),
+            });
         }
         Ok(EscalatorConfig {
             update_interval: config.notify.update_interval.to_chrono(),
@@ -281,21 +296,82 @@ pub async fn escalate_once(
         );
         wrote = true;
     }
-    for (name, schedule, to) in &settings.schedules {
+    for s in &settings.schedules {
         // The next run strictly after now, in the configured zone: runs missed while no daemon
         // was up are not replayed one by one; the overdue run happens once, now.
-        let Some(next) = schedule.after(&at.with_timezone(&settings.tz)).next() else {
+        let Some(next) = s.cron.after(&at.with_timezone(&settings.tz)).next() else {
             continue;
         };
-        if store
-            .run_schedule(name, to, at, next.with_timezone(&Utc), composer)
-            .await?
-        {
-            info!(schedule = %name, "scheduled digest written");
+        let next = next.with_timezone(&Utc);
+        let written = match s.report {
+            None => {
+                store
+                    .run_schedule(&s.name, &s.to, at, next, composer)
+                    .await?
+            }
+            Some(period) => run_report(store, composer, s, period, settings.tz, (at, next)).await?,
+        };
+        if written {
+            info!(schedule = %s.name, "scheduled {} written", if s.report.is_some() { "report" } else { "digest" });
             wrote = true;
         }
     }
     Ok(wrote)
+}
+
+/// A report schedule's run, if it is due: the report of the last whole month or fiscal year
+/// is made from the store (reads, outside any write transaction: a year's report must not hold
+/// SQLite's one writer), then written to the outbox with its HTML attached only if the run is
+/// still ours.
+async fn run_report(
+    store: &Store,
+    composer: &Composer,
+    s: &Scheduled,
+    period: ReportPeriod,
+    tz: chrono_tz::Tz,
+    (at, next): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<bool, crate::store::StoreError> {
+    match store.schedule_next(&s.name).await? {
+        None => {
+            store.register_schedule(&s.name, at, next).await?;
+            return Ok(false);
+        }
+        Some(due) if due > at => return Ok(false),
+        Some(_) => {}
+    }
+    let span = Span::last_complete(period == ReportPeriod::FiscalYear, at, tz);
+    let report = match Period::new(span, tz) {
+        Ok(period) => gather(store, &period, Some(composer.playbooks()), at).await,
+        Err(e) => Err(ReportError::Period(e)),
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(ReportError::Store(e)) => return Err(e),
+        Err(ReportError::Period(e)) => {
+            // Only a zone without a midnight could do this; the run is skipped, not retried
+            // every tick.
+            warn!(schedule = %s.name, "report period: {e}");
+            store.register_schedule(&s.name, at, next).await?;
+            return Ok(false);
+        }
+    };
+    let file = report.file_name(Format::Html);
+    let mail = composer.report_mail(
+        &s.name,
+        &s.to,
+        (&report.title, &report.current.period.label),
+        &report.summary,
+        &file,
+        at,
+    );
+    let html = Attachment {
+        name: file,
+        content_type: "text/html; charset=utf-8".into(),
+        content: report.render(Format::Html),
+    };
+    store
+        .run_scheduled_mail(&s.name, at, next, &mail, std::slice::from_ref(&html))
+        .await
 }
 
 #[cfg(test)]

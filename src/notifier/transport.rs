@@ -7,7 +7,7 @@ use crate::config::{Config, Tls, Transport};
 use crate::proof::Proof;
 use crate::store::outbox::Outgoing;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MessageBuilder};
+use lettre::message::{Mailbox, MessageBuilder, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::{
@@ -190,7 +190,6 @@ impl Mailer {
             .message_id(Some(row.message_id.clone()))
             // `body` (unlike `singlepart`) adds no MIME-Version, which RFC 2045 requires.
             .header(lettre::message::header::MIME_VERSION_1_0)
-            .header(ContentType::TEXT_PLAIN)
             .header(AutoSubmitted);
         if let Some(parent) = &row.in_reply_to {
             builder = builder
@@ -225,9 +224,26 @@ impl Mailer {
             }
             _ => row.body.clone(),
         };
-        builder
-            .body(body)
-            .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
+        let built = if row.attachments.is_empty() {
+            builder.header(ContentType::TEXT_PLAIN).body(body)
+        } else {
+            // multipart/mixed: the text first (what a phone shows), then each file.
+            let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
+            for file in &row.attachments {
+                let kind = ContentType::parse(&file.content_type).map_err(|e| {
+                    SendError::Permanent(format!(
+                        "attachment {}: content type {}: {e}",
+                        file.name, file.content_type
+                    ))
+                })?;
+                parts = parts.singlepart(
+                    lettre::message::Attachment::new(file.name.clone())
+                        .body(file.content.clone(), kind),
+                );
+            }
+            builder.multipart(parts)
+        };
+        built.map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
 
     /// Hands one built message to the transport.

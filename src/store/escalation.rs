@@ -4,9 +4,9 @@
 //! whichever daemon's transaction inserts or updates first fires, the others change nothing.
 
 use super::rows::{DueRow, INCIDENT_COLUMNS, IncidentRow};
-use super::sql::Sql;
+use super::sql::{ScheduleClaim, Sql};
 use super::{Backend, Store, StoreError};
-use crate::compose::{Composer, Occasion};
+use crate::compose::{Attachment, Composer, Notification, Occasion};
 use crate::engine::due::{LevelDue, Notified, clock_reminders, due, next_clock_due, next_due};
 use crate::model::Incident;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -107,33 +107,7 @@ impl Store {
              LIMIT {DIGEST_LIST}"
         );
         transaction!(self, tx => {
-            let stored: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT next_run_at FROM schedule_runs WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(due) = stored else {
-                sqlx::query("INSERT INTO schedule_runs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                    .bind(name)
-                    .bind(next)
-                    .execute(&mut *tx)
-                    .await?;
-                return Ok(false);
-            };
-            if due > now {
-                return Ok(false);
-            }
-            let claimed = sqlx::query(
-                "UPDATE schedule_runs SET next_run_at = $2, last_run_at = $3 WHERE name = $1 AND next_run_at = $4",
-            )
-            .bind(name)
-            .bind(next)
-            .bind(now)
-            .bind(due)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if claimed != 1 {
+            if tx.claim_schedule(name, now, next).await? != ScheduleClaim::Claimed {
                 return Ok(false);
             }
             let rows: Vec<IncidentRow> = sqlx::query_as(&active_sql).fetch_all(&mut *tx).await?;
@@ -148,6 +122,43 @@ impl Store {
             let mail = composer.schedule_digest(name, to, &incidents, total, now);
             tx.enqueue(None, &mail, now).await?;
             Ok(true)
+        })
+    }
+
+    /// Writes the scheduled `mail` with its `attachments` if the run of `name` due by `now` is
+    /// still ours (another daemon may have taken it while the report was being made): true
+    /// when it was written. `next` is the run after this one; runs missed while no daemon ran
+    /// collapse into this one, as for digests.
+    pub async fn run_scheduled_mail(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+        next: DateTime<Utc>,
+        mail: &Notification,
+        attachments: &[Attachment],
+    ) -> Result<bool, StoreError> {
+        transaction!(self, tx => {
+            if tx.claim_schedule(name, now, next).await? != ScheduleClaim::Claimed {
+                return Ok(false);
+            }
+            let id = tx.enqueue(None, mail, now).await?;
+            for file in attachments {
+                tx.attach(id, file).await?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Registers schedule `name` with its first run `next`, if it is not registered yet.
+    pub async fn register_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        transaction!(self, tx => {
+            tx.claim_schedule(name, now, next).await?;
+            Ok(())
         })
     }
 

@@ -12,7 +12,8 @@
 //! One module per concern: `incidents` (lifecycle and reads), `ingest` (the batch transaction),
 //! `checkpoints` (where each source stands), `mail` (intake mail, replies, reports),
 //! `outbox` (claims and delivery state), `escalation` (what falls due, schedules), `daemons`
-//! (heartbeats and errors); `rows` and `sql` are the shared row types and statements.
+//! (heartbeats and errors), `report` (what the evaluation report reads); `rows` and `sql` are
+//! the shared row types and statements.
 
 use crate::model::Status;
 use sqlx::{PgPool, SqlitePool};
@@ -236,6 +237,7 @@ pub mod outbox;
 pub mod pii;
 mod postgres;
 pub mod prune;
+pub mod report;
 mod rows;
 mod sql;
 mod sqlite;

@@ -7,7 +7,7 @@
 
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
-use crate::compose::{Composer, Notice};
+use crate::compose::{Attachment, Composer, Notice};
 use crate::engine::rate::{RateLimit, Waiting, classify, plan};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
@@ -29,6 +29,9 @@ pub struct Outgoing {
     pub subject: String,
     pub body: String,
     pub attempts: i64,
+    /// Files sent with the body (the scheduled report), read with the claim.
+    #[sqlx(skip)]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Outgoing {
@@ -211,6 +214,7 @@ impl Store {
                 .await?;
                 rows.extend(row);
             }
+            attach_files(&mut *tx, &mut rows).await?;
             Ok(rows)
         })
     }
@@ -346,6 +350,20 @@ impl Store {
         .fetch_all(pool)
         .await?))
     }
+}
+
+/// Gives the claimed `rows` their attachments (one statement for the batch).
+async fn attach_files(tx: &mut impl Sql, rows: &mut [Outgoing]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    for (outbox_id, file) in tx.attachments_of(&ids).await? {
+        if let Some(row) = rows.iter_mut().find(|r| r.id == outbox_id) {
+            row.attachments.push(file);
+        }
+    }
+    Ok(())
 }
 
 /// An outbox row as stored.

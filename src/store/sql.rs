@@ -8,7 +8,7 @@
 
 use super::StoreError;
 use super::rows::{DueRow, EventRow, INCIDENT_COLUMNS, IncidentRow};
-use crate::compose::{Composer, Notification, Occasion};
+use crate::compose::{Attachment, Composer, Notification, Occasion};
 use crate::engine::{EVIDENCE_KEEP, Hit, MailRecord};
 use crate::model::{Action, Event, Fields, Incident, Status};
 use chrono::{DateTime, Utc};
@@ -76,6 +76,19 @@ impl<'a> From<&'a Hit> for NewEventRow<'a> {
             weight: h.weight,
         }
     }
+}
+
+/// What became of a schedule's run at `now` (`Sql::claim_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ScheduleClaim {
+    /// Seen for the first time: registered, its first run is the next one.
+    Registered,
+    /// Its run has not come.
+    NotDue,
+    /// Another daemon's transaction ran it first.
+    Taken,
+    /// Ours to run: the next run is stored.
+    Claimed,
 }
 
 /// The statements, on a connection inside a transaction.
@@ -287,6 +300,29 @@ pub(super) trait Sql: Send {
         mail: &Notification,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+
+    /// Stores `file` as an attachment of outbox row `outbox_id` (sent with it).
+    fn attach(
+        &mut self,
+        outbox_id: i64,
+        file: &Attachment,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The attachments of outbox rows `ids`, in the order they were stored: `(row, file)`.
+    fn attachments_of(
+        &mut self,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, Attachment)>, sqlx::Error>> + Send;
+
+    /// Claims the run of schedule `name` due by `now`, storing `next` as its next run: a
+    /// compare-and-set on `next_run_at`, so whichever daemon's transaction is first runs it and
+    /// the others change nothing. Runs missed while no daemon ran collapse into this one.
+    fn claim_schedule(
+        &mut self,
+        name: &str,
+        now: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ScheduleClaim, sqlx::Error>> + Send;
 
     /// Makes this transaction the only one claiming outbox rows until it ends, so that two
     /// daemons cannot both count a group under its rate and both send (PostgreSQL's advisory
@@ -787,6 +823,70 @@ macro_rules! shared_statements {
             );
             let rows: Vec<super::pii::ClockRow> = sqlx::query_as(&sql).bind(id).fetch_all(&mut *self).await?;
             rows.into_iter().map(|r| r.into_clock(id)).collect()
+        }
+
+        async fn attach(&mut self, outbox_id: i64, file: &Attachment) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO outbox_attachments (outbox_id, name, content_type, content) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(outbox_id)
+            .bind(&file.name)
+            .bind(&file.content_type)
+            .bind(file.content.as_slice())
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+        }
+
+        async fn attachments_of(&mut self, ids: &[i64]) -> Result<Vec<(i64, Attachment)>, sqlx::Error> {
+            // The ids are our own numbers: formatted into the statement, one statement per batch.
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT outbox_id, name, content_type, content FROM outbox_attachments \
+                 WHERE outbox_id IN ({}) ORDER BY id",
+                list.join(", ")
+            );
+            let rows: Vec<(i64, String, String, Vec<u8>)> =
+                sqlx::query_as(&sql).fetch_all(&mut *self).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, name, content_type, content)| (id, Attachment { name, content_type, content }))
+                .collect())
+        }
+
+        async fn claim_schedule(
+            &mut self,
+            name: &str,
+            now: DateTime<Utc>,
+            next: DateTime<Utc>,
+        ) -> Result<ScheduleClaim, sqlx::Error> {
+            let stored: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT next_run_at FROM schedule_runs WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *self)
+                    .await?;
+            let Some(due) = stored else {
+                sqlx::query("INSERT INTO schedule_runs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(next)
+                    .execute(&mut *self)
+                    .await?;
+                return Ok(ScheduleClaim::Registered);
+            };
+            if due > now {
+                return Ok(ScheduleClaim::NotDue);
+            }
+            let claimed = sqlx::query(
+                "UPDATE schedule_runs SET next_run_at = $2, last_run_at = $3 WHERE name = $1 AND next_run_at = $4",
+            )
+            .bind(name)
+            .bind(next)
+            .bind(now)
+            .bind(due)
+            .execute(&mut *self)
+            .await?
+            .rows_affected();
+            Ok(if claimed == 1 { ScheduleClaim::Claimed } else { ScheduleClaim::Taken })
         }
 
         async fn announce(

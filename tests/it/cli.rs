@@ -727,8 +727,23 @@ fn shipped_configs_are_valid() {
         let config = csirt::config::Config::load(&repo().join(path))
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(config.timezone, chrono_tz::Asia::Tokyo, "{path}");
-        assert_eq!(config.schedule.len(), 1, "{path}");
-        for name in ["duty", "lead", "ciso"] {
+        // The daily digest, the monthly report and the fiscal-year report (to 情報戦略本部).
+        let kinds: Vec<_> = config
+            .schedule
+            .iter()
+            .map(|s| (s.kind, s.report_period()))
+            .collect();
+        use csirt::config::{ReportPeriod, ScheduleKind};
+        assert_eq!(
+            kinds,
+            [
+                (ScheduleKind::Digest, ReportPeriod::Month),
+                (ScheduleKind::Report, ReportPeriod::Month),
+                (ScheduleKind::Report, ReportPeriod::FiscalYear)
+            ],
+            "{path}"
+        );
+        for name in ["duty", "lead", "ciso", "honbu"] {
             assert!(
                 config.contacts.contains_key(name),
                 "{path}: [contacts] {name}"

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 const PYTHON: &str = "/usr/bin/python3";
 
 /// An aiosmtpd process on 127.0.0.1; killed when dropped.
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
 impl SmtpSink {
-    fn start(port: u16, dir: &Path, mode: &str) -> SmtpSink {
+    pub(crate) fn start(port: u16, dir: &Path, mode: &str) -> SmtpSink {
         Self::start_with(port, dir, mode, &[])
     }
 
@@ -65,7 +65,7 @@ impl SmtpSink {
     }
 
     /// The messages received so far, in order.
-    fn received(&self) -> Vec<PathBuf> {
+    pub(crate) fn received(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -86,7 +86,7 @@ impl Drop for SmtpSink {
 
 /// The config of `configure_default` with mail going to SMTP on `port` (no TLS), fast retries
 /// and updates.
-fn configure_smtp(env: &Env, port: u16) {
+pub(crate) fn configure_smtp(env: &Env, port: u16) {
     configure_smtp_with(env, port, "tls = \"none\"\n");
 }
 
@@ -111,7 +111,7 @@ fn configure_smtp_with(env: &Env, port: u16, tls: &str) {
 }
 
 /// A received mail, parsed by Python's email package.
-fn read_mail(path: &Path) -> serde_json::Value {
+pub(crate) fn read_mail(path: &Path) -> serde_json::Value {
     let out = Command::new(PYTHON)
         .arg(repo().join("tests/fixtures/read_mail.py"))
         .arg(path)

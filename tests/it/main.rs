@@ -25,5 +25,6 @@ mod pii;
 mod playbooks;
 mod postfix;
 mod rate;
+mod report;
 mod store;
 mod systemd;

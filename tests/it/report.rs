@@ -1,0 +1,685 @@
+//! `csirt report` against a store seeded with a known history over two fiscal years (both
+//! backends): the JSON figures exactly, the HTML's sections with attacker-written titles
+//! escaped, the CSV's BOM, header and neutralised formulas, usage errors, an empty period; and
+//! the scheduled report arriving at a real SMTP server on loopback with the HTML attached.
+
+use crate::helpers::*;
+use crate::logs::{Daemon, log_dir};
+use crate::mail_out::{SmtpSink, configure_smtp, read_mail};
+use crate::on_both_backends;
+use serde_json::{Value, json};
+
+/// A title an attacker chose (a reported mail's subject): markup that must stay text.
+const HOSTILE_TITLE: &str = "Webサーバへの攻撃: /</svg><script>alert(1)</script>";
+/// A user name an attacker chose (an SSH login attempt).
+const HOSTILE_USER: &str = "<img src=x onerror=alert(1)>";
+/// A title that is a spreadsheet formula.
+const FORMULA_TITLE: &str = "=HYPERLINK(\"http://evil.example/\",\"開く\")";
+
+/// An incident row: `(playbook, category, title, severity, status, resolution, fields,
+/// event_count, opened_at, acknowledged_at, closed_at)`, times as sqlx writes them.
+type Seed<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Value,
+    i64,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn opt(s: Option<&str>) -> String {
+    s.map_or_else(|| "NULL".into(), quote)
+}
+
+/// The known history, as literal SQL both backends read the same way (RFC 3339 text is what
+/// sqlx stores in SQLite and a timestamptz literal in PostgreSQL; the JSON literal is TEXT in
+/// one and jsonb in the other). Ids are 1.. in insertion order on a fresh store.
+fn history() -> Vec<String> {
+    let incidents: Vec<Seed> = vec![
+        // 1: fiscal 2026, April. Acknowledged in 10 min, closed in 2 h.
+        (
+            "ssh-bruteforce",
+            "不正アクセス",
+            "SSH総当たり攻撃 (203.0.113.5)",
+            "high",
+            "closed",
+            Some("resolved"),
+            json!({"ip": "203.0.113.5", "user": "root"}),
+            12,
+            "2026-04-10T01:00:00+00:00",
+            Some("2026-04-10T01:10:00+00:00"),
+            Some("2026-04-10T03:00:00+00:00"),
+        ),
+        // 2: April, from the journal; a false positive.
+        (
+            "ssh-bruteforce",
+            "不正アクセス",
+            "SSH総当たり攻撃 (203.0.113.77)",
+            "high",
+            "closed",
+            Some("false-positive"),
+            json!({"ip": "203.0.113.77", "user": "root"}),
+            5,
+            "2026-04-20T01:00:00+00:00",
+            Some("2026-04-20T01:30:00+00:00"),
+            Some("2026-04-20T05:00:00+00:00"),
+        ),
+        // 3: May, never acknowledged, still open (escalated twice).
+        (
+            "web-attack",
+            "Webサーバへの攻撃",
+            HOSTILE_TITLE,
+            "medium",
+            "open",
+            None,
+            json!({"ip": "2001:db8:1:2::5"}),
+            3,
+            "2026-05-05T03:00:00+00:00",
+            None,
+            None,
+        ),
+        // 4: June, a campaign of suspicious mail reported by two staff, three reports.
+        (
+            "phishing-report",
+            "標的型攻撃メール",
+            "標的型攻撃メールの報告: </svg><script>alert(1)</script>",
+            "high",
+            "closed",
+            Some("resolved"),
+            json!({"subject": "</svg><script>alert(1)</script>", "reporters": "a@city.example.jp, b@city.example.jp"}),
+            3,
+            "2026-06-01T00:00:00+00:00",
+            Some("2026-06-01T01:00:00+00:00"),
+            Some("2026-06-02T00:00:00+00:00"),
+        ),
+        // 5: July, a leak closed after ten days: two of its four deadlines missed.
+        (
+            "info-leak",
+            "情報漏えい",
+            FORMULA_TITLE,
+            "critical",
+            "closed",
+            Some("resolved"),
+            json!({"subject": "誤送信"}),
+            1,
+            "2026-07-01T00:00:00+00:00",
+            Some("2026-07-01T00:05:00+00:00"),
+            Some("2026-07-11T00:00:00+00:00"),
+        ),
+        // 6: the first instant of fiscal 2026 (April 1 00:00 JST); acknowledged, then reopened
+        // (its own ack time cleared: the timeline keeps the first one).
+        (
+            "ssh-bruteforce",
+            "不正アクセス",
+            "SSH総当たり攻撃 (198.51.100.9)",
+            "critical",
+            "open",
+            None,
+            json!({"ip": "198.51.100.9", "user": HOSTILE_USER}),
+            40,
+            "2026-03-31T15:00:00+00:00",
+            None,
+            None,
+        ),
+        // 7: the last second of fiscal 2025 (March 31 23:59:59 JST).
+        (
+            "ssh-bruteforce",
+            "不正アクセス",
+            "SSH総当たり攻撃 (203.0.113.200)",
+            "low",
+            "closed",
+            Some("resolved"),
+            json!({"ip": "203.0.113.200", "user": "admin"}),
+            5,
+            "2026-03-31T14:59:59+00:00",
+            Some("2026-03-31T15:00:59+00:00"),
+            Some("2026-03-31T15:01:59+00:00"),
+        ),
+        // 8: fiscal 2025, a false positive closed without acknowledgement.
+        (
+            "ssh-bruteforce",
+            "不正アクセス",
+            "SSH総当たり攻撃 (192.0.2.10)",
+            "high",
+            "closed",
+            Some("false-positive"),
+            json!({"ip": "192.0.2.10", "user": "root"}),
+            5,
+            "2025-06-01T00:00:00+00:00",
+            None,
+            Some("2025-06-01T01:00:00+00:00"),
+        ),
+        // 9: fiscal 2025, one report of a suspicious mail (the mail rule: its sender reported).
+        (
+            "phishing-report",
+            "標的型攻撃メール",
+            "標的型攻撃メールの報告: 請求書",
+            "high",
+            "closed",
+            Some("resolved"),
+            json!({"subject": "請求書", "from": "c@city.example.jp"}),
+            1,
+            "2025-07-01T00:00:00+00:00",
+            Some("2025-07-01T02:00:00+00:00"),
+            Some("2025-07-02T00:00:00+00:00"),
+        ),
+    ];
+    let mut sql: Vec<String> = incidents
+        .iter()
+        .enumerate()
+        .map(|(n, (playbook, category, title, severity, status, resolution, fields, events, opened, acked, closed))| {
+            format!(
+                "INSERT INTO incidents (playbook, category, title, severity, status, resolution, dedupe_key, fields, \
+                 event_count, first_seen, last_seen, opened_at, acknowledged_at, closed_at) VALUES \
+                 ({}, {}, {}, {}, {}, {}, {}, {}, {events}, {o}, {o}, {o}, {}, {})",
+                quote(playbook),
+                quote(category),
+                quote(title),
+                quote(severity),
+                quote(status),
+                opt(*resolution),
+                quote(&format!("k{n}")),
+                quote(&fields.to_string()),
+                opt(*acked),
+                opt(*closed),
+                o = quote(opened),
+            )
+        })
+        .collect();
+    // The first evidence of each: how it came in (log file, journal, mail).
+    for (id, kind, source) in [
+        (1, "log", "/var/log/auth.log"),
+        (2, "log", "journal:auth.log"),
+        (3, "log", "/var/log/nginx/access.log"),
+        (4, "mail", "maildir:intake"),
+        (5, "mail", "maildir:intake"),
+        (6, "log", "/var/log/auth.log"),
+        (7, "log", "/var/log/auth.log"),
+        (8, "log", "/var/log/auth.log"),
+        (9, "mail", "maildir:intake"),
+    ] {
+        sql.push(format!(
+            "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, observed_at, received_at, text) \
+             SELECT id, playbook, 'r', dedupe_key, '{kind}', '{source}', '1', opened_at, opened_at, 'line' FROM incidents WHERE id = {id}"
+        ));
+    }
+    sql.push(
+        "INSERT INTO timeline (incident_id, at, actor, action, detail) VALUES \
+         (6, '2026-03-31T15:20:00+00:00', 'sato', 'acknowledged', ''), \
+         (6, '2026-04-02T00:00:00+00:00', 'sato', 'closed', 'resolved'), \
+         (6, '2026-04-03T00:00:00+00:00', 'sato', 'reopened', '')"
+            .into(),
+    );
+    sql.push(
+        "INSERT INTO escalations (incident_id, level, fired_at, node) VALUES \
+         (1, 1, '2026-04-10T01:30:00+00:00', 'n'), (3, 1, '2026-05-05T03:30:00+00:00', 'n'), \
+         (3, 2, '2026-05-05T05:00:00+00:00', 'n'), (8, 1, '2025-06-01T00:30:00+00:00', 'n')"
+            .into(),
+    );
+    sql
+}
+
+/// Writes the history into the test's store.
+fn seed(env: &Env) {
+    let statements = history();
+    block_on(async {
+        if env.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&env.url).await.expect("sqlite");
+            for s in &statements {
+                sqlx::query(s).execute(&pool).await.expect(s);
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&env.url).await.expect("postgres");
+            for s in &statements {
+                sqlx::query(s).execute(&pool).await.expect(s);
+            }
+            pool.close().await;
+        }
+    });
+}
+
+fn report(env: &Env, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["report"];
+    all.extend_from_slice(args);
+    env.csirt(&all)
+}
+
+/// The fiscal year 2026 in JSON, figure by figure, beside fiscal 2025.
+fn fiscal_year_figures_are_exact(backend: Backend) {
+    let env = Env::new(backend);
+    seed(&env);
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "json"]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    let now = &r["current"];
+    assert_eq!(now["period"]["label"], "令和8年度 (2026年度)");
+    assert_eq!(now["period"]["start"], "2026-03-31T15:00:00Z");
+    assert_eq!(now["period"]["end"], "2027-03-31T15:00:00Z");
+    assert_eq!(now["incidents"], 6);
+    // April holds #6 (00:00 JST on April 1); #7 (23:59:59 JST on March 31) is last year's.
+    let months: Vec<i64> = now["months"]
+        .as_array()
+        .expect("months")
+        .iter()
+        .map(|m| m["incidents"].as_i64().expect("count"))
+        .collect();
+    assert_eq!(months, [3, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        now["months"][0]["by_source"],
+        json!({"log": 2, "journal": 1})
+    );
+    let counts = |v: &Value| -> Vec<(String, i64)> {
+        v.as_array()
+            .expect("counts")
+            .iter()
+            .map(|c| {
+                (
+                    c["key"].as_str().expect("key").to_string(),
+                    c["count"].as_i64().expect("count"),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, i64)]| -> Vec<(String, i64)> {
+        list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    assert_eq!(
+        counts(&now["by_severity"]),
+        pairs(&[("critical", 2), ("high", 3), ("medium", 1), ("low", 0)])
+    );
+    assert_eq!(
+        counts(&now["by_category"]),
+        pairs(&[
+            ("不正アクセス", 3),
+            ("Webサーバへの攻撃", 1),
+            ("情報漏えい", 1),
+            ("標的型攻撃メール", 1)
+        ])
+    );
+    assert_eq!(
+        counts(&now["by_source"]),
+        pairs(&[
+            ("log", 3),
+            ("journal", 1),
+            ("mail", 1),
+            ("report", 1),
+            ("unknown", 0)
+        ])
+    );
+    assert_eq!(
+        counts(&now["by_playbook"]),
+        pairs(&[
+            ("ssh-bruteforce", 3),
+            ("info-leak", 1),
+            ("phishing-report", 1),
+            ("web-attack", 1)
+        ])
+    );
+    let times = |severity: &str, what: &str| -> Value {
+        now["response"]
+            .as_array()
+            .expect("response")
+            .iter()
+            .find(|r| r["severity"] == severity)
+            .expect("severity row")[what]
+            .clone()
+    };
+    // Acknowledged: #1 600 s, #2 1800 s, #4 3600 s (high); #5 300 s, #6 1200 s (critical, from
+    // its timeline). Closed: 7200, 14400, 86400 (high); 864000 (critical).
+    let times_of = |count: i64, median: Value, p90: Value| json!({"count": count, "median_seconds": median, "p90_seconds": p90});
+    for (severity, what, expected) in [
+        ("high", "acknowledge", times_of(3, json!(1800), json!(3240))),
+        (
+            "critical",
+            "acknowledge",
+            times_of(2, json!(750), json!(1110)),
+        ),
+        (
+            "medium",
+            "acknowledge",
+            times_of(0, Value::Null, Value::Null),
+        ),
+        ("all", "acknowledge", times_of(5, json!(1200), json!(2880))),
+        ("high", "close", times_of(3, json!(14400), json!(72000))),
+        ("all", "close", times_of(4, json!(50400), json!(630720))),
+    ] {
+        assert_eq!(times(severity, what), expected, "{severity} {what}");
+    }
+    assert_eq!(now["escalations"], json!({"1": 2, "2": 1}));
+    assert_eq!(
+        now["never_acknowledged"],
+        json!({"total": 1, "closed_without_ack": 0, "still_open": 1})
+    );
+    // info-leak's four deadlines (5 d, 3 d, 30 d, 60 d) for #5, closed after ten days.
+    let d = &now["deadlines"];
+    assert_eq!(
+        (&d["evaluated"], &d["met"], &d["missed"], &d["running"]),
+        (&json!(true), &json!(2), &json!(2), &json!(0))
+    );
+    assert_eq!(d["compliance_rate"], 0.5);
+    let missed = d["missed_incidents"].as_array().expect("missed");
+    assert_eq!(missed.len(), 2);
+    assert!(
+        missed
+            .iter()
+            .all(|m| m["incident"] == 5 && m["title"] == FORMULA_TITLE)
+    );
+    assert_eq!(
+        now["phishing"],
+        json!({"campaigns": 1, "reports": 3, "reporters": 2,
+               "first_report_to_ack": {"count": 1, "median_seconds": 3600, "p90_seconds": 3600}})
+    );
+    assert_eq!(
+        counts(&now["attacking_networks"]),
+        pairs(&[
+            ("203.0.113.0/24", 2),
+            ("198.51.100.0/24", 1),
+            ("2001:db8:1::/48", 1)
+        ])
+    );
+    assert_eq!(
+        counts(&now["targeted_accounts"]),
+        pairs(&[("root", 2), (HOSTILE_USER, 1)])
+    );
+    // #3 and #6 have been open for more than 30 days (the period is not over: as of now).
+    assert_eq!(now["open_over_30_days"]["count"], 2);
+    let lingering: Vec<i64> = now["open_over_30_days"]["oldest"]
+        .as_array()
+        .expect("oldest")
+        .iter()
+        .map(|a| a["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(lingering, [6, 3]);
+    assert_eq!(
+        now["false_positives"],
+        json!([
+            {"playbook": "ssh-bruteforce", "closed": 2, "false_positive": 1, "rate": 0.5},
+            {"playbook": "info-leak", "closed": 1, "false_positive": 0, "rate": 0.0},
+            {"playbook": "phishing-report", "closed": 1, "false_positive": 0, "rate": 0.0}
+        ])
+    );
+
+    let before = &r["previous"];
+    assert_eq!(before["period"]["label"], "令和7年度 (2025年度)");
+    assert_eq!(before["incidents"], 3);
+    assert_eq!(
+        before["months"][11]["incidents"], 1,
+        "March 31 23:59:59 JST"
+    );
+    assert_eq!(before["escalations"], json!({"1": 1}));
+    assert_eq!(
+        before["never_acknowledged"],
+        json!({"total": 1, "closed_without_ack": 1, "still_open": 0})
+    );
+    assert_eq!(before["deadlines"]["compliance_rate"], Value::Null);
+    assert_eq!(
+        (
+            &before["phishing"]["campaigns"],
+            &before["phishing"]["reports"],
+            &before["phishing"]["reporters"]
+        ),
+        (&json!(1), &json!(1), &json!(1))
+    );
+    // At the end of fiscal 2025 nothing had been open for 30 days.
+    assert_eq!(before["open_over_30_days"]["count"], 0);
+    assert_eq!(before["open_over_30_days"]["as_of"], "2026-03-31T15:00:00Z");
+
+    let summary = r["summary"]
+        .as_array()
+        .expect("summary")
+        .iter()
+        .map(|s| s.as_str().expect("text"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        summary.contains("令和8年度 (2026年度)のインシデントは 6 件でした。前年同期 (令和7年度 (2025年度)) の 3 件から 3 件 (100.0%) 増えました。"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("受付までの時間の中央値は 20分"),
+        "{summary}"
+    );
+    assert!(summary.contains("期限の遵守率は 50.0%"), "{summary}");
+    // The store begins in June 2025: fiscal 2025 is covered only in part, and the report says so.
+    assert_eq!(r["previous_records_from"], "2025-06-01T00:00:00Z");
+    assert!(
+        summary.contains("前年同期の記録は 2025年6月1日 からのもので、期間の一部だけです"),
+        "{summary}"
+    );
+
+    // A month: fiscal 2026's April alone. The store's first incident is of June 2025, so there
+    // is no April 2025 to compare with (not a month of zero incidents).
+    let out = report(&env, &["--month", "2026-04", "--format", "json"]);
+    assert_exit(&out, 0);
+    let april = json(&out);
+    assert_eq!(april["current"]["period"]["label"], "令和8年 (2026年) 4月");
+    assert_eq!(april["current"]["incidents"], 3);
+    assert_eq!(april["previous"], Value::Null);
+    let out = report(&env, &["--month", "2026-07", "--format", "json"]);
+    let july = json(&out);
+    assert_eq!(july["previous"]["incidents"], 1, "July 2025");
+    assert_eq!(
+        july["previous_records_from"],
+        Value::Null,
+        "July 2025 is covered whole"
+    );
+    // A range of days.
+    let out = report(
+        &env,
+        &[
+            "--from",
+            "2026-03-31",
+            "--to",
+            "2026-04-01",
+            "--format",
+            "json",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["current"]["incidents"], 2);
+}
+
+/// The HTML is one document with every section, charts, and nothing a reader's browser would
+/// run; the CSV opens with the BOM and its header, formulas neutralised.
+fn html_and_csv_are_safe_and_complete(backend: Backend) {
+    let env = Env::new(backend);
+    seed(&env);
+    let html_path = env.dir.path().join("fy2026.html");
+    let out = report(
+        &env,
+        &[
+            "--fiscal-year",
+            "2026",
+            "--out",
+            html_path.to_str().expect("path"),
+        ],
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("令和8年度 (2026年度) (6 incidents)"),
+        "{}",
+        stdout(&out)
+    );
+    let html = std::fs::read_to_string(&html_path).expect("the report");
+    assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"ja\">"));
+    assert!(html.trim_end().ends_with("</html>"));
+    assert!(html.contains("<meta name=\"viewport\""));
+    assert!(html.contains("@media print") && html.contains("size: A4"));
+    for id in [
+        "summary",
+        "incidents",
+        "response",
+        "deadlines",
+        "phishing",
+        "attackers",
+        "lingering",
+        "false-positives",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "section {id}"
+        );
+    }
+    for tag in ["section", "table", "svg", "figure", "tr", "thead", "tbody"] {
+        let open =
+            html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
+        let close = html.matches(&format!("</{tag}>")).count();
+        assert_eq!(open, close, "<{tag}> opened {open} times, closed {close}");
+    }
+    assert!(html.matches("<svg").count() >= 3, "charts");
+    let lower = html.to_lowercase();
+    assert!(!lower.contains("<script"), "a script in the report");
+    assert!(!lower.contains("<img"), "an image tag in the report");
+    assert!(!lower.contains("http://") || lower.contains("http://www.w3.org/2000/svg"));
+    assert!(!lower.contains("https://"), "a network resource");
+    assert!(
+        html.contains("Webサーバへの攻撃: /&lt;/svg&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the hostile title, escaped"
+    );
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(html.contains("令和8年度 (2026年度)"));
+
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "csv"]);
+    assert_exit(&out, 0);
+    let csv = String::from_utf8(out.stdout.clone()).expect("UTF-8");
+    assert!(
+        csv.starts_with("\u{feff}表,項目,列,値\r\n"),
+        "{}",
+        &csv[..40.min(csv.len())]
+    );
+    assert!(
+        csv.contains("\"'=HYPERLINK(\"\"http://evil.example/\"\",\"\"開く\"\")\""),
+        "{csv}"
+    );
+    for line in csv.lines() {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(
+                !(cell.starts_with('=') || cell.starts_with('+') || cell.starts_with('@')),
+                "a formula cell: {line}"
+            );
+        }
+    }
+    assert!(
+        csv.contains("\"主な数値\",\"インシデント件数\",\"今期\",6\r\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"主な数値\",\"インシデント件数\",\"前年同期\",3\r\n"),
+        "{csv}"
+    );
+}
+
+on_both_backends!(
+    fiscal_year_figures_are_exact,
+    html_and_csv_are_safe_and_complete
+);
+
+#[test]
+fn bad_periods_and_formats_are_usage_errors_and_an_empty_period_says_so() {
+    let env = Env::new(Backend::Sqlite);
+    for args in [
+        &["--format", "xml"][..],
+        &["--month", "2026-13"],
+        &["--month", "November"],
+        &["--fiscal-year", "26x"],
+        &["--from", "2026-05-01"],
+        &["--from", "2026-05-01", "--to", "2026-04-01"],
+        &["--fiscal-year", "2026", "--month", "2026-11"],
+    ] {
+        let out = report(&env, args);
+        assert_exit(&out, 2);
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "json"]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    assert_eq!(r["current"]["incidents"], 0);
+    assert_eq!(r["previous"], Value::Null);
+    assert_eq!(
+        r["summary"][0],
+        "令和8年度 (2026年度)に起票されたインシデントはありません。"
+    );
+    let out = report(&env, &["--month", "2026-11"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("該当なし"));
+}
+
+/// A `kind = "report"` schedule mails the last fiscal year's report through a real SMTP
+/// server: the summary in the body, the HTML attached.
+fn the_scheduled_report_arrives_with_the_html_attached(backend: Backend) {
+    let env = Env::new(backend);
+    seed(&env);
+    let port = free_port();
+    let sink = SmtpSink::start(port, &env.dir.path().join("smtp"), "accept");
+    configure_smtp(&env, port);
+    std::fs::File::create(log_dir(&env).join("auth.log")).expect("create auth.log");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let contacts = "ciso = [\"ciso@example.jp\"]\n";
+    assert!(
+        text.contains(contacts),
+        "the helpers' config changed: {text}"
+    );
+    // Every two seconds, so that the run after the registering one comes at the next tick.
+    env.write_config(&format!(
+        "{}\n[[schedule]]\nname = \"yearly\"\nkind = \"report\"\n\
+         period = \"fiscal-year\"\ncron = \"*/2 * * * * *\"\nto = [\"honbu\"]\n",
+        text.replace(
+            contacts,
+            &format!("{contacts}honbu = [\"honbu@example.jp\"]\n")
+        )
+        .trim_end()
+    ));
+    let mut daemon = Daemon::start(&env);
+    // The seeded open incidents get their update mails too: the report is the multipart one.
+    let mail = daemon.wait("the report mail", &env, |_| {
+        sink.received()
+            .iter()
+            .map(|path| read_mail(path))
+            .find(|mail| mail["content_type"] == "multipart/mixed")
+    });
+    daemon.stop();
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Tokyo)
+        .date_naive();
+    let year = csirt::report::period::fiscal_year_of(today) - 1;
+    let label = csirt::report::period::Span::FiscalYear(year).to_string();
+    assert_eq!(
+        mail["subject"],
+        format!("[CSIRT] 北上市CSIRT インシデント対応状況報告 {label}")
+    );
+    assert_eq!(mail["to"], "honbu@example.jp");
+    assert_eq!(mail["content_type"], "multipart/mixed");
+    let body = mail["body"].as_str().expect("body");
+    assert!(body.contains(&format!("{label}のインシデントは")), "{body}");
+    assert!(
+        body.contains(&format!("csirt-report-fy{year}.html")),
+        "{body}"
+    );
+    let attachments = mail["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 1, "{attachments:?}");
+    assert_eq!(
+        attachments[0]["filename"],
+        format!("csirt-report-fy{year}.html")
+    );
+    assert_eq!(attachments[0]["content_type"], "text/html");
+    let html = attachments[0]["content"].as_str().expect("the HTML");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<section id=\"false-positives\">"));
+    assert!(!html.to_lowercase().contains("<script"));
+    if year == 2025 {
+        assert!(body.contains("のインシデントは 3 件でした"), "{body}");
+    }
+}
+
+on_both_backends!(the_scheduled_report_arrives_with_the_html_attached);
