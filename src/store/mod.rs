@@ -238,6 +238,7 @@ pub mod prune;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod status;
 
 pub use checkpoints::{JournalPosition, LogPosition};
 pub use daemons::{DaemonError, Heartbeat, Overview};
