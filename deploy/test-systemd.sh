@@ -161,7 +161,10 @@ want_tasks=$(sed -n 's/^TasksMax=//p' deploy/csirt.service)
 [ -n "$want_memory" ] && [ -n "$want_tasks" ] || fail "deploy/csirt.service sets no MemoryMax= or TasksMax="
 [ "$memory_max" = "$(numfmt --from=iec "$want_memory")" ] || fail "MemoryMax is $memory_max, the unit says $want_memory"
 [ "$tasks_max" = "$want_tasks" ] || fail "TasksMax is $tasks_max, the unit says $want_tasks"
-pass "limits loaded: MemoryMax=$memory_max ($want_memory) TasksMax=$tasks_max"
+threads=$(inside awk '/^Threads:/ {print $2}' "/proc/$(unit MainPID)/status")
+rss=$(inside awk '/^VmRSS:/ {print $2}' "/proc/$(unit MainPID)/status")
+[ "$threads" -lt "$tasks_max" ] || fail "the daemon runs $threads threads, TasksMax is $tasks_max"
+pass "limits loaded: MemoryMax=$memory_max ($want_memory) TasksMax=$tasks_max; the daemon runs $threads threads, $((rss / 1024)) MiB resident"
 # Whether the kernel enforces them depends on the host: with cgroup v2 (or v1 controllers
 # delegated to the container) the service's cgroup carries them; say what this host does.
 cgroup=$(unit ControlGroup)
