@@ -10,13 +10,12 @@
 use super::output::Output;
 use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
-use crate::model::Severity;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
 use crate::store::prune::StoreUsage;
 use crate::store::status::{ANNOUNCE_GRACE, QuarantineBacklog, StatusSnapshot};
 use crate::store::{
-    DaemonError, Heartbeat, JournalPosition, LogPosition, Role, SchemaVersion, Store,
+    DaemonError, Heartbeat, JournalPosition, LogPosition, Overview, Role, SchemaVersion, Store,
 };
 use crate::text::{ago, error_chain, long_time};
 use serde::Serialize;
@@ -37,9 +36,9 @@ struct StatusJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     schema: Option<SchemaVersion>,
     daemons: Vec<DaemonJson>,
-    /// Not-closed incidents per severity.
+    /// The summary's counts, from the same snapshot as `outbox` and `quarantine`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    open_by_severity: Option<Vec<(Severity, i64)>>,
+    overview: Option<Overview>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,7 +168,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     },
                     schema: None,
                     daemons: Vec::new(),
-                    open_by_severity: None,
+                    overview: None,
                     outbox: None,
                     quarantine: None,
                     usage: None,
@@ -203,7 +202,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         (None, true) => store.heartbeats().await?,
         (None, false) => Vec::new(),
     };
-    let (open_by_severity, outbox, quarantine, errors) = match snapshot {
+    let (overview, outbox, quarantine, errors) = match snapshot {
         Some(StatusSnapshot {
             open_by_severity,
             outbox,
@@ -211,7 +210,13 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             errors,
             heartbeats: _,
         }) => (
-            Some(open_by_severity),
+            Some(Overview {
+                open_by_severity,
+                outbox_pending: outbox.pending,
+                outbox_failed: outbox.failed,
+                outbox_refused: outbox.refused,
+                quarantined_mails: quarantine.quarantined,
+            }),
             Some(outbox),
             Some(quarantine),
             errors,
@@ -257,7 +262,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             },
             schema: Some(schema),
             daemons,
-            open_by_severity,
+            overview,
             outbox,
             quarantine,
             usage,
@@ -307,8 +312,9 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 out.line(&format!("  {} (ハートビート時点)", h.summary))?;
             }
         }
-        if let Some(o) = &open_by_severity {
+        if let Some(o) = &overview {
             let counts: Vec<String> = o
+                .open_by_severity
                 .iter()
                 .map(|(s, n)| format!("{} {n}", s.label_ja()))
                 .collect();

@@ -429,6 +429,39 @@ fn status_exit_codes_name_what_is_wrong_and_drop_what_was_fixed(backend: Backend
     assert!(!text.contains("送信失敗 #"), "{text}");
     assert_eq!(j["outbox"]["failed_resolved"], 1, "{j}");
 
+    // One recipient of a group refused while the rest got the mail: exit 3 until a later mail
+    // to that group goes out with no refusal for them.
+    let group = "'[\"gone@example.jp\",\"lead@example.jp\"]'";
+    let refused = format!(
+        "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, sent_at) \
+         VALUES ('new', '<r1@csirt>', {group}, 'refused one', '', $1, 'sent', $1, $1)"
+    );
+    let at = now - chrono::TimeDelta::minutes(20);
+    block_on(execute_at(&env.url, &refused, at));
+    let refusal = "INSERT INTO mail_refusals (outbox_id, recipient, error, at) \
+                   SELECT id, 'gone@example.jp', '550 User unknown', $1 FROM outbox WHERE message_id = '<r1@csirt>'";
+    block_on(execute_at(&env.url, refusal, at));
+    let (text, j) = status(3);
+    assert!(text.contains("宛先拒否 (refused): 1"), "{text}");
+    assert!(text.contains("宛先拒否 gone@example.jp"), "{text}");
+    assert_eq!(j["overview"]["outbox_refused"], 1, "{j}");
+    let later = format!(
+        "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, sent_at) \
+         VALUES ('update', '<r2@csirt>', {group}, 'later one', '', $1, 'sent', $1, $1)"
+    );
+    block_on(execute_at(
+        &env.url,
+        &later,
+        now - chrono::TimeDelta::minutes(10),
+    ));
+    let (text, j) = status(4);
+    assert!(text.contains("宛先拒否 (refused): 0"), "{text}");
+    assert!(
+        text.contains("宛先拒否 1 (その後同じ宛先への送信が成功)"),
+        "{text}"
+    );
+    assert_eq!(j["outbox"]["refused_resolved"], 1, "{j}");
+
     // Announced: nothing is wrong any more.
     block_on(async {
         let store = env.store().await;
