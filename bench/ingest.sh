@@ -87,6 +87,7 @@ PROBE=(python3 "$ROOT/bench/ingest_probe.py")
 TMP=$(mktemp -d /tmp/csirt-ingest.XXXXXX)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 DAEMON_PIDS=()
+SAMPLER_PIDS=()
 PG_DB=""
 cleanup() {
     local pid
@@ -145,6 +146,9 @@ start_daemon() {
     "$BIN" --config "$cfg" daemon 2>"$TMP/daemon-$1.log" &
     DAEMON_PID=$!
     DAEMON_PIDS+=("$DAEMON_PID")
+    # Its threads (TasksMax=) and memory (MemoryMax=) for deploy/csirt.service, until it exits.
+    python3 "$ROOT/bench/task_peak.py" "$DAEMON_PID" "$TMP/tasks-$1.json" &
+    SAMPLER_PIDS+=("$!")
     for ((i = 0; i < 300; i++)); do
         kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$TMP/daemon-$1.log" >&2; echo "daemon $1 exited" >&2; exit 1; }
         if { "$BIN" --config "$cfg" status --json 2>/dev/null || true; } |
@@ -348,3 +352,14 @@ json.dump(env, open(sys.argv[1], "w"), indent=1)
 PY
 
 "${PROBE[@]}" report --dir "$TMP"
+# The task samplers end with their daemons; one still running is stopped (it prints then).
+kill -TERM "${SAMPLER_PIDS[@]}" 2>/dev/null || true
+wait "${SAMPLER_PIDS[@]}" 2>/dev/null || true
+python3 - "$TMP" <<'PY'
+import glob, json, sys
+runs = {p.split("tasks-")[1][:-5]: json.load(open(p)) for p in sorted(glob.glob(sys.argv[1] + "/tasks-*.json"))}
+worst = max(runs.values(), key=lambda t: t["tasks"])
+print("tasks    at most %d threads (daemon + children), %.1f MiB resident, over the daemons %s "
+      "(bench/task_peak.py every 10 ms; for deploy/csirt.service TasksMax=/MemoryMax=)"
+      % (worst["tasks"], max(t["rss_kb"] for t in runs.values()) / 1024, ", ".join(runs)))
+PY

@@ -45,10 +45,14 @@ TOML
 start() {  # start NAME: the daemon, returning once it is ready
     "$BIN" --config "$TMP/$1/csirt.toml" daemon 2>"$TMP/$1/daemon.log" &
     PID=$!
+    # Its threads (TasksMax=) and memory (MemoryMax=) for deploy/csirt.service, until it exits.
+    "$PY" bench/task_peak.py "$PID" "$TMP/$1/tasks.json" &
+    SAMPLER=$!
     for _ in $(seq 1 100); do grep -q " ready" "$TMP/$1/daemon.log" 2>/dev/null && return 0; sleep 0.1; done
     cat "$TMP/$1/daemon.log" >&2; echo "daemon not ready" >&2; exit 1
 }
-stop() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+stop() { kill -TERM "$PID"; wait "$PID" || true; PID=""; wait "$SAMPLER" || true; }
+tasks() { "$PY" -c 'import json,sys; t=json.load(open(sys.argv[1])); print("%d tasks, %.1f MiB resident at most (%d samples)" % (t["tasks"], t["rss_kb"] / 1024, t["samples"]))' "$TMP/$1/tasks.json"; }
 count_mails() { "$PY" -c 'import sqlite3,sys; print(sqlite3.connect("file:"+sys.argv[1]+"?mode=ro", uri=True).execute("select count(*) from mails").fetchone()[0])' "$1"; }
 
 echo "== baseline: Python's email package parses the $COUNT messages" >&2
@@ -105,5 +109,6 @@ print("baseline Python email package, parse + subject + body + every part decode
 print("ratio    csirt committed %.1fx the messages/s Python's parser only parses" % ((count / wall) / (count / base)))
 print("target   >= 500 messages/s: %s" % ("MET" if count / wall >= 500 else "NOT MET"))
 print("big      one %.1f MiB message: daemon peak RSS %.1f MiB (VmHWM; %.1f MiB before it): %s" % (big / 2**20, $HWM / 1024, $HWM_BEFORE / 1024, "MET (< 128 MiB)" if $HWM < 128 * 1024 else "NOT MET"))
+print("tasks    %s: $(tasks run) while taking the %d messages; $(tasks big) with the big one (bench/task_peak.py: threads of the daemon and its children every 10 ms)" % ("deploy/csirt.service TasksMax=/MemoryMax=", count))
 print("command  COUNT=%d bash bench/intake.sh" % count)
 PY

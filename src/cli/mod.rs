@@ -27,9 +27,11 @@ const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 operational error (store unreachable, incident not found, refused \
 change), 2 usage error (also an unknown `csirt report --format` or a period that cannot be \
 read). `csirt intake` exits 65 when it quarantines a message and 75 when the store is \
-unavailable (the MTA retries). `csirt status` exits 1 when the store, its schema or a daemon's \
-heartbeat is wrong, else 3 when a mail failed (as a whole or for one recipient) in the \
-last 24 hours.";
+unavailable (the MTA retries). `csirt status` exits 1 when the store is unreachable, its schema \
+is not this csirt's, or a daemon's heartbeat is stale; else 3 when a mail failed (as a whole or \
+for one recipient) in the last 24 hours and no later mail to the same recipients went out; else \
+4 when quarantined intake mail has waited longer than [notify] quarantine_notice (+5 min) \
+without being announced.";
 
 /// 北上市CSIRT security-incident tracker: watches logs and intake mail, opens incidents against
 /// the playbooks, escalates and notifies.
@@ -69,7 +71,8 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Show the store, the daemons' heartbeats, backlogs, mail failures and recent errors: exit 1
-    /// when the store, schema or a daemon is wrong, 3 when a mail failed in the last 24 hours
+    /// when the store, schema or a daemon (stale heartbeat) is wrong, else 3 when a mail failed
+    /// in the last 24 hours (not superseded), else 4 for unannounced quarantined mail overdue
     Status {
         /// Print one JSON object
         #[arg(long)]
@@ -407,9 +410,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon => {
             let (path, config) = load_config(&cli)?;
             crate::logging::init(config.log_level.as_deref(), "info");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            // Bounded, because the unit's TasksMax= counts every thread: tokio's defaults (a
+            // worker per CPU, up to 512 blocking threads) would let a big host or a burst of
+            // blocking work (DNS lookups, the log thread's join) reach the limit, and a thread
+            // refused by the kernel takes the daemon down. Past these bounds work queues.
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(crate::daemon::WORKER_THREADS.min(
+                        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                    ))
+                    .max_blocking_threads(crate::daemon::MAX_BLOCKING_THREADS)
+                    .enable_all()
+                    .build()?;
             runtime.block_on(crate::daemon::run(
                 path,
                 config,

@@ -1,8 +1,11 @@
 //! `csirt status`: is the store there, is its schema right, are the daemons alive, what is
 //! waiting, what failed. It serves as a monitoring check (a systemd timer, Nagios): exit 1 when
 //! the store, its schema or a daemon needs a sysadmin, else 3 when a mail failed (as a whole or
-//! for one recipient) in the last 24 hours, else 0. The text ends with the reason for a
-//! non-zero exit; `--json` carries the same reasons in `problems`.
+//! for one recipient) in the last 24 hours and nothing has since reached the same recipients,
+//! else 4 when quarantined intake mail is overdue for its announcement, else 0. Everything
+//! shown from the store comes from one snapshot (`Store::status_snapshot`), so the summary and
+//! the lines under it cannot disagree. The text ends with the reason for a non-zero exit;
+//! `--json` carries the same reasons in `problems`.
 
 use super::output::Output;
 use super::{Cli, load_config};
@@ -10,6 +13,7 @@ use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
 use crate::store::prune::StoreUsage;
+use crate::store::status::{ANNOUNCE_GRACE, QuarantineBacklog, StatusSnapshot};
 use crate::store::{
     DaemonError, Heartbeat, JournalPosition, LogPosition, Overview, Role, SchemaVersion, Store,
 };
@@ -22,16 +26,23 @@ use std::process::ExitCode;
 /// address" from "nothing works".
 pub const EXIT_MAIL_FAILED: u8 = 3;
 
+/// The exit status when the only problem is quarantined intake mail the responders have not
+/// been told about in time (no daemon announces, or its notice cannot be written).
+pub const EXIT_QUARANTINE_BACKLOG: u8 = 4;
+
 #[derive(Serialize)]
 struct StatusJson {
     store: StoreJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     schema: Option<SchemaVersion>,
     daemons: Vec<DaemonJson>,
+    /// The summary's counts, from the same snapshot as `outbox` and `quarantine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     overview: Option<Overview>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quarantine: Option<QuarantineBacklog>,
     /// The store's size, its oldest rows and what housekeeping has removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<StoreUsage>,
@@ -159,6 +170,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     daemons: Vec::new(),
                     overview: None,
                     outbox: None,
+                    quarantine: None,
                     usage: None,
                     sources: Vec::new(),
                     journals: Vec::new(),
@@ -176,20 +188,40 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let schema = store.schema_version().await?;
     let current = schema.applied == schema.expected;
     // Counts need the tables; on a store that was never migrated there is nothing to count.
-    let (overview, outbox, usage, errors) = if current {
+    let overdue_before = now - config.notify.quarantine_notice.to_chrono() - ANNOUNCE_GRACE;
+    let (snapshot, usage) = if current {
         (
-            Some(store.overview().await?),
-            Some(store.outbox_stats(now).await?),
+            Some(store.status_snapshot(now, overdue_before, 5).await?),
             Some(store.usage().await?),
-            store.recent_errors(5).await?,
         )
     } else {
-        (None, None, None, Vec::new())
+        (None, None)
     };
-    let heartbeats = if schema.applied > 0 {
-        store.heartbeats().await?
-    } else {
-        Vec::new()
+    let heartbeats = match (&snapshot, schema.applied > 0) {
+        (Some(s), _) => s.heartbeats.clone(),
+        (None, true) => store.heartbeats().await?,
+        (None, false) => Vec::new(),
+    };
+    let (overview, outbox, quarantine, errors) = match snapshot {
+        Some(StatusSnapshot {
+            open_by_severity,
+            outbox,
+            quarantine,
+            errors,
+            heartbeats: _,
+        }) => (
+            Some(Overview {
+                open_by_severity,
+                outbox_pending: outbox.pending,
+                outbox_failed: outbox.failed,
+                outbox_refused: outbox.refused,
+                quarantined_mails: quarantine.quarantined,
+            }),
+            Some(outbox),
+            Some(quarantine),
+            errors,
+        ),
+        None => (None, None, None, Vec::new()),
     };
     let daemons: Vec<DaemonJson> = heartbeats
         .into_iter()
@@ -219,7 +251,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             journals.push(JournalJson::new(position, &config).await);
         }
     }
-    let (problems, code) = problems(&schema, &daemons, outbox.as_ref());
+    let (problems, code) = problems(&schema, &daemons, outbox.as_ref(), quarantine.as_ref());
     let ok = problems.is_empty();
     if json {
         out.json(&StatusJson {
@@ -232,6 +264,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             daemons,
             overview,
             outbox,
+            quarantine,
             usage,
             sources,
             journals,
@@ -287,13 +320,26 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 .collect();
             out.line(&format!("未クローズ (open): {}", counts.join(" / ")))?;
         }
-        // The summary and the lines under it come from the same read (`outbox_stats`), so
-        // they cannot disagree; the lines list the latest few of what the summary counts.
-        if let (Some(o), Some(x)) = (&overview, &outbox) {
+        // The summary and the lines under it come from the same snapshot, so they cannot
+        // disagree; the lines list the latest few of what the summary counts.
+        if let (Some(q), Some(x)) = (&quarantine, &outbox) {
             out.line(&format!(
                 "送信待ち (outbox): {}  送信失敗 (failed): {}  宛先拒否 (refused): {}  隔離メール (quarantined): {} (一覧: csirt intake quarantined)",
-                x.pending, x.failed, x.refused, o.quarantined_mails
+                x.pending, x.failed, x.refused, q.quarantined
             ))?;
+            if x.failed_resolved + x.refused_resolved > 0 {
+                out.line(&format!(
+                    "  解決済み (resolved): 送信失敗 {}  宛先拒否 {} (その後同じ宛先への送信が成功)",
+                    x.failed_resolved, x.refused_resolved
+                ))?;
+            }
+            if let Some(oldest) = q.oldest_unannounced {
+                out.line(&format!(
+                    "  未通知の隔離メール (unannounced): {} 件  最古 {}",
+                    q.unannounced_overdue,
+                    long_time(oldest, tz)
+                ))?;
+            }
             if x.retrying > 0 {
                 out.line(&format!(
                     "  再送中 (retrying): {}  最古の送信待ち: {}",
@@ -408,11 +454,13 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Why `csirt status` exits non-zero, in words a sysadmin acts on, and the exit status: 1 for
-/// the schema or a daemon, else `EXIT_MAIL_FAILED` for a recent mail failure, else 0.
+/// the schema or a daemon, else `EXIT_MAIL_FAILED` for a recent mail failure, else
+/// `EXIT_QUARANTINE_BACKLOG` for quarantined mail not announced in time, else 0.
 fn problems(
     schema: &SchemaVersion,
     daemons: &[DaemonJson],
     outbox: Option<&OutboxStats>,
+    quarantine: Option<&QuarantineBacklog>,
 ) -> (Vec<String>, u8) {
     let mut problems = Vec::new();
     if schema.applied != schema.expected {
@@ -438,6 +486,18 @@ fn problems(
         ));
         if code == 0 {
             code = EXIT_MAIL_FAILED;
+        }
+    }
+    if let Some(q) = quarantine
+        && q.unannounced_overdue > 0
+    {
+        problems.push(format!(
+            "隔離したメール {} 通が [notify] quarantine_notice を過ぎても通知されていません: デーモンが動いているか \
+             (systemctl status csirt)、上の送信待ちを確認し、csirt intake quarantined で中身を見てください",
+            q.unannounced_overdue
+        ));
+        if code == 0 {
+            code = EXIT_QUARANTINE_BACKLOG;
         }
     }
     (problems, code)

@@ -82,6 +82,15 @@ fn log_store_failure(url: &crate::config::StoreUrl, e: &anyhow::Error) {
     }
 }
 
+/// The daemon's tokio workers at most (fewer on a host with fewer CPUs). The heavy work runs
+/// elsewhere (log matching on its own thread, SQLite on one thread per connection), so more
+/// workers would add threads, not throughput.
+pub const WORKER_THREADS: usize = 8;
+
+/// tokio's blocking pool at most (its default is 512). What blocks here is short (DNS lookups
+/// of the SMTP and IMAP servers) or one long wait (the log thread's join).
+pub const MAX_BLOCKING_THREADS: usize = 16;
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
     path: PathBuf,
@@ -113,6 +122,10 @@ pub async fn run(
     let live = LiveSet::new(&loaded);
     let mailer = Mailer::from_config(&loaded.config)?.with_proof(store.mail_proof().await?);
     let node = loaded.config.node_name();
+    // This start loaded the configuration: a reload refused before it is superseded.
+    if let Err(e) = store.resolve_errors(&node, "reload").await {
+        warn!(error = %e, "cannot clear the earlier reload errors in the store");
+    }
     let started_at = now();
     info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), pii_rules = %pii_rules.path.display(), "csirt daemon started");
 

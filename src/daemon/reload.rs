@@ -4,7 +4,7 @@
 //! `csirt status`.
 
 use crate::compose::{self, Composer};
-use crate::config::Config;
+use crate::config::{Config, Imap, Intake, Notify, Retention};
 use crate::live::Live;
 use crate::notifier::EscalatorConfig;
 use crate::playbook::matcher::Matcher;
@@ -102,13 +102,35 @@ pub struct RestartKey {
     pub until: &'static str,
 }
 
-/// The keys changed between `old` and `new` that only a restart applies. Everything else
-/// (playbooks, contacts, templates, escalation, [notify] to and intervals, [intake] limits,
-/// [networks], [[schedule]]) is replaced by the reload itself. The list mirrors what
-/// `daemon::run` reads once at start: a key read there and missing here would be ignored
-/// silently on SIGHUP, which is the trap this function exists to close. The header of
-/// deploy/csirt.toml lists the same keys for the sysadmin.
+/// The keys changed between `old` and `new` that only a restart applies; everything else is
+/// replaced by the reload itself. The list mirrors what `daemon::run` reads once at start: a
+/// key read there and missing here would be ignored silently on SIGHUP, which is the trap this
+/// function exists to close. So each section is taken apart field by field: a key added to
+/// `[intake]`, `[notify]` or `[retention]` (no `..` there) does not compile until it is placed
+/// here, as read at start (compared below) or reloaded (bound to `_`, with the reason); the
+/// top level lists every public key, with `..` only for `Config`'s private derived fields.
+/// The header of deploy/csirt.toml and the README list the same keys for the sysadmin.
 pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
+    let Config {
+        timezone,
+        node,
+        // Reloaded: the playbooks (and `[networks]` in them), contacts, templates and
+        // schedules are all rebuilt by `Loaded::build`.
+        playbooks: _,
+        log_level,
+        store,
+        logs,
+        journal,
+        intake,
+        notify,
+        smtp,
+        contacts: _,
+        networks: _,
+        schedule: _,
+        retention,
+        // The rest is private and derived from the keys above (secret sites, warnings).
+        ..
+    } = new;
     let mut keys = Vec::new();
     let mut check = |changed: bool, key: &'static str, until: &'static str| {
         if changed {
@@ -116,74 +138,116 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
         }
     };
     check(
-        old.store != new.store,
+        old.store != *store,
         "[store] url",
         "the daemon keeps the store it has open",
     );
     check(
-        old.logs != new.logs,
+        old.logs != *logs,
         "[[logs]]",
         "the files watched now stay watched; the playbooks are reloaded now",
     );
     check(
-        old.journal != new.journal,
+        old.journal != *journal,
         "[[journal]]",
         "the journal sources started stay as they are; the playbooks are reloaded now",
     );
-    let maildir = |c: &Config| c.intake.as_ref().and_then(|i| i.maildir.clone());
+    let (old_maildir, old_imap) = intake_sources(old.intake.as_ref());
+    let (maildir, imap) = intake_sources(intake.as_ref());
     check(
-        maildir(old) != maildir(new),
+        old_maildir != maildir,
         "[intake] maildir",
         "the Maildir read now stays the one read; intake limits are reloaded now",
     );
-    let imap = |c: &Config| c.intake.as_ref().and_then(|i| i.imap.clone());
     check(
-        imap(old) != imap(new),
+        old_imap != imap,
         "[intake.imap]",
         "the IMAP connection keeps its server, account and mailbox",
     );
+    let Notify {
+        // Reloaded: recipients and the escalator's intervals are read from the live set.
+        to: _,
+        from,
+        transport,
+        dir,
+        update_interval: _,
+        // The outbox driver's limits, compared together through `rate_limit()` below.
+        rate: _,
+        rate_window: _,
+        critical_rate: _,
+        flood: _,
+        retry_after,
+        quarantine_notice: _,
+    } = notify;
     check(
-        old.notify.transport.get_ref() != new.notify.transport.get_ref(),
+        old.notify.transport.get_ref() != transport.get_ref(),
         "[notify] transport",
         "mail leaves by the old transport; templates, recipients and escalations are reloaded now",
     );
     check(
-        old.notify.dir != new.notify.dir,
+        old.notify.dir != *dir,
         "[notify] dir",
         "the file transport writes to the old directory",
     );
     check(
-        old.notify.from.get_ref() != new.notify.from.get_ref(),
+        old.notify.from.get_ref() != from.get_ref(),
         "[notify] from",
         "the mailer keeps the old envelope sender",
     );
     check(
-        old.notify.rate_limit() != new.notify.rate_limit()
-            || old.notify.retry_after != new.notify.retry_after,
+        old.notify.rate_limit() != notify.rate_limit() || old.notify.retry_after != *retry_after,
         "[notify] rate/rate_window/critical_rate/retry_after",
         "the outbox driver keeps the old values",
     );
     check(
-        old.smtp != new.smtp,
+        old.smtp != *smtp,
         "[smtp]",
         "mail goes to the old server with the old account and TLS settings",
     );
+    let Retention {
+        // Reloaded: housekeeping reads its spans from the live prune plan at each run.
+        mails: _,
+        quarantine: _,
+        events: _,
+        interval,
+    } = retention;
     check(
-        old.node != new.node,
+        old.retention.interval != *interval,
+        "[retention] interval",
+        "housekeeping keeps running at the old interval; the retention spans are reloaded now",
+    );
+    check(
+        old.node != *node,
         "node",
         "the daemon keeps reporting under its old name",
     );
     check(
-        old.log_level != new.log_level,
+        old.log_level != *log_level,
         "log_level",
         "logging keeps its level (RUST_LOG still wins)",
     );
     check(
-        old.timezone != new.timezone,
+        old.timezone != *timezone,
         "timezone",
         "log lines without a year are read in the old zone; mail and schedules use the new one",
     );
     keys
+}
+
+/// What of `[intake]` the sources read once at start: the Maildir and the IMAP account. The
+/// rest (the parser's limits, `authserv_id`) reaches them through the live intake context.
+fn intake_sources(intake: Option<&Intake>) -> (Option<&std::path::PathBuf>, Option<&Imap>) {
+    match intake {
+        Some(Intake {
+            maildir,
+            imap,
+            max_size: _,
+            max_parts: _,
+            max_depth: _,
+            authserv_id: _,
+        }) => (maildir.as_ref(), imap.as_ref()),
+        None => (None, None),
+    }
 }
 
 /// Validates the new config, playbooks and templates completely before replacing anything.
@@ -205,6 +269,10 @@ pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &St
             live.replace(&new);
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;
+            // An earlier refusal is fixed now: `csirt status` stops showing it.
+            if let Err(e) = store.resolve_errors(node, "reload").await {
+                warn!(error = %e, "cannot clear the earlier reload errors in the store");
+            }
         }
         Err(e) => {
             let message = crate::text::error_chain(&e);
@@ -244,6 +312,15 @@ dir = "/tmp/outbox"
         assert!(keys(BASE, &format!("# moved\n\n{BASE}")).is_empty());
     }
 
+    /// `added` put into BASE: a top-level key before the first table, a table at the end.
+    fn with(added: &str) -> String {
+        if added.starts_with('[') {
+            format!("{BASE}{added}")
+        } else {
+            format!("{added}{BASE}")
+        }
+    }
+
     #[test]
     fn each_key_read_at_start_is_named() {
         let cases = [
@@ -253,22 +330,72 @@ dir = "/tmp/outbox"
                 "[intake.imap]",
             ),
             ("[smtp]\nhost = \"mail.example.jp\"\n", "[smtp]"),
+            ("[retention]\ninterval = \"2h\"\n", "[retention] interval"),
+            (
+                "[[journal]]\nname = \"sshd\"\nmatches = [\"_COMM=sshd\"]\n",
+                "[[journal]]",
+            ),
             ("node = \"csirt02\"\n", "node"),
             ("log_level = \"debug\"\n", "log_level"),
+            ("timezone = \"UTC\"\n", "timezone"),
         ];
         for (added, key) in cases {
-            // Top-level keys must precede the first table.
-            let new = if added.starts_with('[') {
-                format!("{BASE}{added}")
-            } else {
-                format!("{added}{BASE}")
-            };
-            assert_eq!(keys(BASE, &new), vec![key], "{added}");
+            assert_eq!(keys(BASE, &with(added)), vec![key], "{added}");
+        }
+        let notify = [
+            ("dir = \"/tmp/outbox\"", "dir = \"/srv/outbox\""),
+            ("from = \"csirt@example.jp\"", "from = \"soc@example.jp\""),
+            ("transport = \"file\"", "transport = \"sendmail\""),
+        ];
+        for (was, now) in notify {
+            let key = format!("[notify] {}", was.split(' ').next().unwrap_or_default());
+            assert_eq!(
+                keys(BASE, &BASE.replace(was, now)),
+                vec![key.as_str()],
+                "{now}"
+            );
+        }
+        for limit in [
+            "rate = 5",
+            "rate_window = \"1h\"",
+            "critical_rate = 90",
+            "retry_after = \"5m\"",
+        ] {
+            let new = BASE.replace("dir = ", &format!("{limit}\ndir = "));
+            assert_eq!(
+                keys(BASE, &new),
+                vec!["[notify] rate/rate_window/critical_rate/retry_after"],
+                "{limit}"
+            );
         }
         let moved = BASE.replace("/var/log/auth.log", "/var/log/secure");
         assert_eq!(keys(BASE, &moved), vec!["[[logs]]"]);
-        let sendmail = BASE.replace("transport = \"file\"", "transport = \"sendmail\"");
-        assert_eq!(keys(BASE, &sendmail), vec!["[notify] transport"]);
+        let store = BASE.replace("/tmp/csirt.db", "/srv/csirt.db");
+        assert_eq!(keys(BASE, &store), vec!["[store] url"]);
+    }
+
+    /// The other half of the contract: a key the reload applies is not reported as needing a
+    /// restart (a warning for it would teach the sysadmin to ignore the warnings).
+    #[test]
+    fn keys_the_reload_applies_are_not_named() {
+        let cases = [
+            "[contacts]\nduty = [\"duty@example.jp\"]\n",
+            "[networks]\ninternal = [\"10.0.0.0/8\"]\n",
+            "[retention]\nmails = \"30d\"\nquarantine = \"7d\"\nevents = \"90d\"\n",
+            "[intake]\nmax_size = 1000\nmax_parts = 10\nmax_depth = 2\nauthserv_id = \"mx.example.jp\"\n",
+            "[[schedule]]\nname = \"daily\"\ncron = \"0 0 9 * * Mon-Fri\"\nto = [\"duty@example.jp\"]\n",
+            "playbooks = \"/srv/playbooks\"\n",
+        ];
+        for added in cases {
+            assert!(keys(BASE, &with(added)).is_empty(), "{added}");
+        }
+        for (was, now) in [
+            ("to = [\"duty@example.jp\"]", "to = [\"lead@example.jp\"]"),
+            ("dir = ", "update_interval = \"1h\"\ndir = "),
+            ("dir = ", "quarantine_notice = \"1h\"\ndir = "),
+        ] {
+            assert!(keys(BASE, &BASE.replace(was, now)).is_empty(), "{now}");
+        }
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub struct Overview {
     pub quarantined_mails: i64,
 }
 
+/// Statements `csirt status` also runs in its snapshot (`store::status`).
+pub(super) const HEARTBEATS: &str = "SELECT node, pid, version, started_at, beat_at, summary FROM daemon_heartbeats ORDER BY beat_at DESC";
+pub(super) const RECENT_ERRORS: &str =
+    "SELECT at, node, component, message FROM daemon_errors ORDER BY id DESC LIMIT $1";
+pub(super) const OPEN_BY_SEVERITY: &str =
+    "SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity";
+pub(super) const QUARANTINED: &str = "SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'";
+
 /// How many errors the store keeps for `csirt status`; older ones are dropped.
 const KEPT_ERRORS: i64 = 1_000;
 
@@ -65,9 +73,7 @@ impl Store {
 
     /// Every daemon's last heartbeat, most recent first.
     pub async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
-        Ok(read!(self, pool => sqlx::query_as(
-            "SELECT node, pid, version, started_at, beat_at, summary FROM daemon_heartbeats ORDER BY beat_at DESC",
-        )
+        Ok(read!(self, pool => sqlx::query_as(HEARTBEATS)
         .fetch_all(pool)
         .await?))
     }
@@ -96,11 +102,23 @@ impl Store {
         })
     }
 
+    /// Forgets `node`'s errors of `component` that a success has superseded: a reload error
+    /// once a reload (or a start) has loaded the configuration, so that `csirt status` does
+    /// not show a fixed error as current. The journal keeps them.
+    pub async fn resolve_errors(&self, node: &str, component: &str) -> Result<(), StoreError> {
+        transaction!(self, tx => {
+            sqlx::query("DELETE FROM daemon_errors WHERE node = $1 AND component = $2")
+                .bind(node)
+                .bind(component)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// The most recent recorded errors, newest first.
     pub async fn recent_errors(&self, limit: i64) -> Result<Vec<DaemonError>, StoreError> {
-        Ok(read!(self, pool => sqlx::query_as(
-            "SELECT at, node, component, message FROM daemon_errors ORDER BY id DESC LIMIT $1",
-        )
+        Ok(read!(self, pool => sqlx::query_as(RECENT_ERRORS)
         .bind(limit)
         .fetch_all(pool)
         .await?))
@@ -110,7 +128,7 @@ impl Store {
     pub async fn overview(&self) -> Result<Overview, StoreError> {
         type Counts = Vec<(String, i64)>;
         let (by_severity, outbox, refused, quarantined): (Counts, Counts, i64, i64) = read!(self, pool => (
-            sqlx::query_as("SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity")
+            sqlx::query_as(OPEN_BY_SEVERITY)
                 .fetch_all(pool)
                 .await?,
             sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE status <> 'sent' GROUP BY status")
@@ -119,7 +137,7 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM mail_refusals")
                 .fetch_one(pool)
                 .await?,
-            sqlx::query_scalar("SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'")
+            sqlx::query_scalar(QUARANTINED)
                 .fetch_one(pool)
                 .await?,
         ));

@@ -241,6 +241,7 @@ pub mod report;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod status;
 
 pub use checkpoints::{JournalPosition, LogPosition};
 pub use daemons::{DaemonError, Heartbeat, Overview};

@@ -51,9 +51,6 @@ fn parse_recipients(text: &str) -> Vec<String> {
 /// run every few minutes or hours sees it, and yesterday's dealt-with failure stops alarming.
 pub const RECENT_FAILURE: TimeDelta = TimeDelta::hours(24);
 
-/// How many failures and refusals `csirt status` lists (the counts cover all of them).
-const LISTED: i64 = 5;
-
 /// Due rows read per claim: a bound on the work of one turn (and on the notices one digest
 /// lists); more waiting rows are decided in later turns.
 const WAITING_MAX: i64 = 1000;
@@ -80,24 +77,29 @@ impl WaitingRow {
     }
 }
 
-/// The outbox as `csirt status` shows it.
+/// The outbox as `csirt status` shows it (read by `Store::status_snapshot`). A failure or
+/// refusal that later mail to the same recipients superseded is counted as resolved only.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct OutboxStats {
     pub pending: i64,
     /// Pending rows that have failed at least once (retrying).
     pub retrying: i64,
-    /// Mails refused for good as a whole (every recipient).
+    /// Mails refused for good as a whole (every recipient), not superseded.
     pub failed: i64,
+    /// Failed mails whose recipient group has received mail since.
+    pub failed_resolved: i64,
     pub sent: i64,
-    /// Recipients refused while the rest of their mail went out.
+    /// Recipients refused while the rest of their mail went out, not superseded.
     pub refused: i64,
+    /// Refused recipients who have received mail to the same group since.
+    pub refused_resolved: i64,
     /// Whole failures and refused recipients within `RECENT_FAILURE` of now.
     pub failed_recently: i64,
     pub refused_recently: i64,
     pub oldest_pending: Option<DateTime<Utc>>,
-    /// The latest permanent failures: `(id, subject, error)`.
+    /// The latest permanent failures not superseded: `(id, subject, error)`.
     pub failures: Vec<(i64, String, String)>,
-    /// The latest refused recipients.
+    /// The latest refused recipients not superseded.
     pub refusals: Vec<Refusal>,
 }
 
@@ -285,59 +287,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             Ok(())
-        })
-    }
-
-    /// Counts for `csirt status`; "recently" is since `now - RECENT_FAILURE`.
-    pub async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
-        let since = now - RECENT_FAILURE;
-        read!(self, pool => {
-            let (pending, retrying, failed, sent): (i64, i64, i64, i64) = sqlx::query_as(
-                "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN status = 'pending' AND last_error IS NOT NULL THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0) FROM outbox",
-            )
-            .fetch_one(pool)
-            .await?;
-            let oldest_pending: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE status = 'pending'")
-                    .fetch_one(pool)
-                    .await?;
-            let failures: Vec<(i64, String, String)> = sqlx::query_as(
-                "SELECT id, subject, COALESCE(last_error, '') FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT $1",
-            )
-            .bind(LISTED)
-            .fetch_all(pool)
-            .await?;
-            // A failure recorded before its time was (schema 11) has none: not recent.
-            let (failed_recently, refused, refused_recently): (i64, i64, i64) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'failed' AND failed_at >= $1), \
-                 (SELECT COUNT(*) FROM mail_refusals), \
-                 (SELECT COUNT(*) FROM mail_refusals WHERE at >= $1)",
-            )
-            .bind(since)
-            .fetch_one(pool)
-            .await?;
-            let refusals: Vec<Refusal> = sqlx::query_as(
-                "SELECT r.outbox_id, o.subject, r.recipient, r.error, r.at FROM mail_refusals r \
-                 JOIN outbox o ON o.id = r.outbox_id ORDER BY r.id DESC LIMIT $1",
-            )
-            .bind(LISTED)
-            .fetch_all(pool)
-            .await?;
-            Ok(OutboxStats {
-                pending,
-                retrying,
-                failed,
-                sent,
-                refused,
-                failed_recently,
-                refused_recently,
-                oldest_pending,
-                failures,
-                refusals,
-            })
         })
     }
 

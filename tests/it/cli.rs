@@ -14,6 +14,7 @@ on_both_backends!(
     hostile_text_never_reaches_the_terminal,
     show_gives_steps_deadlines_events_and_timeline,
     status_reports_schema_and_stale_heartbeat,
+    status_exit_codes_name_what_is_wrong_and_drop_what_was_fixed,
     unmigrated_store_is_reported_not_used,
 );
 
@@ -350,6 +351,156 @@ fn status_reports_schema_and_stale_heartbeat(backend: Backend) {
         "{}",
         stdout(&out)
     );
+}
+
+/// Runs one statement with `at` bound as `$1` on the test's store (both backends take the same
+/// SQL here), for the rows only the daemon writes: old failures and quarantines.
+async fn execute_at(url: &str, sql: &str, at: chrono::DateTime<chrono::Utc>) {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
+        sqlx::query(sql).bind(at).execute(&pool).await.expect(sql);
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+        sqlx::query(sql).bind(at).execute(&pool).await.expect(sql);
+        pool.close().await;
+    }
+}
+
+/// The exit codes of `csirt status` as `--help` and the README document them, through the
+/// binary: 4 for quarantined mail not announced in time, 3 for a mail failure (which wins over
+/// 4), and a failure or a reload error that a later success superseded is no longer a problem
+/// (issue #17: an old reload error stayed shown after a later reload succeeded).
+fn status_exit_codes_name_what_is_wrong_and_drop_what_was_fixed(backend: Backend) {
+    let env = Env::new(backend);
+    let now = csirt::model::now();
+    let status = |code: i32| {
+        let out = env.csirt(&["status"]);
+        assert_exit(&out, code);
+        let json_out = env.csirt(&["status", "--json"]);
+        assert_exit(&json_out, code);
+        (stdout(&out), json(&json_out))
+    };
+    status(0);
+
+    // Quarantined two hours ago, never announced (the default quarantine_notice is shorter).
+    let quarantine = "INSERT INTO mails (message_key, content_hash, received_at, source, disposition, reason, size, raw) \
+                      VALUES ('<q1@example.jp>', 'h1', $1, 'stdin', 'quarantined', 'too large', 0, '')";
+    block_on(execute_at(
+        &env.url,
+        quarantine,
+        now - chrono::TimeDelta::hours(2),
+    ));
+    let (text, j) = status(4);
+    assert!(
+        text.contains("未通知の隔離メール (unannounced): 1 件"),
+        "{text}"
+    );
+    assert!(
+        text.contains("要対応 (attention): 隔離したメール 1 通"),
+        "{text}"
+    );
+    assert_eq!(j["quarantine"]["unannounced_overdue"], 1, "{j}");
+
+    // A mail refused for good an hour ago: exit 3, which outranks the backlog.
+    let failed = "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, last_error, failed_at) \
+                  VALUES ('new', '<f1@csirt>', '[\"duty@example.jp\"]', 'failed one', '', $1, 'failed', $1, '550 User unknown', $1)";
+    block_on(execute_at(
+        &env.url,
+        failed,
+        now - chrono::TimeDelta::hours(1),
+    ));
+    let (text, j) = status(3);
+    assert!(text.contains("送信失敗 (failed): 1"), "{text}");
+    assert!(text.contains("送信失敗 #"), "{text}");
+    assert_eq!(j["outbox"]["failed_recently"], 1, "{j}");
+
+    // Later mail to the same recipients went out: the failure is resolved, not a problem.
+    let sent = "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, sent_at) \
+                VALUES ('update', '<s1@csirt>', '[\"duty@example.jp\"]', 'sent one', '', $1, 'sent', $1, $1)";
+    block_on(execute_at(
+        &env.url,
+        sent,
+        now - chrono::TimeDelta::minutes(30),
+    ));
+    let (text, j) = status(4);
+    assert!(text.contains("送信失敗 (failed): 0"), "{text}");
+    assert!(text.contains("解決済み (resolved): 送信失敗 1"), "{text}");
+    assert!(!text.contains("送信失敗 #"), "{text}");
+    assert_eq!(j["outbox"]["failed_resolved"], 1, "{j}");
+
+    // One recipient of a group refused while the rest got the mail: exit 3 until a later mail
+    // to that group goes out with no refusal for them.
+    let group = "'[\"gone@example.jp\",\"lead@example.jp\"]'";
+    let refused = format!(
+        "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, sent_at) \
+         VALUES ('new', '<r1@csirt>', {group}, 'refused one', '', $1, 'sent', $1, $1)"
+    );
+    let at = now - chrono::TimeDelta::minutes(20);
+    block_on(execute_at(&env.url, &refused, at));
+    let refusal = "INSERT INTO mail_refusals (outbox_id, recipient, error, at) \
+                   SELECT id, 'gone@example.jp', '550 User unknown', $1 FROM outbox WHERE message_id = '<r1@csirt>'";
+    block_on(execute_at(&env.url, refusal, at));
+    let (text, j) = status(3);
+    assert!(text.contains("宛先拒否 (refused): 1"), "{text}");
+    assert!(text.contains("宛先拒否 gone@example.jp"), "{text}");
+    assert_eq!(j["overview"]["outbox_refused"], 1, "{j}");
+    let later = format!(
+        "INSERT INTO outbox (kind, message_id, recipients, subject, body, created_at, status, next_attempt_at, sent_at) \
+         VALUES ('update', '<r2@csirt>', {group}, 'later one', '', $1, 'sent', $1, $1)"
+    );
+    block_on(execute_at(
+        &env.url,
+        &later,
+        now - chrono::TimeDelta::minutes(10),
+    ));
+    let (text, j) = status(4);
+    assert!(text.contains("宛先拒否 (refused): 0"), "{text}");
+    assert!(
+        text.contains("宛先拒否 1 (その後同じ宛先への送信が成功)"),
+        "{text}"
+    );
+    assert_eq!(j["outbox"]["refused_resolved"], 1, "{j}");
+
+    // Announced: nothing is wrong any more.
+    block_on(async {
+        let store = env.store().await;
+        let listed = store
+            .announce_quarantines(now, chrono::TimeDelta::hours(1), &env.composer())
+            .await
+            .expect("announce");
+        assert_eq!(listed, 1);
+        store.close().await;
+    });
+    let (text, j) = status(0);
+    assert!(!text.contains("未通知"), "{text}");
+    assert_eq!(j["ok"], true, "{j}");
+
+    // A reload error is shown until a later reload (or start) of that node supersedes it.
+    block_on(async {
+        let store = env.store().await;
+        store
+            .record_error("kitakami-log01", "reload", "csirt.toml:3: duplicate key")
+            .await
+            .expect("record");
+        store.close().await;
+    });
+    let (text, _) = status(0);
+    assert!(
+        text.contains("[reload] csirt.toml:3: duplicate key"),
+        "{text}"
+    );
+    block_on(async {
+        let store = env.store().await;
+        store
+            .resolve_errors("kitakami-log01", "reload")
+            .await
+            .expect("resolve");
+        store.close().await;
+    });
+    let (text, j) = status(0);
+    assert!(!text.contains("duplicate key"), "{text}");
+    assert_eq!(j["recent_errors"].as_array().map(Vec::len), Some(0), "{j}");
 }
 
 fn unmigrated_store_is_reported_not_used(backend: Backend) {
