@@ -365,6 +365,11 @@ pub struct LogSource {
 #[serde(deny_unknown_fields)]
 pub struct Networks {
     pub internal: Vec<Spanned<String>>,
+    /// The city's hosts that face the internet, by the name they log under (syslog header,
+    /// journald `_HOSTNAME`): failures from outside against any other host are the perimeter's
+    /// failure (`[context] unexposed`).
+    #[serde(default)]
+    pub exposed: Vec<Spanned<String>>,
 }
 
 /// `[[journal]]`: entries of the systemd journal, read through `journalctl`. A fresh Debian
@@ -919,6 +924,17 @@ impl Config {
                     .parse::<crate::playbook::cidr::Cidr>()
                     .map_err(|e| invalid(range.span(), format!("[networks] internal: {e}")))?;
             }
+            for host in &networks.exposed {
+                let name = host.get_ref();
+                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid(
+                        host.span(),
+                        format!(
+                            "[networks] exposed: {name:?} is not a host name (the name a host logs under, e.g. \"www1\")"
+                        ),
+                    ));
+                }
+            }
         }
         let mut names = std::collections::HashSet::new();
         for source in &self.journal {
@@ -970,6 +986,14 @@ impl Config {
                 .filter_map(|r| r.get_ref().parse().ok())
                 .collect()
         })
+    }
+
+    /// The `[networks] exposed` host names, when the config names them.
+    pub fn exposed_hosts(&self) -> Option<Vec<String>> {
+        self.networks
+            .as_ref()
+            .filter(|n| !n.exposed.is_empty())
+            .map(|n| n.exposed.iter().map(|h| h.get_ref().clone()).collect())
     }
 
     /// Loads and validates the personal-information rules this config names (or the built-in).
@@ -1394,6 +1418,11 @@ csirt = ["duty@example.jp"]
                 format!("{MINIMAL}[networks]\ninternal = [\"10.0.0.0/33\"]\n"),
                 14,
                 "[networks] internal",
+            ),
+            (
+                format!("{MINIMAL}[networks]\ninternal = []\nexposed = [\"www1\", \"db 01\"]\n"),
+                15,
+                "[networks] exposed",
             ),
             (
                 format!("{MINIMAL}[[journal]]\nmatches = [\"_SYSTEMD_UNIT\"]\n"),

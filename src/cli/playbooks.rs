@@ -176,7 +176,9 @@ fn dry_run(
             Err(errors) => return Ok(report(&errors)),
         }
     };
-    let set = set.with_networks(config.as_ref().and_then(|c| c.internal_networks()));
+    let set = set
+        .with_networks(config.as_ref().and_then(|c| c.internal_networks()))
+        .with_exposed(config.as_ref().and_then(|c| c.exposed_hosts()));
     let matcher = Matcher::new(set)?;
     let id = if as_path.is_file() {
         matcher

@@ -34,7 +34,8 @@ impl Loaded {
         let contacts = config.contacts.keys().cloned().collect();
         let playbooks = playbook::load(&config.playbooks, Some(&contacts))
             .with_context(|| format!("playbooks in {} refused", config.playbooks.display()))?
-            .with_networks(config.internal_networks());
+            .with_networks(config.internal_networks())
+            .with_exposed(config.exposed_hosts());
         let matcher = Matcher::new(playbooks.clone())
             .context("the playbooks' patterns do not compile together")?;
         // Templates in `<config dir>/templates/` replace the built-in ones.

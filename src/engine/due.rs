@@ -83,7 +83,9 @@ pub fn due(
 /// digests only), unless it targets an account the host has (`[context] existing_account`).
 fn levels_of<'p>(incident: &Incident, playbook: &'p Playbook) -> &'p [Escalation] {
     let field = |name: &str| incident.fields.get(name).and_then(|v| v.as_str());
-    let external = field("network") == Some("external") && field("account") != Some("exists");
+    let external = field("network") == Some("external")
+        && field("account") != Some("exists")
+        && field("exposed") != Some("no");
     match playbook.context.as_ref().and_then(|c| c.external_levels) {
         Some(n) if external => {
             &playbook.escalations[..(n as usize).min(playbook.escalations.len())]
@@ -308,6 +310,7 @@ mod tests {
             ignore_cidrs: Vec::new(),
             context: None,
             internal_networks: None,
+            exposed_hosts: None,
             path: Default::default(),
         }
     }

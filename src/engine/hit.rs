@@ -110,7 +110,8 @@ impl Hit {
         text: String,
     ) -> Hit {
         let repeated = m.repeated;
-        Hit::new(
+        let (playbook, host) = (m.playbook, m.host);
+        let mut hit = Hit::new(
             m.playbook,
             m.rule,
             m.fields,
@@ -119,8 +120,32 @@ impl Hit {
             locator,
             observed_at,
             text,
-        )
-        .times(repeated)
+        );
+        hit.judge_exposure(playbook, host.as_deref());
+        hit.times(repeated)
+    }
+
+    /// A hit from outside on a host that should not face the internet (`[context] unexposed`,
+    /// `[networks] exposed`) takes that severity and escalates in full: the perimeter let the
+    /// attacker through. The host is the logging host's own name (syslog header, journald),
+    /// compared without ASCII case.
+    fn judge_exposure(&mut self, playbook: &Playbook, host: Option<&str>) {
+        let (Some(context), Some(exposed), Some(host)) =
+            (&playbook.context, &playbook.exposed_hosts, host)
+        else {
+            return;
+        };
+        let Some(unexposed) = context.unexposed else {
+            return;
+        };
+        let outside = self.fields.get("network").and_then(|v| v.as_str()) == Some("external");
+        if !outside || exposed.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return;
+        }
+        self.fields.insert("exposed".into(), "no".into());
+        self.fields.insert("target_host".into(), host.into());
+        // Ordered most severe first: the more severe of the two is the smaller.
+        self.severity = self.severity.min(unexposed);
     }
 
     /// The same hit, standing for `n` (at least 1).

@@ -33,6 +33,9 @@ pub struct Match<'a> {
     pub fields: Fields,
     /// How many times the line stands for (rsyslog's `message repeated N times`), at least 1.
     pub repeated: u32,
+    /// The host that logged the line (the syslog header's, or journald's), when it has one:
+    /// written by the logging host, never by the client.
+    pub host: Option<Box<str>>,
 }
 
 /// Which rules read one file (decided once per file, from the rules' `files` globs), with a
@@ -377,6 +380,7 @@ impl Matcher {
                             rule,
                             fields: w.fields,
                             repeated: 1,
+                            host: syslog.and_then(|s| s.host).map(Into::into),
                         });
                     }
                 } else {
@@ -504,6 +508,7 @@ impl Matcher {
                     rule,
                     fields,
                     repeated,
+                    host: syslog.and_then(|s| s.host).map(Into::into),
                 });
             }
         }
@@ -531,6 +536,7 @@ impl Matcher {
                         rule,
                         fields,
                         repeated: 1,
+                        host: None,
                     });
                 }
             }

@@ -83,6 +83,10 @@ pub struct Context {
     pub account_field: String,
     #[serde(default = "common_accounts")]
     pub common_accounts: Vec<String>,
+    /// From outside, against a host that the config's `[networks] exposed` does not name (a
+    /// server that should not be reachable from the internet): the perimeter let it through.
+    #[serde(default)]
+    pub unexposed: Option<Severity>,
 }
 
 fn ip_field() -> String {
@@ -371,6 +375,8 @@ pub struct Playbook {
     pub context: Option<Context>,
     /// The config's `[networks] internal`, when it names them (set by `PlaybookSet::with_networks`).
     pub internal_networks: Option<std::sync::Arc<Vec<cidr::Cidr>>>,
+    /// The config's `[networks] exposed` hosts, which `[context] unexposed` judges by.
+    pub exposed_hosts: Option<std::sync::Arc<Vec<String>>>,
     pub path: PathBuf,
 }
 
@@ -386,6 +392,15 @@ impl PlaybookSet {
         let internal = internal.map(std::sync::Arc::new);
         for p in &mut self.playbooks {
             p.internal_networks = internal.clone();
+        }
+        self
+    }
+
+    /// The set with the config's hosts that face the internet (`[networks] exposed`).
+    pub fn with_exposed(mut self, exposed: Option<Vec<String>>) -> PlaybookSet {
+        let exposed = exposed.map(std::sync::Arc::new);
+        for p in &mut self.playbooks {
+            p.exposed_hosts = exposed.clone();
         }
         self
     }
@@ -909,6 +924,7 @@ fn parse(
             ignore_cidrs,
             context: file.context.clone(),
             internal_networks: None,
+            exposed_hosts: None,
             path: path.to_path_buf(),
         },
         id_location,

@@ -470,7 +470,9 @@ fn a_login_after_failures_raises_the_incident(backend: Backend) {
 fn severity_follows_the_citys_networks(backend: Backend) {
     let env = Env::new(backend);
     let internal: Vec<csirt::playbook::cidr::Cidr> = vec!["10.0.0.0/8".parse().expect("cidr")];
-    let set = playbooks().with_networks(Some(internal));
+    let set = playbooks()
+        .with_networks(Some(internal))
+        .with_exposed(Some(vec!["GW".into()]));
     block_on(async {
         let store = env.store().await;
         let composer = env.composer();
@@ -526,11 +528,11 @@ fn severity_follows_the_citys_networks(backend: Backend) {
         // against root (every host has it) or an unknown account stay low.
         let matcher = csirt::playbook::matcher::Matcher::new(set.clone()).expect("matcher");
         let rules = matcher.rules_for(std::path::Path::new("/var/log/auth.log"));
-        let hits = |ip: &str, account: &str| -> Vec<Hit> {
+        let hits = |ip: &str, account: &str, host: &str| -> Vec<Hit> {
             (0..5)
                 .map(|s| {
                     let line = format!(
-                        "Nov 25 10:00:0{s} gw sshd[4{s}]: Failed password for {account} from {ip} port 22 ssh2"
+                        "Nov 25 10:00:0{s} {host} sshd[4{s}]: Failed password for {account} from {ip} port 22 ssh2"
                     );
                     let mut out = Vec::new();
                     matcher.scan(&rules, &line, &mut out);
@@ -546,13 +548,15 @@ fn severity_follows_the_citys_networks(backend: Backend) {
                 .collect()
         };
         let mut opened = Vec::new();
-        for (ip, account) in [
-            ("198.51.100.7", "tanaka.taro"),
-            ("198.51.100.8", "root"),
-            ("198.51.100.9", "invalid user tanaka.taro"),
+        for (ip, account, host) in [
+            ("198.51.100.7", "tanaka.taro", "gw"),
+            ("198.51.100.8", "root", "gw"),
+            ("198.51.100.9", "invalid user tanaka.taro", "gw"),
+            // A host the config does not name as exposed: the perimeter let them through.
+            ("198.51.100.10", "invalid user x", "db01"),
         ] {
             let id = store
-                .ingest(&batch(hits(ip, account)), &composer)
+                .ingest(&batch(hits(ip, account, host)), &composer)
                 .await
                 .expect("ingest")
                 .opened[0];
@@ -583,8 +587,12 @@ fn severity_follows_the_citys_networks(backend: Backend) {
                 (csirt::model::Severity::High, Some("exists".into()), Some(2)),
                 (csirt::model::Severity::Low, None, None),
                 (csirt::model::Severity::Low, None, None),
+                (csirt::model::Severity::High, None, Some(2)),
             ]
         );
+        assert_eq!(opened[3].fields["exposed"], "no");
+        assert_eq!(opened[3].fields["target_host"], "db01");
+        assert!(opened[0].fields.get("exposed").is_none(), "gw is exposed");
         assert_eq!(opened[0].fields["user"], "tanaka.taro");
         assert_eq!(opened[2].fields["user"], "tanaka.taro");
     });
