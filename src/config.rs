@@ -150,6 +150,15 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: StoreUrl,
+    /// How many below-threshold keys keep their threshold window in memory (about 100 bytes
+    /// each); past it the oldest are read from the store again when their keys come back:
+    /// slower, never wrong. A reload applies it.
+    #[serde(default = "default_window_keys")]
+    pub window_keys: usize,
+}
+
+fn default_window_keys() -> usize {
+    crate::store::WINDOW_KEYS
 }
 
 /// A `sqlite://` or `postgres://` URL; `Debug` and `Display` hide any password in it.
@@ -714,7 +723,10 @@ impl Config {
             node: None,
             playbooks: default_playbooks(),
             log_level: None,
-            store: StoreConfig { url },
+            store: StoreConfig {
+                url,
+                window_keys: default_window_keys(),
+            },
             logs: Vec::new(),
             journal: Vec::new(),
             intake: None,

@@ -116,7 +116,7 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
         }
     };
     check(
-        old.store != new.store,
+        old.store.url != new.store.url,
         "[store] url",
         "the daemon keeps the store it has open",
     );
@@ -203,6 +203,7 @@ pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &St
                 );
             }
             live.replace(&new);
+            store.set_window_bound(new.config.store.window_keys).await;
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;
         }

@@ -141,7 +141,14 @@ pub struct Store {
     backend: Backend,
     /// The URL with any password hidden, for messages.
     url: String,
+    /// The threshold windows of below-threshold keys (`engine::window`), held by the ingest
+    /// transaction from its start to its end: two ingests of one process (the log writer and a
+    /// mail's) take it in turn, before their transaction, so they cannot deadlock on it.
+    windows: tokio::sync::Mutex<crate::engine::Windows>,
 }
+
+/// How many threshold windows the store keeps in memory unless the config says otherwise.
+pub const WINDOW_KEYS: usize = 1_000_000;
 
 /// Runs `$body` with `$pool` bound to the backend's read pool.
 macro_rules! read {
@@ -226,6 +233,7 @@ macro_rules! transaction_or_rollback {
     };
 }
 
+mod bulk;
 mod checkpoints;
 mod daemons;
 mod escalation;
@@ -270,6 +278,7 @@ impl Store {
         Ok(Store {
             backend,
             url: redacted,
+            windows: tokio::sync::Mutex::new(crate::engine::Windows::new(WINDOW_KEYS)),
         })
     }
 
