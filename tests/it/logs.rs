@@ -250,6 +250,11 @@ impl Daemon {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// The daemon's whole log so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The daemon's log so far (its last 80 lines).
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -296,7 +301,7 @@ impl Daemon {
     }
 
     /// Waits until the store's hit counts equal `expected`; on a timeout, shows the difference.
-    fn wait_for_counts(&mut self, env: &Env, expected: &BTreeMap<String, i64>) {
+    pub(crate) fn wait_for_counts(&mut self, env: &Env, expected: &BTreeMap<String, i64>) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let counts = hit_counts(env);
@@ -321,7 +326,7 @@ impl Daemon {
 
     /// Waits until the store holds a checkpoint of the file now at `path` at its current end:
     /// every line of it is committed, so its counts are final.
-    fn wait_read_to_end(&mut self, env: &Env, path: &Path) {
+    pub(crate) fn wait_read_to_end(&mut self, env: &Env, path: &Path) {
         let meta = std::fs::metadata(path).expect("stat the log");
         let (dev, inode, size) = (meta.dev(), meta.ino(), meta.len());
         self.wait(
@@ -416,7 +421,7 @@ pub(crate) fn with_store<T>(
 }
 
 /// Exact hit counts of the SSH playbook, per dedupe key.
-fn hit_counts(env: &Env) -> BTreeMap<String, i64> {
+pub(crate) fn hit_counts(env: &Env) -> BTreeMap<String, i64> {
     with_store(env, "hit counts", async |store| {
         Ok(store.hit_counts(PLAYBOOK).await?.into_iter().collect())
     })
@@ -429,7 +434,7 @@ fn checkpoints(env: &Env) -> Vec<Checkpoint> {
 }
 
 /// Every incident, through the CLI (retried like `with_store` when the store is slow to answer).
-fn incidents(env: &Env) -> Vec<serde_json::Value> {
+pub(crate) fn incidents(env: &Env) -> Vec<serde_json::Value> {
     let args = [
         "incidents",
         "list",

@@ -23,5 +23,6 @@ mod notify;
 mod playbooks;
 mod postfix;
 mod rate;
+mod spray;
 mod store;
 mod systemd;
