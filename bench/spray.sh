@@ -13,7 +13,8 @@
 #     during the spray either way: the spray spans 60 s);
 #   each pipeline run: a fresh store (SQLite file, or a PostgreSQL database made with psql),
 #   `csirt db migrate`, `csirt daemon` watching TMP/NAME/logs/*.log; once its heartbeat is in
-#   the store the file, copied beforehand as x.log.partial, is renamed into place and timed until
+#   the store the file, copied beforehand as auth.log.partial (not matched by *.log), is renamed to
+#   auth.log (the SSH rules read files named auth.log*) and timed until
 #   the checkpoint covers the whole file and SUM(hits) equals its failures (ingest_probe.py
 #   ingest --until-size); the daemon's VmHWM (peak RSS since its start) is read, then SIGTERM;
 #   - headline: auth.log, SQLite and PostgreSQL, lines/s against fail2ban-regex's;
@@ -30,6 +31,7 @@
 # Environment:
 #   LINES=1000000        lines of the generated auth.log (headline)
 #   SPRAY=1000000        addresses (= lines) of the large spray;  SMALL=100000 of the small one
+#   BIN=                 the csirt binary measured (empty: cargo build --release, target/release/csirt)
 #   BEFORE_BIN=          a csirt binary from before, measured the same way (empty: skip)
 #   BEFORE_SPRAY=100000  spray lines for BEFORE_BIN
 #   PG=auto              auto: PostgreSQL runs if PG_URL answers; 1: required; 0: skip
@@ -59,9 +61,11 @@ command -v fail2ban-regex >/dev/null || { echo "fail2ban-regex is required (apt-
 [[ -f "$GEN" ]] || { echo "no generator at $GEN (set GEN=)" >&2; exit 1; }
 [[ -z "$BEFORE_BIN" || -x "$BEFORE_BIN" ]] || { echo "BEFORE_BIN=$BEFORE_BIN is not executable" >&2; exit 1; }
 
-echo "== cargo build --release" >&2
-cargo build --release >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/csirt"
+if [[ -z "${BIN:-}" ]]; then
+    echo "== cargo build --release" >&2
+    cargo build --release >&2
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/csirt"
+fi
 PROBE=(python3 "$ROOT/bench/ingest_probe.py")
 HAVE_PG=0
 if [[ "$PG" != 0 ]] && command -v psql >/dev/null && psql -X -q -A -t "$PG_URL/postgres" -c "SELECT 1" >/dev/null 2>&1; then
@@ -146,7 +150,7 @@ run() {
         python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("VACUUM"); c.execute("PRAGMA wal_checkpoint(TRUNCATE)"); c.close()' "$TMP/$name/csirt.db"
         stat -c %s "$TMP/$name/csirt.db" >"$TMP/$name/size-before"
     fi
-    cp "$src" "$TMP/$name/logs/x.log.partial"
+    cp "$src" "$TMP/$name/logs/auth.log.partial"
     "$bin" --config "$cfg" daemon 2>"$TMP/daemon-$name.log" &
     pid=$!
     DAEMON_PIDS+=("$pid")
@@ -159,7 +163,7 @@ run() {
         sleep 0.1
     done
     echo "== $name: $(basename "$src") on $kind with $bin" >&2
-    "${PROBE[@]}" ingest --db "$url" --src "$TMP/$name/logs/x.log.partial" --dst "$TMP/$name/logs/x.log" \
+    "${PROBE[@]}" ingest --db "$url" --src "$TMP/$name/logs/auth.log.partial" --dst "$TMP/$name/logs/auth.log" \
         --mode rename --expect "$failures" --until-size "$(stat -c %s "$src")" --pid "$pid" --timeout 1800 \
         --out "$TMP/$name.ingest.json"
     local hwm
