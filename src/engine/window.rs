@@ -25,25 +25,40 @@
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-/// One key's window: the hits still inside it (time in µs, weight).
-#[derive(Debug, Clone)]
+/// One key's window, 24 bytes: its newest hit inline (a spray's key mostly has one), older
+/// hits still inside it in `Windows::older`.
+#[derive(Debug, Clone, Copy)]
 struct Window {
     /// Hits older than this were dropped (the old store deleted them): the store's rows before
     /// it never count again for this key.
     floor: i64,
-    /// When the newest hit leaves the window (its time plus the rule's window).
-    expires: i64,
-    hits: Vec<(i64, u32)>,
+    /// The newest hit's time (µs); meaningless while `weight` is 0 (a window loaded empty).
+    newest: i64,
+    weight: u32,
+    /// The rule's window in whole seconds (rounded up; the longest of the key's rules): the
+    /// window has passed once `newest` is older than this.
+    span: u32,
 }
 
 impl Window {
     fn newest(&self) -> i64 {
-        self.hits
-            .iter()
-            .map(|(at, _)| *at)
-            .max()
-            .unwrap_or(self.floor)
+        if self.weight == 0 {
+            self.floor
+        } else {
+            self.newest
+        }
     }
+
+    fn expires(&self) -> i64 {
+        self.newest()
+            .saturating_add(i64::from(self.span) * 1_000_000)
+    }
+}
+
+/// A span in whole seconds, rounded up (keeping a window a little longer is always right).
+fn span_secs(span: chrono::TimeDelta) -> u32 {
+    let us = span.num_microseconds().unwrap_or(i64::MAX).max(0);
+    u32::try_from(us / 1_000_000 + i64::from(us % 1_000_000 != 0)).unwrap_or(u32::MAX)
 }
 
 /// What a window holds after a hit was added: its weight and its earliest hit.
@@ -59,6 +74,8 @@ pub struct Tally {
 #[derive(Debug)]
 pub struct Windows {
     map: HashMap<u64, Window>,
+    /// The hits of a window other than its newest, for the keys that have them.
+    older: HashMap<u64, Vec<(i64, u32)>>,
     hasher: std::hash::RandomState,
     bound: usize,
     /// The newest hit (µs) of any window the store may hold that is not in `map`; `None` while
@@ -90,6 +107,7 @@ impl Windows {
     pub fn new(bound: usize) -> Windows {
         Windows {
             map: HashMap::new(),
+            older: HashMap::new(),
             hasher: std::hash::RandomState::new(),
             bound: bound.max(1),
             forgotten: None,
@@ -148,20 +166,27 @@ impl Windows {
     ) {
         let slot = self.slot(playbook, key);
         let floor = micros(since);
-        let hits: Vec<(i64, u32)> = hits
+        let mut hits: Vec<(i64, u32)> = hits
             .into_iter()
-            .map(|(at, w)| (micros(at), w))
+            .map(|(at, w)| (micros(at), w.max(1)))
             .filter(|(at, _)| *at >= floor)
             .collect();
         let mut window = Window {
             floor,
-            expires: i64::MIN,
-            hits,
+            newest: i64::MIN,
+            weight: 0,
+            span: span_secs(span),
         };
-        window.expires = window
-            .newest()
-            .saturating_add(span.num_microseconds().unwrap_or(i64::MAX));
+        if let Some(i) = (0..hits.len()).max_by_key(|&i| hits[i].0) {
+            let (at, w) = hits.swap_remove(i);
+            (window.newest, window.weight) = (at, w);
+        }
         self.map.insert(slot, window);
+        if hits.is_empty() {
+            self.older.remove(&slot);
+        } else {
+            self.older.insert(slot, hits);
+        }
     }
 
     /// Adds a hit of `weight` at `at` to the key's window, dropping what is older than `since`
@@ -175,22 +200,57 @@ impl Windows {
         since: DateTime<Utc>,
     ) -> Tally {
         let slot = self.slot(playbook, key);
-        let (at, since) = (micros(at), micros(since));
+        let span = span_secs(at - since);
+        let (at, since, weight) = (micros(at), micros(since), weight.max(1));
         self.clock = self.clock.max(at);
-        let window = self.map.entry(slot).or_insert_with(|| Window {
+        let window = self.map.entry(slot).or_insert(Window {
             floor: since,
-            expires: i64::MIN,
-            hits: Vec::new(),
+            newest: i64::MIN,
+            weight: 0,
+            span,
         });
         window.floor = window.floor.max(since);
+        window.span = window.span.max(span);
         let floor = window.floor;
-        window.hits.retain(|(t, _)| *t >= floor);
-        window.hits.push((at, weight.max(1)));
-        window.expires = window
-            .expires
-            .max(at.saturating_add(at.saturating_sub(since)));
-        let count = window.hits.iter().map(|(_, w)| i64::from(*w)).sum();
-        let first = window.hits.iter().map(|(t, _)| *t).min().unwrap_or(at);
+        // The newest stays inline; the other goes to `older`.
+        let displaced = if window.weight == 0 {
+            (window.newest, window.weight) = (at, weight);
+            None
+        } else if at >= window.newest {
+            let old = (window.newest, window.weight);
+            (window.newest, window.weight) = (at, weight);
+            Some(old)
+        } else {
+            Some((at, weight))
+        };
+        let window = *window;
+        let older = match displaced {
+            Some(hit) => {
+                let older = self.older.entry(slot).or_default();
+                older.push(hit);
+                older.retain(|(t, _)| *t >= floor);
+                older.as_slice()
+            }
+            None => match self.older.get_mut(&slot) {
+                Some(older) => {
+                    older.retain(|(t, _)| *t >= floor);
+                    older.as_slice()
+                }
+                None => &[],
+            },
+        };
+        // The newest hit is never before the floor: the floor is its own window's start or an
+        // earlier hit's, and `at` is the newest.
+        let count =
+            i64::from(window.weight) + older.iter().map(|(_, w)| i64::from(*w)).sum::<i64>();
+        let first = older
+            .iter()
+            .map(|(t, _)| *t)
+            .min()
+            .map_or(window.newest, |t| t.min(window.newest));
+        if older.is_empty() {
+            self.older.remove(&slot);
+        }
         Tally {
             count,
             first: time(first),
@@ -203,11 +263,13 @@ impl Windows {
     pub fn remove(&mut self, playbook: &str, key: &str) {
         let slot = self.slot(playbook, key);
         self.map.remove(&slot);
+        self.older.remove(&slot);
     }
 
     /// Forgets every window (a batch that did not commit changed them): the store is read again.
     pub fn forget_all(&mut self) {
         self.map = HashMap::new();
+        self.older = HashMap::new();
         self.forgotten = None;
         self.swept_at = 0;
     }
@@ -233,13 +295,15 @@ impl Windows {
         let clock = self.clock;
         let mut newest_gone = None::<i64>;
         self.map.retain(|_, w| {
-            let keep = w.expires >= clock;
+            let keep = w.expires() >= clock;
             if !keep {
                 let n = w.newest();
                 newest_gone = Some(newest_gone.map_or(n, |g| g.max(n)));
             }
             keep
         });
+        let map = &self.map;
+        self.older.retain(|slot, _| map.contains_key(slot));
         if let Some(n) = newest_gone
             && self.forgotten.is_some()
         {
@@ -261,6 +325,8 @@ impl Windows {
         let cutoff = *cutoff;
         let before = self.map.len();
         self.map.retain(|_, w| w.newest() > cutoff);
+        let map = &self.map;
+        self.older.retain(|slot, _| map.contains_key(slot));
         self.spilled += (before - self.map.len()) as u64;
         if self.forgotten.is_some() {
             self.forget(cutoff);

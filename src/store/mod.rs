@@ -12,7 +12,8 @@
 //! One module per concern: `incidents` (lifecycle and reads), `ingest` (the batch transaction),
 //! `checkpoints` (where each source stands), `mail` (intake mail, replies, reports),
 //! `outbox` (claims and delivery state), `escalation` (what falls due, schedules), `daemons`
-//! (heartbeats and errors); `rows` and `sql` are the shared row types and statements.
+//! (heartbeats and errors); `rows` and `sql` are the shared row types and statements; `bulk`
+//! the ingest's statements over a whole batch's rows (they differ by backend).
 
 use crate::model::Status;
 use sqlx::{PgPool, SqlitePool};
