@@ -73,8 +73,9 @@ const COUNT_CONFLICT: &str = " ON CONFLICT (playbook, dedupe_key) DO UPDATE SET 
 const EVENT_COLUMNS: &str = "INSERT INTO events (playbook, rule, dedupe_key, kind, source, locator, observed_at, \
      received_at, text, fields, weight) ";
 
-/// The most rows one SQLite statement takes: 11 parameters each stay far below SQLite's 32,766.
-const SQLITE_CHUNK: usize = 1024;
+/// The most rows one SQLite statement takes (11 parameters each stay far below SQLite's 32,766):
+/// every chunk size is a statement kept prepared, and a 1,024-row one held megabytes of memory.
+const SQLITE_CHUNK: usize = 256;
 
 /// `n` split into power-of-two chunks of at most `max` (a power of two), largest first: at most
 /// log2(max) + 1 statement texts, each prepared once per connection.
