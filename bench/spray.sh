@@ -126,15 +126,16 @@ ciso = ["ciso@city.kitakami.example.jp"]
 EOF
 }
 
-# store_url NAME KIND: a fresh store's URL (a new PostgreSQL database for pg).
-store_url() {
+# new_store NAME KIND: sets URL to a fresh store (a new PostgreSQL database for pg, dropped at
+# exit). Not called in $( ): PG_DBS must grow in this shell.
+new_store() {
     if [[ "$2" == pg ]]; then
         local db="csirt_spray_$$_${1//-/_}"
         psql -X -q "$PG_URL/postgres" -c "CREATE DATABASE $db" >&2
         PG_DBS+=("$db")
-        echo "$PG_URL/$db"
+        URL="$PG_URL/$db"
     else
-        echo "sqlite://$TMP/$1/csirt.db"
+        URL="sqlite://$TMP/$1/csirt.db"
     fi
 }
 
@@ -142,7 +143,8 @@ store_url() {
 run() {
     local name=$1 bin=$2 kind=$3 playbooks=$4 src=$5 failures=$6 url cfg i pid
     mkdir -p "$TMP/$name"
-    url=$(store_url "$name" "$kind")
+    new_store "$name" "$kind"
+    url=$URL
     write_config "$name" "$url" "$playbooks"
     cfg="$TMP/$name/csirt.toml"
     "$bin" --config "$cfg" db migrate >&2
