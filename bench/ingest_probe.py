@@ -5,6 +5,7 @@
     ingest_probe.py verify  --db URL --truth TRUTH.json [--dry DRY.json] --out JSON
     ingest_probe.py spray   --out LOG --addresses N --seed S --meta JSON
     ingest_probe.py spray-check --db URL --out JSON
+    ingest_probe.py spray-distinct --out LOG --addresses N --span S --meta JSON
     ingest_probe.py latency --db URL --log FILE --ip ADDR --n N --rate R --out JSON
     ingest_probe.py report  --dir TMP
 
@@ -314,6 +315,27 @@ def cmd_spray(a):
           "range": f"{spray_address(0)} .. {spray_address(a.addresses - 1)}"}, a.meta)
 
 
+def cmd_spray_distinct(a):
+    """N distinct addresses, one `Failed password` line each, spread evenly over --span seconds
+    that end now: every address below any threshold, every window open at once."""
+    rng = random.Random(a.seed)
+    end = datetime.datetime.now(JST).replace(microsecond=0)
+    start = end - datetime.timedelta(seconds=a.span)
+    host, pid, lines = "ktk-gw02", 50000, []
+    for i in range(a.addresses):
+        if i % 3 == 0:
+            pid += rng.randint(1, 9)
+        stamp = syslog_stamp(start + datetime.timedelta(seconds=a.span * i // a.addresses))
+        lines.append(f"{stamp} {host} sshd[{pid}]: Failed password for root from {spray_address(i)} "
+                     f"port {rng.randint(1024, 65535)} ssh2\n")
+    data = "".join(lines).encode()
+    with open(a.out, "wb") as f:
+        f.write(data)
+    dump({"addresses": a.addresses, "lines": len(lines), "bytes": len(data), "first": syslog_stamp(start),
+          "last": syslog_stamp(end), "last_epoch": end.timestamp(),
+          "range": f"{spray_address(0)} .. {spray_address(a.addresses - 1)}"}, a.meta)
+
+
 def spray_check(a):
     """After the spray: one hit_counts row per sprayed address, no incident for any of them."""
     store = open_store(a.db)
@@ -585,6 +607,12 @@ def main():
     s.add_argument("--addresses", type=int, default=100000)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--meta", required=True)
+    s = sub.add_parser("spray-distinct")
+    s.add_argument("--out", required=True)
+    s.add_argument("--addresses", type=int, default=1000000)
+    s.add_argument("--span", type=int, default=60)
+    s.add_argument("--seed", type=int, default=11)
+    s.add_argument("--meta", required=True)
     s = sub.add_parser("spray-check")
     s.add_argument("--db", required=True)
     s.add_argument("--out", required=True)
@@ -601,6 +629,7 @@ def main():
     s.add_argument("--dir", required=True)
     a = ap.parse_args()
     {"ingest": cmd_ingest, "verify": cmd_verify, "spray": cmd_spray, "spray-check": spray_check,
+     "spray-distinct": cmd_spray_distinct,
      "latency": cmd_latency, "report": cmd_report}[a.cmd](a)
 
 

@@ -206,6 +206,15 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: StoreUrl,
+    /// How many below-threshold keys keep their threshold window in memory (about 100 bytes
+    /// each); past it the oldest are read from the store again when their keys come back:
+    /// slower, never wrong. A reload applies it.
+    #[serde(default = "default_window_keys")]
+    pub window_keys: usize,
+}
+
+fn default_window_keys() -> usize {
+    crate::store::WINDOW_KEYS
 }
 
 /// A `sqlite://` or `postgres://` URL; `Debug` and `Display` hide any password in it.
@@ -776,7 +785,10 @@ impl Config {
             playbooks: default_playbooks(),
             pii_rules: None,
             log_level: None,
-            store: StoreConfig { url },
+            store: StoreConfig {
+                url,
+                window_keys: default_window_keys(),
+            },
             logs: Vec::new(),
             journal: Vec::new(),
             intake: None,

@@ -11,7 +11,8 @@
 //!   `csirt intake` on a pipe), parsed within limits. A source never advances its own position:
 //!   only the store transaction that commits its hits does.
 //! - `engine`: the decisions as plain functions: hit → join / wait / open, evidence kept,
-//!   what falls due. Never touches the store.
+//!   what falls due; and the threshold windows held in memory (`engine::window`, bounded).
+//!   Never touches the store.
 //! - `model`: incidents, their lifecycle (`Action::allowed_from`, `permitted_by`) and timeline;
 //!   `pii`: personal-information facts, the statutory decision and clocks (rules as data), the
 //!   report forms. Pure, like the engine.

@@ -119,6 +119,9 @@ pub async fn run(
         }
     };
     let schema = store.migrate().await?;
+    store
+        .set_window_bound(loaded.config.store.window_keys)
+        .await;
     let live = LiveSet::new(&loaded);
     let mailer = Mailer::from_config(&loaded.config)?.with_proof(store.mail_proof().await?);
     let node = loaded.config.node_name();
@@ -359,6 +362,7 @@ async fn refresh_gate(
                 .iter()
                 .any(|b| b.node != node && b.beat_at >= at - stale);
             gate.load(keys, others, at, keep);
+            store.set_shared_writers(others).await;
         }
         Err(e) => {
             warn!(error = %e, "cannot read the daemons' heartbeats; every login is looked up");

@@ -139,7 +139,8 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
         }
     };
     check(
-        old.store != *store,
+        // `[store] window_keys` is applied by the reload (`Store::set_window_bound`).
+        old.store.url != store.url,
         "[store] url",
         "the daemon keeps the store it has open",
     );
@@ -268,6 +269,7 @@ pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &St
                 );
             }
             live.replace(&new);
+            store.set_window_bound(new.config.store.window_keys).await;
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;
             // An earlier refusal is fixed now: `csirt status` stops showing it.

@@ -42,12 +42,18 @@ struct State {
 
 impl State {
     fn slot(&self, playbook: &str, key: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(playbook.as_bytes());
-        h.write_u8(0);
-        h.write(key.as_bytes());
-        h.finish()
+        slot(&self.hasher, playbook, key)
     }
+}
+
+/// The 64-bit hash of (playbook, key) that the gate and the windows keep instead of the strings
+/// (NUL apart: no playbook id holds one).
+pub(super) fn slot(hasher: &std::hash::RandomState, playbook: &str, key: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(playbook.as_bytes());
+    h.write_u8(0);
+    h.write(key.as_bytes());
+    h.finish()
 }
 
 impl RaiseGate {

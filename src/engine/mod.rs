@@ -5,6 +5,7 @@
 //! - `batch`: what one transaction commits (hits, checkpoints, the mail they came from);
 //! - `correlate`: join the open incident, wait below the threshold, or open one (and the dry run);
 //! - `evidence`: which events an incident keeps;
+//! - `window`: the threshold windows of below-threshold keys, in memory, bounded;
 //! - `due`: which update, escalation level or reminder is due;
 //! - `rate`: which due mails go out on their own and which are folded into a digest.
 //!
@@ -18,6 +19,7 @@ mod evidence;
 pub mod gate;
 mod hit;
 pub mod rate;
+pub mod window;
 
 pub use batch::{Batch, Checkpoint, IngestOutcome, JournalCursor, MailRecord, RawMail};
 pub use correlate::{
@@ -26,3 +28,4 @@ pub use correlate::{
 pub use evidence::{EVIDENCE_KEEP, worth_storing};
 pub use gate::RaiseGate;
 pub use hit::{Hit, dedupe_key, fill_step, render_title};
+pub use window::{Tally, Windows};

@@ -5,17 +5,18 @@
 //! What happens to each hit is `engine::on_hit`/`after_window`'s decision; this module only
 //! reads what those need and writes what they decide.
 
+use super::bulk::{Bulk, CountRow, NEWEST_PENDING};
 use super::sql::{NewEventRow, NewIncidentRow, Sql};
 use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
 use crate::engine::{
-    Batch, Hit, IngestOutcome, RaiseStep, Step, after_window, on_hit, on_raise, raised_title,
-    worth_storing,
+    Batch, Hit, IngestOutcome, RaiseStep, Step, Windows, after_window, on_hit, on_raise,
+    raised_title, worth_storing,
 };
 use crate::model::Action;
 use crate::model::now;
 use crate::playbook::Raise;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 
 /// A key's hits in one batch: how many, the first and the last observed.
@@ -49,15 +50,61 @@ impl Store {
         })
     }
 
+    /// How many threshold windows to keep in memory (`[store] window_keys`); a reload may change it.
+    pub async fn set_window_bound(&self, bound: usize) {
+        self.windows.lock().await.set_bound(bound);
+    }
+
+    /// Whether another daemon writes to this store: then every key's window is read from the
+    /// store under its lock, since that daemon's hits are not in this one's memory.
+    pub async fn set_shared_writers(&self, shared: bool) {
+        self.windows.lock().await.set_shared(shared);
+    }
+
+    /// The threshold windows held in memory and how many were spilled under the bound since the
+    /// start (for the log and the tests).
+    pub async fn windows_held(&self) -> (usize, u64) {
+        let windows = self.windows.lock().await;
+        (windows.len(), windows.spilled())
+    }
+
     /// Commits a batch of hits and the checkpoints that cover them in one transaction. Each hit
     /// joins the open incident of its playbook and dedupe key, or is stored as pending until its
-    /// rule's threshold is reached within the window (counted from the stored events, so a
-    /// restart loses no partial count), or opens one.
+    /// rule's threshold is reached within the window, or opens one. The window is counted in
+    /// memory (`engine::window`), and confirmed from the stored pending events when it reaches
+    /// its count; the pending events are written in the batch's transaction, so a restart loses
+    /// no partial count and counts nothing twice.
     #[tracing::instrument(skip_all, fields(hits = batch.hits.len(), checkpoints = batch.checkpoints.len() + batch.cursors.len()))]
     pub async fn ingest(
         &self,
         batch: &Batch,
         composer: &Composer,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut windows = self.windows.lock().await;
+        let spilled = windows.spilled();
+        let result = self.ingest_with(batch, composer, &mut windows).await;
+        match &result {
+            Ok(_) => {
+                windows.settle();
+                if windows.spilled() > spilled {
+                    tracing::info!(
+                        held = windows.len(),
+                        spilled = windows.spilled(),
+                        "more keys below their threshold than [store] window_keys: the oldest windows are read from the store again when their keys come back"
+                    );
+                }
+            }
+            // The windows changed with a transaction that did not commit: the store is the truth.
+            Err(_) => windows.forget_all(),
+        }
+        result
+    }
+
+    async fn ingest_with(
+        &self,
+        batch: &Batch,
+        composer: &Composer,
+        windows: &mut Windows,
     ) -> Result<IngestOutcome, StoreError> {
         let received_at = now();
         // Two daemons seeing the same attacker lock its key; taking the locks in one order keeps
@@ -77,10 +124,8 @@ impl Store {
                 outcome.duplicate = true;
                 return Ok(outcome);
             }
-            for (playbook, key) in &keys {
-                tx.lock_key(playbook, key).await?;
-            }
-            // Exact per-key counters: one upsert per key and batch, not per hit.
+            tx.lock_keys(&keys).await?;
+            // Exact per-key counters: one row per key and batch, not per hit.
             let mut counts: HashMap<(&str, &str), KeyCount> = HashMap::new();
             for hit in batch.hits.iter().filter(|h| h.raise.is_none()) {
                 let c = counts
@@ -90,25 +135,51 @@ impl Store {
                 c.1 = c.1.min(hit.observed_at);
                 c.2 = c.2.max(hit.observed_at);
             }
-            for ((playbook, key), (hits, first, last)) in &counts {
-                sqlx::query(
-                    "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (playbook, dedupe_key) DO UPDATE SET hits = hit_counts.hits + excluded.hits, \
-                     first_seen = CASE WHEN excluded.first_seen < hit_counts.first_seen THEN excluded.first_seen ELSE hit_counts.first_seen END, \
-                     last_seen = CASE WHEN excluded.last_seen > hit_counts.last_seen THEN excluded.last_seen ELSE hit_counts.last_seen END",
-                )
-                .bind(playbook)
-                .bind(key)
-                .bind(hits)
-                .bind(first)
-                .bind(last)
-                .execute(&mut *tx)
-                .await?;
-            }
+            let rows: Vec<CountRow<'_>> = counts
+                .iter()
+                .map(|(&(playbook, key), &(hits, first, last))| CountRow { playbook, key, hits, first, last })
+                .collect();
+            tx.add_hit_counts(&rows).await?;
             // The open incident of each key, looked up once per batch: the key is locked (or the
             // store is, on SQLite), so only a responder's close can change it meanwhile, and the
             // guarded UPDATE of `add_hits` notices that.
-            let mut open_of: HashMap<(&str, &str), Option<i64>> = HashMap::new();
+            let mut open_of: HashMap<(&str, &str), Option<i64>> = HashMap::with_capacity(keys.len());
+            for (playbook, of_playbook) in &by_playbook(&keys) {
+                let open = tx.open_incidents(playbook, of_playbook).await?;
+                for key in of_playbook {
+                    open_of.insert((playbook, key), open.get(*key).copied());
+                }
+            }
+            // The windows of keys the memory does not hold and the store may: read at once.
+            if windows.needs_forgotten() {
+                let newest: Option<DateTime<Utc>> = sqlx::query_scalar(NEWEST_PENDING).fetch_one(&mut *tx).await?;
+                windows.set_forgotten(newest);
+            }
+            let mut to_load: HashMap<(&str, &str), (DateTime<Utc>, TimeDelta)> = HashMap::new();
+            for hit in batch.hits.iter().filter(|h| h.raise.is_none()) {
+                let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
+                if let (None, Step::Count { since, .. }) = (open_of.get(&slot).copied().flatten(), on_hit(None::<i64>, hit))
+                    // A mail's hits may come from `csirt intake`, another process whose
+                    // counts this memory never saw: their keys are always read (mail is few).
+                    && (hit.kind == "mail" || windows.needs_load(slot.0, slot.1, since))
+                {
+                    let span = hit.observed_at - since;
+                    let entry = to_load.entry(slot).or_insert((since, span));
+                    *entry = (entry.0.min(since), entry.1.max(span));
+                }
+            }
+            if !to_load.is_empty() {
+                let mut loading: Vec<(&str, &str)> = to_load.keys().copied().collect();
+                loading.sort_unstable();
+                for (playbook, of_playbook) in &by_playbook(&loading) {
+                    let since = of_playbook.iter().map(|k| to_load[&(*playbook, *k)].0).min().unwrap_or(received_at);
+                    let mut found = tx.pending_of(playbook, of_playbook, since).await?;
+                    for key in of_playbook {
+                        let (since, span) = to_load[&(*playbook, *key)];
+                        windows.load(playbook, key, since, span, found.remove(*key).unwrap_or_default());
+                    }
+                }
+            }
             // Incidents this transaction already holds (joined or opened here, so no one can
             // close them before it commits), with their later hits: counted in one UPDATE and
             // stored as evidence only where trimming would keep them.
@@ -118,16 +189,12 @@ impl Store {
             // monitoring account logging in every few seconds costs the lookups once per batch;
             // forgotten as soon as a failure of the key arrives.
             let mut nothing_to_raise: std::collections::HashSet<(&str, &str)> = Default::default();
+            // Below-threshold hits not written yet: written together, and before any statement
+            // that reads pending events.
+            let mut pending_rows: Vec<&Hit> = Vec::new();
             for hit in &batch.hits {
                 let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
-                let open = match open_of.get(&slot) {
-                    Some(open) => *open,
-                    None => {
-                        let open = tx.open_incident_of(&hit.playbook, &hit.dedupe_key).await?;
-                        open_of.insert(slot, open);
-                        open
-                    }
-                };
+                let open = open_of.get(&slot).copied().flatten();
                 if hit.raise.is_none() {
                     nothing_to_raise.remove(&slot);
                 }
@@ -144,6 +211,9 @@ impl Store {
                     };
                     let (pending, first) = match (open, closed) {
                         (None, None) => {
+                            // The failures before it in this batch are among them.
+                            tx.insert_pending(&pending_rows, received_at).await?;
+                            pending_rows.clear();
                             let since = hit.observed_at - raise.window.to_chrono();
                             tx.pending_failures(&hit.playbook, &hit.dedupe_key, since).await?
                         }
@@ -167,6 +237,7 @@ impl Store {
                                 })
                                 .await?;
                             tx.attach_pending(id, &hit.playbook, &hit.dedupe_key).await?;
+                            windows.remove(&hit.playbook, &hit.dedupe_key);
                             let detail = format!("{} ({count} hits below the threshold, rule {})", hit.title, hit.rule);
                             tx.insert_timeline(id, received_at, "daemon", "opened", &detail).await?;
                             outcome.opened.push(id);
@@ -207,9 +278,22 @@ impl Store {
                 }
                 let (count, first_seen) = match step {
                     Step::Count { since, needed } => {
-                        let (count, first) = tx.pending_window(hit, since, received_at).await?;
+                        let tally = windows.add(&hit.playbook, &hit.dedupe_key, hit.observed_at, hit.weight, since);
+                        pending_rows.push(hit);
+                        if after_window(needed, tally.count, tally.first).is_none() {
+                            outcome.pending += 1;
+                            continue;
+                        }
+                        // The memory may count too much (two keys of one hash; events pruned):
+                        // the store's pending events decide.
+                        tx.insert_pending(&pending_rows, received_at).await?;
+                        pending_rows.clear();
+                        let (count, first) = tx.settle_pending(&hit.playbook, &hit.dedupe_key, tally.floor).await?;
                         match after_window(needed, count, first.unwrap_or(hit.observed_at)) {
-                            Some(opened) => opened,
+                            Some(opened) => {
+                                windows.remove(&hit.playbook, &hit.dedupe_key);
+                                opened
+                            }
                             None => {
                                 outcome.pending += 1;
                                 continue;
@@ -239,6 +323,7 @@ impl Store {
                 open_of.insert(slot, Some(id));
                 held.insert(id, Vec::new());
             }
+            tx.insert_pending(&pending_rows, received_at).await?;
             for (id, later) in &held {
                 let (Some(first), Some(last)) = (
                     later.iter().map(|h| h.observed_at).min(),
@@ -311,6 +396,18 @@ impl Store {
             Ok(outcome)
         })
     }
+}
+
+/// `keys` (sorted) grouped by playbook.
+fn by_playbook<'a>(keys: &[(&'a str, &'a str)]) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &(playbook, key) in keys {
+        match out.last_mut() {
+            Some((p, of)) if *p == playbook => of.push(key),
+            _ => out.push((playbook, vec![key])),
+        }
+    }
+    out
 }
 
 /// Raises incident `id` for `hit` (a login after failures): the hit is evidence that does not

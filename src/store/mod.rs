@@ -13,7 +13,8 @@
 //! `checkpoints` (where each source stands), `mail` (intake mail, replies, reports),
 //! `outbox` (claims and delivery state), `escalation` (what falls due, schedules), `daemons`
 //! (heartbeats and errors), `report` (what the evaluation report reads); `rows` and `sql` are
-//! the shared row types and statements.
+//! the shared row types and statements; `bulk` the ingest's statements over a whole batch's
+//! rows (they differ by backend).
 
 use crate::model::Status;
 use sqlx::{PgPool, SqlitePool};
@@ -142,7 +143,14 @@ pub struct Store {
     backend: Backend,
     /// The URL with any password hidden, for messages.
     url: String,
+    /// The threshold windows of below-threshold keys (`engine::window`), held by the ingest
+    /// transaction from its start to its end: two ingests of one process (the log writer and a
+    /// mail's) take it in turn, before their transaction, so they cannot deadlock on it.
+    windows: tokio::sync::Mutex<crate::engine::Windows>,
 }
+
+/// How many threshold windows the store keeps in memory unless the config says otherwise.
+pub const WINDOW_KEYS: usize = 1_000_000;
 
 /// Runs `$body` with `$pool` bound to the backend's read pool.
 macro_rules! read {
@@ -227,6 +235,7 @@ macro_rules! transaction_or_rollback {
     };
 }
 
+mod bulk;
 mod checkpoints;
 mod daemons;
 mod escalation;
@@ -274,6 +283,7 @@ impl Store {
         Ok(Store {
             backend,
             url: redacted,
+            windows: tokio::sync::Mutex::new(crate::engine::Windows::new(WINDOW_KEYS)),
         })
     }
 

@@ -149,13 +149,6 @@ pub(super) trait Sql: Send {
     /// The incident with this id (which the transaction knows exists).
     fn incident(&mut self, id: i64) -> impl Future<Output = Result<Incident, StoreError>> + Send;
 
-    /// The open incident of `playbook` and `key`, if any.
-    fn open_incident_of(
-        &mut self,
-        playbook: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
-
     /// Counts `hits` more events, seen between `first` and `last`, on incident `id` unless it
     /// was closed meanwhile; the number of rows changed (0 when closed). Events after the last
     /// mail make an update due: the escalator looks at the incident again from `at`.
@@ -176,14 +169,14 @@ pub(super) trait Sql: Send {
         received_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Adds `hit` to its key's threshold window (the pending events, dropping those older than
-    /// `since`, which can never count again: the window state per key stays bounded by the
-    /// threshold's count) and returns the window's count and earliest hit.
-    fn pending_window(
+    /// The key's threshold window as the store holds it, once the memory's window
+    /// (`engine::window`) reached its count: drops the key's pending events older than `floor`
+    /// (they can never count again) and returns the rest's weight and earliest hit.
+    fn settle_pending(
         &mut self,
-        hit: &Hit,
-        since: DateTime<Utc>,
-        received_at: DateTime<Utc>,
+        playbook: &str,
+        key: &str,
+        floor: DateTime<Utc>,
     ) -> impl Future<Output = Result<(i64, Option<DateTime<Utc>>), sqlx::Error>> + Send;
 
     /// The incident of `playbook` and `key` closed most recently at or after `since`.
@@ -441,16 +434,6 @@ macro_rules! shared_statements {
             row.ok_or(StoreError::NotFound(id))?.try_into()
         }
 
-        async fn open_incident_of(&mut self, playbook: &str, key: &str) -> Result<Option<i64>, sqlx::Error> {
-            sqlx::query_scalar(
-                "SELECT id FROM incidents WHERE playbook = $1 AND dedupe_key = $2 AND status <> 'closed'",
-            )
-            .bind(playbook)
-            .bind(key)
-            .fetch_optional(&mut *self)
-            .await
-        }
-
         async fn add_hits(
             &mut self,
             id: i64,
@@ -507,28 +490,27 @@ macro_rules! shared_statements {
             .map(|_| ())
         }
 
-        async fn pending_window(
+        async fn settle_pending(
             &mut self,
-            hit: &Hit,
-            since: DateTime<Utc>,
-            received_at: DateTime<Utc>,
+            playbook: &str,
+            key: &str,
+            floor: DateTime<Utc>,
         ) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
             sqlx::query(
                 "DELETE FROM events WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL AND observed_at < $3",
             )
-            .bind(&hit.playbook)
-            .bind(&hit.dedupe_key)
-            .bind(since)
+            .bind(playbook)
+            .bind(key)
+            .bind(floor)
             .execute(&mut *self)
             .await?;
-            self.insert_event(None, &NewEventRow::from(hit), received_at).await?;
             // SUM of an INTEGER column is BIGINT on PostgreSQL and INTEGER on SQLite: both i64.
             sqlx::query_as(
                 "SELECT COALESCE(SUM(weight), 0), MIN(observed_at) FROM events \
                  WHERE playbook = $1 AND dedupe_key = $2 AND incident_id IS NULL",
             )
-            .bind(&hit.playbook)
-            .bind(&hit.dedupe_key)
+            .bind(playbook)
+            .bind(key)
             .fetch_one(&mut *self)
             .await
         }

@@ -250,6 +250,11 @@ impl Daemon {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// The daemon's whole log so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The daemon's log so far (its last 80 lines).
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

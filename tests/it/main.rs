@@ -26,5 +26,6 @@ mod playbooks;
 mod postfix;
 mod rate;
 mod report;
+mod spray;
 mod store;
 mod systemd;

@@ -1,0 +1,332 @@
+//! The ingest transaction's statements over many rows at once: a batch of a spray of addresses
+//! costs a few statements, not several per hit. The SQL differs by backend (PostgreSQL takes
+//! arrays through `UNNEST` and `= ANY`, one statement text whatever the batch's size; SQLite
+//! takes multi-row `VALUES` in power-of-two chunks, so that a handful of statement texts are
+//! prepared once and cached, and a JSON array of keys through `json_each`). Values from logs
+//! reach SQL only as bound parameters.
+
+use crate::engine::Hit;
+use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
+use std::collections::HashMap;
+
+/// A key's hits in one batch, for its exact counter in `hit_counts`.
+pub(super) struct CountRow<'a> {
+    pub playbook: &'a str,
+    pub key: &'a str,
+    pub hits: i64,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+/// A pending event of a key as the window needs it: when, and how many it counts for.
+pub(super) type PendingHit = (DateTime<Utc>, u32);
+
+/// The statements over many rows, on a connection inside a transaction.
+pub(super) trait Bulk: Send {
+    /// Serialises writers of these (playbook, key) pairs across daemons until the transaction
+    /// ends; `keys` sorted, so that two daemons take them in one order.
+    fn lock_keys(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The open incidents of these keys of `playbook`: key → id.
+    fn open_incidents(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, i64>, sqlx::Error>> + Send;
+
+    /// Adds each row to its key's counter (one row per key).
+    fn add_hit_counts(
+        &mut self,
+        rows: &[CountRow<'_>],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Stores `hits` as pending events (below their threshold), in this order.
+    fn insert_pending(
+        &mut self,
+        hits: &[&Hit],
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The pending events of these keys of `playbook` seen at or after `since`, per key.
+    fn pending_of(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<PendingHit>>, sqlx::Error>> + Send;
+}
+
+/// The newest pending event's time, the start of the windows' memory (`engine::window`).
+pub(super) const NEWEST_PENDING: &str =
+    "SELECT MAX(observed_at) FROM events WHERE incident_id IS NULL";
+
+/// The counter upsert's conflict clause, both backends.
+const COUNT_CONFLICT: &str = " ON CONFLICT (playbook, dedupe_key) DO UPDATE SET hits = hit_counts.hits + excluded.hits, \
+     first_seen = CASE WHEN excluded.first_seen < hit_counts.first_seen THEN excluded.first_seen ELSE hit_counts.first_seen END, \
+     last_seen = CASE WHEN excluded.last_seen > hit_counts.last_seen THEN excluded.last_seen ELSE hit_counts.last_seen END";
+
+/// The columns of a pending event, both backends (incident_id stays NULL).
+const EVENT_COLUMNS: &str = "INSERT INTO events (playbook, rule, dedupe_key, kind, source, locator, observed_at, \
+     received_at, text, fields, weight) ";
+
+/// The most rows one SQLite statement takes (11 parameters each stay far below SQLite's 32,766):
+/// every chunk size is a statement kept prepared, and a 1,024-row one held megabytes of memory.
+const SQLITE_CHUNK: usize = 256;
+
+/// `n` split into power-of-two chunks of at most `max` (a power of two), largest first: at most
+/// log2(max) + 1 statement texts, each prepared once per connection.
+fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= max {
+            max
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+fn group_pending(rows: Vec<(String, DateTime<Utc>, i64)>) -> HashMap<String, Vec<PendingHit>> {
+    let mut out: HashMap<String, Vec<PendingHit>> = HashMap::new();
+    for (key, at, weight) in rows {
+        out.entry(key)
+            .or_default()
+            .push((at, u32::try_from(weight).unwrap_or(u32::MAX)));
+    }
+    out
+}
+
+fn keys_json(keys: &[&str]) -> String {
+    serde_json::Value::from(keys.to_vec()).to_string()
+}
+
+impl Bulk for sqlx::SqliteConnection {
+    async fn lock_keys(&mut self, _: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        // BEGIN IMMEDIATE already made this transaction the only writer.
+        Ok(())
+    }
+
+    async fn open_incidents(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT dedupe_key, id FROM incidents WHERE playbook = $1 AND status <> 'closed' \
+             AND dedupe_key IN (SELECT value FROM json_each($2))",
+        )
+        .bind(playbook)
+        .bind(keys_json(keys))
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn add_hit_counts(&mut self, rows: &[CountRow<'_>]) -> Result<(), sqlx::Error> {
+        let mut rest = rows;
+        for size in chunks(rows.len(), SQLITE_CHUNK) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = QueryBuilder::new(
+                "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.playbook)
+                    .push_bind(r.key)
+                    .push_bind(r.hits)
+                    .push_bind(r.first)
+                    .push_bind(r.last);
+            });
+            q.push(COUNT_CONFLICT);
+            q.build().persistent(true).execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_pending(
+        &mut self,
+        hits: &[&Hit],
+        received_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let mut rest = hits;
+        for size in chunks(hits.len(), SQLITE_CHUNK) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = QueryBuilder::new(EVENT_COLUMNS);
+            q.push_values(chunk, |mut b, h| {
+                b.push_bind(&h.playbook)
+                    .push_bind(&h.rule)
+                    .push_bind(&h.dedupe_key)
+                    .push_bind(h.kind)
+                    .push_bind(&h.source)
+                    .push_bind(&h.locator)
+                    .push_bind(h.observed_at)
+                    .push_bind(received_at)
+                    .push_bind(&h.text)
+                    .push_bind(sqlx::types::Json(&h.fields))
+                    .push_bind(i64::from(h.weight));
+            });
+            q.build().persistent(true).execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    async fn pending_of(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+        since: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<PendingHit>>, sqlx::Error> {
+        let rows = sqlx::query_as(
+            "SELECT dedupe_key, observed_at, CAST(weight AS BIGINT) FROM events WHERE incident_id IS NULL \
+             AND playbook = $1 AND dedupe_key IN (SELECT value FROM json_each($2)) AND observed_at >= $3",
+        )
+        .bind(playbook)
+        .bind(keys_json(keys))
+        .bind(since)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(group_pending(rows))
+    }
+}
+
+impl Bulk for sqlx::PgConnection {
+    async fn lock_keys(&mut self, keys: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (playbooks, keys): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        // In the order given (WITH ORDINALITY; PostgreSQL evaluates a volatile function of the
+        // target list after the sort), the order prune's `lock_key` loop takes them in too.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext(p), hashtext(k)) \
+             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(p, k, n) ORDER BY n",
+        )
+        .bind(playbooks)
+        .bind(keys)
+        .execute(&mut *self)
+        .await
+        .map(|_| ())
+    }
+
+    async fn open_incidents(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT dedupe_key, id FROM incidents WHERE playbook = $1 AND status <> 'closed' \
+             AND dedupe_key = ANY($2::text[])",
+        )
+        .bind(playbook)
+        .bind(keys)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn add_hit_counts(&mut self, rows: &[CountRow<'_>]) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[]){COUNT_CONFLICT}"
+        );
+        sqlx::query(&sql)
+            .bind(rows.iter().map(|r| r.playbook).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.key).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.hits).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.first).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.last).collect::<Vec<_>>())
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+    }
+
+    async fn insert_pending(
+        &mut self,
+        hits: &[&Hit],
+        received_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if hits.is_empty() {
+            return Ok(());
+        }
+        // Fields go as JSON text and are cast: sqlx has no array of JSONB parameters to bind.
+        let fields = hits
+            .iter()
+            .map(|h| serde_json::to_string(&h.fields))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let sql = format!(
+            "{EVENT_COLUMNS} SELECT p, r, k, kd, s, l, o, $7, t, f::jsonb, w \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $8::timestamptz[], $9::text[], $10::text[], $11::int4[]) AS u(p, r, k, kd, s, l, o, t, f, w)"
+        );
+        sqlx::query(&sql)
+            .bind(hits.iter().map(|h| h.playbook.as_str()).collect::<Vec<_>>())
+            .bind(hits.iter().map(|h| h.rule.as_str()).collect::<Vec<_>>())
+            .bind(
+                hits.iter()
+                    .map(|h| h.dedupe_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(hits.iter().map(|h| h.kind).collect::<Vec<_>>())
+            .bind(hits.iter().map(|h| h.source.as_str()).collect::<Vec<_>>())
+            .bind(hits.iter().map(|h| h.locator.as_str()).collect::<Vec<_>>())
+            .bind(received_at)
+            .bind(hits.iter().map(|h| h.observed_at).collect::<Vec<_>>())
+            .bind(hits.iter().map(|h| h.text.as_str()).collect::<Vec<_>>())
+            .bind(fields)
+            .bind(
+                hits.iter()
+                    .map(|h| i32::try_from(h.weight).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *self)
+            .await
+            .map(|_| ())
+    }
+
+    async fn pending_of(
+        &mut self,
+        playbook: &str,
+        keys: &[&str],
+        since: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<PendingHit>>, sqlx::Error> {
+        let rows = sqlx::query_as(
+            "SELECT dedupe_key, observed_at, CAST(weight AS BIGINT) FROM events WHERE incident_id IS NULL \
+             AND playbook = $1 AND dedupe_key = ANY($2::text[]) AND observed_at >= $3",
+        )
+        .bind(playbook)
+        .bind(keys)
+        .bind(since)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(group_pending(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_power_of_two_chunks() {
+        assert_eq!(chunks(0, 1024).collect::<Vec<_>>(), Vec::<usize>::new());
+        assert_eq!(chunks(13, 1024).collect::<Vec<_>>(), [8, 4, 1]);
+        assert_eq!(
+            chunks(2100, 1024).collect::<Vec<_>>(),
+            [1024, 1024, 32, 16, 4]
+        );
+        assert_eq!(chunks(2100, 1024).sum::<usize>(), 2100);
+    }
+}
