@@ -42,6 +42,9 @@ pub struct Match<'a> {
 pub struct FileRules {
     text: Vec<bool>,
     json: Vec<bool>,
+    /// The selected whole-line rules that strip the line or backtrack (imported fail2ban
+    /// filters): each matches on its own, after the others.
+    special: Vec<bool>,
     /// The selected rules without a program: they match the whole line.
     set: Arc<RegexSet>,
     /// The matcher's text-rule index of each pattern of `set`.
@@ -66,7 +69,7 @@ const PROGRAMS_PER_FILE: usize = 64;
 
 impl PartialEq for FileRules {
     fn eq(&self, other: &FileRules) -> bool {
-        self.text == other.text && self.json == other.json
+        self.text == other.text && self.json == other.json && self.special == other.special
     }
 }
 
@@ -75,14 +78,20 @@ impl Eq for FileRules {}
 impl FileRules {
     /// Whether any rule reads the file at all.
     pub fn any(&self) -> bool {
-        self.text.iter().chain(&self.json).any(|b| *b)
+        self.text
+            .iter()
+            .chain(&self.json)
+            .chain(&self.special)
+            .any(|b| *b)
     }
 
     /// A filter a reader applies to the file's raw lines, before decoding them: a line in which
     /// it finds nothing cannot match any rule of the file. Only when every rule is a program rule
     /// whose literals are known and ASCII; `None` otherwise (every line must be scanned).
     pub fn raw_filter(&self) -> Option<&LineFilter> {
-        let only_program_rules = self.index.is_empty() && !self.json.iter().any(|b| *b);
+        let only_program_rules = self.index.is_empty()
+            && !self.json.iter().any(|b| *b)
+            && !self.special.iter().any(|b| *b);
         self.literals
             .as_deref()
             .filter(|f| only_program_rules && f.ascii())
@@ -109,6 +118,8 @@ pub struct Matcher {
     programs: Vec<Vec<glob::Pattern>>,
     /// `(playbook, rule)` indices of the JSON rules.
     json: Vec<(usize, usize)>,
+    /// `(playbook, rule)` indices of the rules that strip or backtrack.
+    special: Vec<(usize, usize)>,
 }
 
 impl Matcher {
@@ -119,9 +130,14 @@ impl Matcher {
         let mut patterns = Vec::new();
         let mut programs = Vec::new();
         let mut prefixes = Vec::new();
+        let mut special = Vec::new();
         for (p, playbook) in playbooks.iter().enumerate() {
             for (r, rule) in playbook.rules.iter().enumerate() {
                 if rule.source != RuleSource::Log {
+                    continue;
+                }
+                if rule.backtrack.is_some() || rule.strip.is_some() {
+                    special.push((p, r));
                     continue;
                 }
                 match (rule.json.is_some(), &rule.regex) {
@@ -153,11 +169,13 @@ impl Matcher {
             text,
             programs,
             json,
+            special,
         })
     }
 
-    /// The rules selected by `text` and `json`, with the compiled set of those without a program.
-    fn select(&self, text: Vec<bool>, json: Vec<bool>) -> FileRules {
+    /// The rules selected by `text`, `json` and `special`, with the compiled set of the text
+    /// rules without a program.
+    fn select(&self, text: Vec<bool>, json: Vec<bool>, special: Vec<bool>) -> FileRules {
         let whole_lines: Vec<bool> = (0..text.len())
             .map(|i| text[i] && self.programs[i].is_empty())
             .collect();
@@ -168,6 +186,7 @@ impl Matcher {
         FileRules {
             text,
             json,
+            special,
             set,
             index,
             by_program,
@@ -253,6 +272,10 @@ impl Matcher {
         self.select(
             self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
             self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),
+            self.special
+                .iter()
+                .map(|i| reads(self.rule(*i).1))
+                .collect(),
         )
     }
 
@@ -263,6 +286,7 @@ impl Matcher {
         Some(self.select(
             self.text.iter().map(|(i, _)| *i == p).collect(),
             self.json.iter().map(|(i, _)| *i == p).collect(),
+            self.special.iter().map(|(i, _)| *i == p).collect(),
         ))
     }
 
@@ -455,12 +479,12 @@ impl Matcher {
             let Some(caps) = regex.captures(haystack) else {
                 continue;
             };
-            let mut fields = Fields::new();
-            for (i, name) in regex.capture_names().enumerate() {
-                if let (Some(name), Some(m)) = (name, caps.get(i)) {
-                    fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
-                }
-            }
+            let fields = captured(
+                regex
+                    .capture_names()
+                    .enumerate()
+                    .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+            );
             if !ignored(playbook, line, &fields) {
                 out.push(Match {
                     playbook,
@@ -469,6 +493,9 @@ impl Matcher {
                     repeated,
                 });
             }
+        }
+        if rules.special.iter().any(|b| *b) {
+            self.scan_special(rules, line, start, out);
         }
         if rules.json.iter().any(|b| *b) && line.trim_start().starts_with('{') {
             let Ok(object) = serde_json::from_str::<Value>(line) else {
@@ -499,6 +526,134 @@ impl Matcher {
             }
         }
     }
+}
+
+impl Matcher {
+    /// The rules that strip the line before matching, or run on the backtracking engine
+    /// (imported fail2ban filters), in rule order. A match in which a group named `nofail`
+    /// took part is fail2ban's "not a failure": no hit, and the playbook's later rules do not
+    /// look at the line either.
+    fn scan_special<'a>(
+        &'a self,
+        rules: &FileRules,
+        line: &str,
+        start: usize,
+        out: &mut Vec<Match<'a>>,
+    ) {
+        // Rules of one playbook share their `strip` pattern: the line is cut once for them.
+        let mut cut: Option<(&str, std::borrow::Cow<'_, str>)> = None;
+        let mut settled: Option<&Playbook> = None;
+        for (index, reads) in rules.special.iter().enumerate() {
+            if !reads {
+                continue;
+            }
+            let (playbook, rule) = self.rule(self.special[index]);
+            if settled.is_some_and(|p| std::ptr::eq(p, playbook))
+                || out[start..]
+                    .iter()
+                    .any(|m| std::ptr::eq(m.playbook, playbook))
+            {
+                continue;
+            }
+            let haystack: &str = match &rule.strip {
+                None => line,
+                Some(strip) => {
+                    if cut.as_ref().is_none_or(|(p, _)| *p != strip.as_str()) {
+                        cut = Some((strip.as_str(), strip_line(strip, line)));
+                    }
+                    match &cut {
+                        Some((_, text)) => text,
+                        None => line,
+                    }
+                }
+            };
+            let fields = match (&rule.backtrack, &rule.regex) {
+                (Some(b), _) => {
+                    let Some(caps) = b.captures(haystack) else {
+                        continue;
+                    };
+                    captured(
+                        b.capture_names()
+                            .enumerate()
+                            .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+                    )
+                }
+                (None, Some(regex)) => {
+                    let Some(caps) = regex.captures(haystack) else {
+                        continue;
+                    };
+                    captured(
+                        regex
+                            .capture_names()
+                            .enumerate()
+                            .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+                    )
+                }
+                (None, None) => continue,
+            };
+            if fields.contains_key(NOFAIL) {
+                settled = Some(playbook);
+                continue;
+            }
+            if !ignored(playbook, line, &fields) {
+                out.push(Match {
+                    playbook,
+                    rule,
+                    fields,
+                    repeated: 1,
+                });
+            }
+        }
+    }
+
+    /// How many lines each backtracking rule gave up on (its step limit), by `playbook/rule`;
+    /// only the rules that gave up at least once.
+    pub fn step_limit_reached(&self) -> Vec<(String, u64)> {
+        self.special
+            .iter()
+            .filter_map(|ix| {
+                let (playbook, rule) = self.rule(*ix);
+                let n = rule.backtrack.as_ref()?.exceeded();
+                (n > 0).then(|| (format!("{}/{}", playbook.id, rule.name), n))
+            })
+            .collect()
+    }
+}
+
+/// The capture that marks a match as fail2ban's "no failure" (`<F-NOFAIL>`).
+pub const NOFAIL: &str = "nofail";
+
+/// `line` without the first match of `strip` (its first group that took part, when it has
+/// groups), as fail2ban matches a line without its time stamp. Borrowed when the cut is at the
+/// start.
+fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> std::borrow::Cow<'l, str> {
+    let Some(caps) = strip.captures(line) else {
+        return std::borrow::Cow::Borrowed(line);
+    };
+    let Some(m) = caps.iter().skip(1).flatten().next().or_else(|| caps.get(0)) else {
+        return std::borrow::Cow::Borrowed(line);
+    };
+    if m.start() == 0 {
+        return std::borrow::Cow::Borrowed(&line[m.end()..]);
+    }
+    let mut text = String::with_capacity(line.len() - m.len());
+    text.push_str(&line[..m.start()]);
+    text.push_str(&line[m.end()..]);
+    std::borrow::Cow::Owned(text)
+}
+
+/// The fields of a match from its named groups that took part: a group `name__x` fills `name`
+/// when no group before it did (see `playbook::field_name`).
+fn captured<'n, 'h>(groups: impl Iterator<Item = (Option<&'n str>, Option<&'h str>)>) -> Fields {
+    let mut fields = Fields::new();
+    for (name, value) in groups {
+        if let (Some(name), Some(value)) = (name, value) {
+            fields
+                .entry(super::field_name(name).to_string())
+                .or_insert_with(|| Value::String(normalize(value)));
+        }
+    }
+    fields
 }
 
 /// The fields of a JSON rule's match, or `None` when a condition fails.
@@ -746,6 +901,84 @@ text = "x"
         ] {
             assert_eq!(normalize(captured), stored, "{captured}");
         }
+    }
+
+    /// An imported fail2ban filter: the time stamp is cut before matching, one rule backtracks,
+    /// a `nofail` match settles the line without a hit.
+    const IMPORTED: &str = r#"
+id = "f2b"
+title = "fail2ban x ({ip})"
+category = "不正アクセス"
+severity = "low"
+dedupe = ["ip"]
+[[rule]]
+name = "nofail"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+pattern = '^ \S+ app: (?P<nofail>Accepted) for \S+ from (?P<ip>[0-9.]+)$'
+[[rule]]
+name = "quoted"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+engine = "backtrack"
+pattern = '''^ \S+ app: (?P<q>["'])(?P<user>(?:(?!(?P=q)).)*)(?P=q) failed from (?P<ip>[0-9.]+)$'''
+[[rule]]
+name = "blowup"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+engine = "backtrack"
+pattern = '^ \S+ app: (?:(?P<x>a)|a)*\k<x>b from (?P<ip>[0-9.]+)$'
+[[rule]]
+name = "plain"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+pattern = '^ \S+ app: (?:Failed|Accepted) for (?P<user>\S+) from (?:(?P<ip>[0-9.]+)|(?P<ip__6>[0-9a-fA-F:]+))$'
+[[step]]
+text = "x"
+"#;
+
+    #[test]
+    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("f2b.toml"), IMPORTED).expect("write");
+        let m = Matcher::new(super::super::load(dir.path(), None).expect("playbooks"))
+            .expect("matcher");
+        assert_eq!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: 'bob' failed from 192.0.2.1"
+            ),
+            ["f2b:quoted:192.0.2.1"]
+        );
+        assert_eq!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: Failed for bob from 2001:DB8::1"
+            ),
+            ["f2b:plain:2001:db8::1"],
+            "ip__6 fills ip"
+        );
+        assert!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: Accepted for bob from 192.0.2.1"
+            )
+            .is_empty(),
+            "a nofail match is no hit and later rules do not see the line"
+        );
+        assert!(
+            ips(&m, "app.log", "gw app: Failed for bob from 192.0.2.1").is_empty(),
+            "without a time stamp to cut, the pattern's leading space is missing"
+        );
+        // A line crafted to make the backtracking rule try every split gives up at the step
+        // limit: no match, counted, and the scan finishes.
+        assert!(m.step_limit_reached().is_empty());
+        let hostile = format!("Nov  3 15:35:12 gw app: {} from 192.0.2.1", "a".repeat(64));
+        assert!(ips(&m, "app.log", &hostile).is_empty());
+        assert_eq!(m.step_limit_reached(), [("f2b/blowup".to_string(), 1)]);
     }
 
     #[test]
