@@ -247,3 +247,85 @@ fn imported_filters_pass_check_and_score_on_fail2bans_logs() {
     let wrong: Vec<&String> = scores.values().flat_map(|s| &s.wrong).collect();
     assert!(wrong.is_empty(), "wrong addresses:\n{wrong:#?}");
 }
+
+/// A playbook a user could write with the backtracking engine, whose pattern a crafted line
+/// blows up (every `a` may be either branch).
+const BLOWUP: &str = r#"
+id = "blowup"
+title = "blowup ({ip})"
+category = "不正アクセス"
+severity = "low"
+dedupe = ["ip"]
+[[rule]]
+source = "log"
+strip = '^([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+engine = "backtrack"
+pattern = '^ \S+ app\[\d+\]: (?:(?P<x>a)|a)*\k<x>b from (?P<ip>[0-9.]+)$'
+[[step]]
+text = "x"
+"#;
+
+#[test]
+fn an_imported_filter_runs_in_the_daemon_and_a_step_limit_shows_in_status() {
+    use crate::logs::{Daemon, append, configure_default, failure, log_dir, with_store};
+    if !installed() {
+        return;
+    }
+    let env = Env::new(Backend::Sqlite);
+    configure_default(&env);
+    let playbooks = env.playbooks();
+    let sshd = format!("{FILTERS}/sshd.conf");
+    let out = env.csirt(&[
+        "playbooks",
+        "import",
+        "fail2ban",
+        &sshd,
+        "--out",
+        playbooks.to_str().expect("path"),
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("sshd: 取り込み (imported)"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(playbooks.join("blowup.toml"), BLOWUP).expect("write");
+    let check = env.csirt(&["playbooks", "check"]);
+    assert_exit(&check, 0);
+
+    let mut daemon = Daemon::start(&env);
+    let auth = log_dir(&env).join("auth.log");
+    let mut lines = String::new();
+    for s in 0..5 {
+        lines += &failure("198.51.100.23", s);
+    }
+    lines += &format!(
+        "Nov  3 10:01:00 it-host app[7]: {} from 198.51.100.24\n",
+        "a".repeat(64)
+    );
+    append(&auth, lines);
+    let title = daemon.wait("the imported playbook's incident", &env, |env| {
+        let out = env.csirt(&["incidents", "list", "--json", "--playbook", "fail2ban-sshd"]);
+        let list = json(&out);
+        list.as_array()
+            .filter(|l| l.len() == 1)
+            .map(|l| l[0]["title"].as_str().unwrap_or("").to_string())
+    });
+    assert_eq!(title, "fail2ban sshd (198.51.100.23)");
+    daemon.wait("the step limit in csirt status", &env, |env| {
+        let errors = with_store(env, "recent errors", async |store| {
+            store.recent_errors(50).await
+        });
+        errors
+            .iter()
+            .any(|e| e.message.contains("blowup/rule-1") && e.message.contains("step limit"))
+            .then_some(())
+    });
+    let status = env.csirt(&["status"]);
+    assert!(
+        stdout(&status).contains("step limit"),
+        "{}",
+        stdout(&status)
+    );
+    daemon.stop();
+}
