@@ -120,6 +120,15 @@ pub struct Matcher {
     json: Vec<(usize, usize)>,
     /// `(playbook, rule)` indices of the rules that strip or backtrack.
     special: Vec<(usize, usize)>,
+    /// Per playbook (by index), a set of its linear special rules, compiled when first needed:
+    /// one pass over the stripped line says which of them can match (most lines: none).
+    special_sets: Mutex<HashMap<usize, Option<Arc<SpecialSet>>>>,
+}
+
+/// The linear special rules of one playbook as one set, and the special index of each pattern.
+struct SpecialSet {
+    set: RegexSet,
+    rules: Vec<usize>,
 }
 
 impl Matcher {
@@ -170,7 +179,46 @@ impl Matcher {
             programs,
             json,
             special,
+            special_sets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The set of playbook `p`'s linear special rules; `None` when it has none or the set
+    /// exceeds its size cap (then each rule is tried on its own).
+    fn special_set(&self, p: usize) -> Option<Arc<SpecialSet>> {
+        let mut sets = match self.special_sets.lock() {
+            Ok(sets) => sets,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sets.entry(p)
+            .or_insert_with(|| {
+                let rules: Vec<usize> = (0..self.special.len())
+                    .filter(|i| {
+                        self.special[*i].0 == p && self.rule(self.special[*i]).1.backtrack.is_none()
+                    })
+                    .collect();
+                // The set is tested on one cut of the line: only for rules that cut alike.
+                let strip = |i: &usize| {
+                    self.rule(self.special[*i])
+                        .1
+                        .strip
+                        .as_ref()
+                        .map(|r| r.as_str().to_string())
+                };
+                let first = rules.first().map(strip)?;
+                if rules.iter().any(|i| strip(i) != first) {
+                    return None;
+                }
+                let patterns = rules
+                    .iter()
+                    .filter_map(|i| Some(self.rule(self.special[*i]).1.regex.as_ref()?.as_str()));
+                let set = RegexSetBuilder::new(patterns)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok()?;
+                (!rules.is_empty()).then(|| Arc::new(SpecialSet { set, rules }))
+            })
+            .clone()
     }
 
     /// The rules selected by `text`, `json` and `special`, with the compiled set of the text
@@ -543,10 +591,13 @@ impl Matcher {
         // Rules of one playbook share their `strip` pattern: the line is cut once for them.
         let mut cut: Option<(&str, std::borrow::Cow<'_, str>)> = None;
         let mut settled: Option<&Playbook> = None;
+        // The playbook whose set was last tested, and which of its linear rules can match.
+        let mut tested: Option<(usize, Option<Arc<SpecialSet>>, Vec<usize>)> = None;
         for (index, reads) in rules.special.iter().enumerate() {
             if !reads {
                 continue;
             }
+            let (p, _) = self.special[index];
             let (playbook, rule) = self.rule(self.special[index]);
             if settled.is_some_and(|p| std::ptr::eq(p, playbook))
                 || out[start..]
@@ -567,6 +618,23 @@ impl Matcher {
                     }
                 }
             };
+            if rule.backtrack.is_none() {
+                if tested.as_ref().is_none_or(|(q, _, _)| *q != p) {
+                    let set = self.special_set(p);
+                    let possible = match &set {
+                        Some(s) if s.set.is_match(haystack) => {
+                            s.set.matches(haystack).iter().map(|k| s.rules[k]).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    tested = Some((p, set, possible));
+                }
+                if let Some((_, Some(_), possible)) = &tested
+                    && !possible.contains(&index)
+                {
+                    continue;
+                }
+            }
             let fields = match (&rule.backtrack, &rule.regex) {
                 (Some(b), _) => {
                     let Some(caps) = b.captures(haystack) else {
