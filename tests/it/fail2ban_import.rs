@@ -55,7 +55,8 @@ struct Score {
     hits: usize,
     false_positives: Vec<String>,
     misses: Vec<String>,
-    /// Failures where a wrong address was taken (a forged one on an "Injecting" line).
+    /// Failures where a wrong address was taken, and "Injecting" lines (a forged address in
+    /// the line) that were missed.
     wrong: Vec<String>,
     step_limit: u64,
 }
@@ -132,6 +133,10 @@ fn score(env: &Env, playbook: &Path, name: &str, mode: &str, log: &Path) -> Scor
                 case.line, case.desc, case.text
             )),
             (Some(_), _) => s.hits += 1,
+            // A line that forges an address must still be attributed, to the true one.
+            (None, _) if case.desc.to_ascii_lowercase().contains("inject") => s.wrong.push(
+                format!("{name}:{} missed ({}): {}", case.line, case.desc, case.text),
+            ),
             (None, _) => s
                 .misses
                 .push(format!("{name}:{} {}: {}", case.line, case.desc, case.text)),
@@ -243,7 +248,8 @@ fn imported_filters_pass_check_and_score_on_fail2bans_logs() {
             s.false_positives.join("\n")
         );
     }
-    // A forged address is never taken: a failure is attributed to fail2ban's host or not at all.
+    // A forged address is never taken: a failure is attributed to fail2ban's host or not at
+    // all, and every "Injecting" failure is attributed to the true address.
     let wrong: Vec<&String> = scores.values().flat_map(|s| &s.wrong).collect();
     assert!(wrong.is_empty(), "wrong addresses:\n{wrong:#?}");
 }
