@@ -212,8 +212,11 @@ impl Matcher {
                 let patterns = rules
                     .iter()
                     .filter_map(|i| Some(self.rule(self.special[*i]).1.regex.as_ref()?.as_str()));
+                // Imported patterns are large (fail2ban's syslog prefix in each): a lazy DFA
+                // cache of the default size would be cleared on nearly every line.
                 let set = RegexSetBuilder::new(patterns)
                     .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
                     .build()
                     .ok()?;
                 (!rules.is_empty()).then(|| Arc::new(SpecialSet { set, rules }))
