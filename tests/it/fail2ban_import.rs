@@ -306,7 +306,7 @@ fn an_imported_filter_runs_in_the_daemon_and_a_step_limit_shows_in_status() {
         lines += &failure("198.51.100.23", s);
     }
     lines += &format!(
-        "Nov  3 10:01:00 it-host app[7]: {} from 198.51.100.24\n",
+        "Nov  3 10:01:00 it-host app[7]: {}c b from 198.51.100.24\n",
         "a".repeat(64)
     );
     append(&auth, lines);

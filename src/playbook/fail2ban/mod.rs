@@ -342,7 +342,8 @@ fn draft(prefregex: Option<&str>, failregex: &str, index: usize) -> Result<RuleD
 fn combine(pref: &str, fail: &str, anchored: bool) -> Result<String, String> {
     let open = "(?P<content>";
     let start = pref.find(open).ok_or("the prefregex has no <F-CONTENT>")?;
-    let end = group_end(pref, start).ok_or("an unbalanced prefregex")?;
+    let end =
+        start + super::backtrack::group_len(&pref[start..]).ok_or("an unbalanced prefregex")? - 1;
     let (body, ends) = match fail.strip_suffix('$') {
         Some(body) if !body.ends_with('\\') || body.ends_with("\\\\") => (body, true),
         _ => (fail, false),
@@ -354,31 +355,6 @@ fn combine(pref: &str, fail: &str, anchored: bool) -> Result<String, String> {
         &pref[..start],
         &pref[end + 1..]
     ))
-}
-
-/// The index of the `)` closing the group that opens at `start` (Rust syntax, as `pyre` wrote it).
-fn group_end(pattern: &str, start: usize) -> Option<usize> {
-    let bytes = pattern.as_bytes();
-    let mut depth = 0usize;
-    let mut i = start;
-    let mut in_class = false;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'[' if !in_class => in_class = true,
-            b']' if in_class => in_class = false,
-            b'(' if !in_class => depth += 1,
-            b')' if !in_class => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 /// The fields a pattern's named groups fill, compiling it on its engine.
