@@ -259,6 +259,35 @@ pub enum PlaybooksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make playbooks of another tool's rules
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// `csirt playbooks import …`.
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// fail2ban filters (a filter file or a filter.d directory) as playbooks, one file each;
+    /// prints what each filter became and what was left out and why. Every file written passes
+    /// `csirt playbooks check`
+    Fail2ban {
+        /// Filter files (`sshd.conf`) or directories of them (`/etc/fail2ban/filter.d`)
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A jail file (jail.local): its maxretry and findtime become each playbook's threshold
+        /// and its filter modes apply (default: fail2ban's 5 within 10m)
+        #[arg(long, value_name = "FILE")]
+        jail: Option<PathBuf>,
+        /// The filter mode for every filter (e.g. aggressive), over the jail's and the filter's own
+        #[arg(long)]
+        mode: Option<String>,
+        /// Where to write the playbooks (review them, then copy them to the playbook directory)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Print one JSON array: {filter, status, id, file, rules, backtracking, left_out, notes, reason}
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--encoding`.

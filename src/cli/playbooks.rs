@@ -1,7 +1,7 @@
 //! `csirt playbooks …`: list and validate the playbook set.
 
 use super::output::{Output, Table};
-use super::{Cli, EncodingArg, PlaybooksCommand, load_config};
+use super::{Cli, EncodingArg, ImportCommand, PlaybooksCommand, load_config};
 use crate::engine::{DryIncident, DryRun, Hit, dedupe_key};
 use crate::model::{Fields, now};
 use crate::playbook::matcher::Matcher;
@@ -69,6 +69,13 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
             encoding,
             json,
         } => dry_run(cli, playbook, logfile, *encoding, *json),
+        PlaybooksCommand::Import(ImportCommand::Fail2ban {
+            paths,
+            jail,
+            mode,
+            out,
+            json,
+        }) => import_fail2ban(paths, jail.as_deref(), mode.clone(), out, *json),
         PlaybooksCommand::Check { path } => {
             // With an explicit PATH the config is optional: it only adds the check that
             // escalation targets exist in [contacts].
@@ -131,6 +138,9 @@ struct DryRunJson<'a> {
     /// Lines of raising rules (a login after failures): not failures, listed apart.
     raises: Vec<MatchJson<'a>>,
     incidents: &'a [DryIncident],
+    /// Lines on which a backtracking rule reached its step limit (counted as no match), by
+    /// `playbook/rule`.
+    step_limit: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize)]
@@ -273,6 +283,7 @@ fn dry_run(
     // Lines passed over by the filter were never handed out: the reader counted them.
     let lines = tail.checkpoint().line_no;
     let truncated = tail.truncated_lines;
+    let step_limit: BTreeMap<String, u64> = matcher.step_limit_reached().into_iter().collect();
     let mut out = Output::stdout(tz);
     if json {
         out.json(&DryRunJson {
@@ -285,6 +296,7 @@ fn dry_run(
             matches: matches_json,
             raises: raises_json,
             incidents: &dry.incidents,
+            step_limit,
         })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -302,6 +314,12 @@ fn dry_run(
         out.line(&format!(
             "{truncated} lines longer than {} KiB were cut",
             MAX_LINE / 1024
+        ))?;
+    }
+    for (rule, n) in &step_limit {
+        out.line(&format!(
+            "{rule}: {n} 行で後戻りの上限 ({} 歩) に達し、一致なしとした (step limit reached on {n} lines, counted as no match)",
+            crate::playbook::backtrack::STEP_LIMIT
         ))?;
     }
     let mut table = Table::new(vec!["ルール (rule)", "一致 (matches)"], 0);
@@ -367,4 +385,163 @@ fn to_json(set: &PlaybookSet) -> Vec<PlaybookJson<'_>> {
             path: p.path.display().to_string(),
         })
         .collect()
+}
+
+/// One filter in `playbooks import fail2ban --json`.
+#[derive(Serialize)]
+struct ImportJson<'a> {
+    filter: &'a str,
+    /// `imported` or `left out`.
+    status: &'static str,
+    id: Option<&'a str>,
+    file: Option<String>,
+    mode: Option<&'a str>,
+    rules: usize,
+    backtracking: usize,
+    left_out: &'a [String],
+    notes: &'a [String],
+    reason: Option<&'a str>,
+}
+
+/// `csirt playbooks import fail2ban`: each filter made into a playbook file in `out`, or left
+/// out with the reason. A file is written only after it passed the playbook check, and only over
+/// a file that an import wrote (its first line says so), never over a hand-written playbook.
+fn import_fail2ban(
+    paths: &[std::path::PathBuf],
+    jail: Option<&Path>,
+    mode: Option<String>,
+    out_dir: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::playbook::fail2ban::{self, Outcome, emit::HEADER};
+    let jails = jail
+        .map(|path| {
+            fail2ban::jail::Jails::read(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        })
+        .transpose()?;
+    let settings = fail2ban::Settings { mode, jails };
+    let mut files = Vec::new();
+    for path in paths {
+        files.extend(
+            fail2ban::filter_files(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        );
+    }
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut outcomes = Vec::new();
+    for file in &files {
+        let outcome = match fail2ban::import(file, &settings) {
+            Outcome::Imported(imported) => {
+                let target = out_dir.join(format!("{}.toml", imported.id));
+                match write_imported(&target, &imported.toml, HEADER) {
+                    Ok(()) => (Outcome::Imported(imported), Some(target)),
+                    Err(reason) => (
+                        Outcome::LeftOut {
+                            filter: imported.filter.clone(),
+                            reason,
+                        },
+                        None,
+                    ),
+                }
+            }
+            left_out => (left_out, None),
+        };
+        outcomes.push(outcome);
+    }
+    let imported = outcomes
+        .iter()
+        .filter(|(o, _)| matches!(o, Outcome::Imported(_)))
+        .count();
+    let mut out = Output::stdout(chrono_tz::Asia::Tokyo);
+    if json {
+        let list: Vec<ImportJson<'_>> = outcomes
+            .iter()
+            .map(|(o, file)| match o {
+                Outcome::Imported(i) => ImportJson {
+                    filter: &i.filter,
+                    status: "imported",
+                    id: Some(&i.id),
+                    file: file.as_ref().map(|f| f.display().to_string()),
+                    mode: i.mode.as_deref(),
+                    rules: i.rules,
+                    backtracking: i.backtracking,
+                    left_out: &i.left_out,
+                    notes: &i.notes,
+                    reason: None,
+                },
+                Outcome::LeftOut { filter, reason } => ImportJson {
+                    filter,
+                    status: "left out",
+                    id: None,
+                    file: None,
+                    mode: None,
+                    rules: 0,
+                    backtracking: 0,
+                    left_out: &[],
+                    notes: &[],
+                    reason: Some(reason),
+                },
+            })
+            .collect();
+        out.json(&list)?;
+    } else {
+        for (o, file) in &outcomes {
+            match o {
+                Outcome::Imported(i) => {
+                    out.line(&sanitize(&format!(
+                        "{}: 取り込み (imported) → {} ({} rules, {} backtracking, mode {})",
+                        i.filter,
+                        file.as_ref()
+                            .map_or(String::new(), |f| f.display().to_string()),
+                        i.rules,
+                        i.backtracking,
+                        i.mode.as_deref().unwrap_or("normal")
+                    )))?;
+                    for why in &i.left_out {
+                        out.line(&sanitize(&format!("  除外 (left out) {why}")))?;
+                    }
+                    for note in &i.notes {
+                        out.line(&sanitize(&format!("  注意 (note) {note}")))?;
+                    }
+                }
+                Outcome::LeftOut { filter, reason } => {
+                    out.line(&sanitize(&format!("{filter}: 除外 (left out): {reason}")))?;
+                }
+            }
+        }
+        out.line(&format!(
+            "{imported} of {} filters imported into {}, {} left out",
+            outcomes.len(),
+            out_dir.display(),
+            outcomes.len() - imported
+        ))?;
+    }
+    Ok(if imported > 0 || outcomes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Writes an imported playbook (through a temporary file and a rename), unless `target` exists
+/// and was not written by an import.
+fn write_imported(target: &Path, text: &str, header: &str) -> Result<(), String> {
+    if let Ok(existing) = std::fs::read_to_string(target)
+        && !existing.starts_with(header)
+    {
+        return Err(format!(
+            "{} exists and is not an imported playbook (its first line is not `{header}`); not overwritten",
+            target.display()
+        ));
+    }
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = target.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, target))
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))
 }

@@ -45,6 +45,9 @@ pub struct Match<'a> {
 pub struct FileRules {
     text: Vec<bool>,
     json: Vec<bool>,
+    /// The selected whole-line rules that strip the line or backtrack (imported fail2ban
+    /// filters): each matches on its own, after the others.
+    special: Vec<bool>,
     /// The selected rules without a program: they match the whole line.
     set: Arc<RegexSet>,
     /// The matcher's text-rule index of each pattern of `set`.
@@ -74,7 +77,7 @@ const PROGRAMS_PER_FILE: usize = 64;
 
 impl PartialEq for FileRules {
     fn eq(&self, other: &FileRules) -> bool {
-        self.text == other.text && self.json == other.json
+        self.text == other.text && self.json == other.json && self.special == other.special
     }
 }
 
@@ -83,12 +86,17 @@ impl Eq for FileRules {}
 impl FileRules {
     /// Whether any rule reads the file at all.
     pub fn any(&self) -> bool {
-        self.text.iter().chain(&self.json).any(|b| *b)
+        self.text
+            .iter()
+            .chain(&self.json)
+            .chain(&self.special)
+            .any(|b| *b)
     }
 
     /// A filter a reader applies to the file's raw lines, before decoding them: a line in which
     /// it finds nothing cannot match any rule of the file. Only when every rule is a text rule
-    /// whose literals are known and ASCII; `None` otherwise (every line must be scanned).
+    /// (neither JSON nor special) whose literals are known and ASCII; `None` otherwise (every
+    /// line must be scanned).
     pub fn raw_filter(&self) -> Option<&LineFilter> {
         self.raw.as_deref()
     }
@@ -115,6 +123,18 @@ pub struct Matcher {
     programs: Vec<Vec<glob::Pattern>>,
     /// `(playbook, rule)` indices of the JSON rules.
     json: Vec<(usize, usize)>,
+    /// `(playbook, rule)` indices of the rules that strip or backtrack.
+    special: Vec<(usize, usize)>,
+    /// Per playbook (by index), a set of its special rules, compiled when first needed:
+    /// one pass over the stripped line says which of them can match (most lines: none).
+    special_sets: Mutex<HashMap<usize, Option<Arc<SpecialSet>>>>,
+}
+
+/// The special rules of one playbook as one set (a backtracking rule by its relaxed, linear
+/// pattern), and the special index of each pattern.
+struct SpecialSet {
+    set: RegexSet,
+    rules: Vec<usize>,
 }
 
 impl Matcher {
@@ -125,9 +145,14 @@ impl Matcher {
         let mut patterns = Vec::new();
         let mut programs = Vec::new();
         let mut prefixes = Vec::new();
+        let mut special = Vec::new();
         for (p, playbook) in playbooks.iter().enumerate() {
             for (r, rule) in playbook.rules.iter().enumerate() {
                 if rule.source != RuleSource::Log {
+                    continue;
+                }
+                if rule.backtrack.is_some() || rule.strip.is_some() {
+                    special.push((p, r));
                     continue;
                 }
                 match (rule.json.is_some(), &rule.regex) {
@@ -159,11 +184,64 @@ impl Matcher {
             text,
             programs,
             json,
+            special,
+            special_sets: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The rules selected by `text` and `json`, with the compiled set of those without a program.
-    fn select(&self, text: Vec<bool>, json: Vec<bool>) -> FileRules {
+    /// The set of playbook `p`'s linear special rules; `None` when it has none or the set
+    /// exceeds its size cap (then each rule is tried on its own).
+    fn special_set(&self, p: usize) -> Option<Arc<SpecialSet>> {
+        let mut sets = match self.special_sets.lock() {
+            Ok(sets) => sets,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sets.entry(p)
+            .or_insert_with(|| {
+                // Linear rules by their pattern, backtracking ones by their relaxed pattern
+                // (which matches all they match): a line none of them matches is passed over.
+                let pattern = |i: &usize| {
+                    let rule = self.rule(self.special[*i]).1;
+                    match (&rule.backtrack, &rule.regex) {
+                        (Some(b), _) => b.relaxed(),
+                        (None, Some(r)) => Some(r.as_str().to_string()),
+                        (None, None) => None,
+                    }
+                };
+                let rules: Vec<usize> = (0..self.special.len())
+                    .filter(|i| self.special[*i].0 == p)
+                    .collect();
+                let patterns: Vec<String> = rules.iter().filter_map(pattern).collect();
+                if patterns.len() != rules.len() {
+                    return None;
+                }
+                // The set is tested on one cut of the line: only for rules that cut alike.
+                let strip = |i: &usize| {
+                    self.rule(self.special[*i])
+                        .1
+                        .strip
+                        .as_ref()
+                        .map(|r| r.as_str().to_string())
+                };
+                let first = rules.first().map(strip)?;
+                if rules.iter().any(|i| strip(i) != first) {
+                    return None;
+                }
+                // Imported patterns are large (fail2ban's syslog prefix in each): a lazy DFA
+                // cache of the default size would be cleared on nearly every line.
+                let set = RegexSetBuilder::new(patterns)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()?;
+                (!rules.is_empty()).then(|| Arc::new(SpecialSet { set, rules }))
+            })
+            .clone()
+    }
+
+    /// The rules selected by `text`, `json` and `special`, with the compiled set of the text
+    /// rules without a program.
+    fn select(&self, text: Vec<bool>, json: Vec<bool>, special: Vec<bool>) -> FileRules {
         let whole_lines: Vec<bool> = (0..text.len())
             .map(|i| text[i] && self.programs[i].is_empty())
             .collect();
@@ -180,7 +258,9 @@ impl Matcher {
             .map(Arc::new);
         // The raw bytes are searched for the words of every rule of the file: those of the
         // program rules as they are, those of the whole-line rules (and then all) ignoring case.
-        let raw = if json.iter().any(|b| *b) {
+        // JSON rules and the special ones (a time stamp cut first, a backtracking engine) have no
+        // words: every line of such a file is read.
+        let raw = if json.iter().chain(&special).any(|b| *b) {
             None
         } else if !by_line {
             literals.clone()
@@ -200,6 +280,7 @@ impl Matcher {
         FileRules {
             text,
             json,
+            special,
             set,
             index,
             by_program,
@@ -287,6 +368,10 @@ impl Matcher {
         self.select(
             self.text.iter().map(|i| reads(self.rule(*i).1)).collect(),
             self.json.iter().map(|i| reads(self.rule(*i).1)).collect(),
+            self.special
+                .iter()
+                .map(|i| reads(self.rule(*i).1))
+                .collect(),
         )
     }
 
@@ -297,6 +382,7 @@ impl Matcher {
         Some(self.select(
             self.text.iter().map(|(i, _)| *i == p).collect(),
             self.json.iter().map(|(i, _)| *i == p).collect(),
+            self.special.iter().map(|(i, _)| *i == p).collect(),
         ))
     }
 
@@ -496,12 +582,12 @@ impl Matcher {
             let Some(caps) = regex.captures(haystack) else {
                 continue;
             };
-            let mut fields = Fields::new();
-            for (i, name) in regex.capture_names().enumerate() {
-                if let (Some(name), Some(m)) = (name, caps.get(i)) {
-                    fields.insert(name.to_string(), Value::String(normalize(m.as_str())));
-                }
-            }
+            let fields = captured(
+                regex
+                    .capture_names()
+                    .enumerate()
+                    .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+            );
             if !ignored(playbook, line, &fields) {
                 out.push(Match {
                     playbook,
@@ -511,6 +597,9 @@ impl Matcher {
                     host: syslog.and_then(|s| s.host).map(Into::into),
                 });
             }
+        }
+        if rules.special.iter().any(|b| *b) {
+            self.scan_special(rules, line, start, out);
         }
         if rules.json.iter().any(|b| *b) && line.trim_start().starts_with('{') {
             let Ok(object) = serde_json::from_str::<Value>(line) else {
@@ -542,6 +631,156 @@ impl Matcher {
             }
         }
     }
+}
+
+impl Matcher {
+    /// The rules that strip the line before matching, or run on the backtracking engine
+    /// (imported fail2ban filters), in rule order. A match in which a group named `nofail`
+    /// took part is fail2ban's "not a failure": no hit, and the playbook's later rules do not
+    /// look at the line either.
+    fn scan_special<'a>(
+        &'a self,
+        rules: &FileRules,
+        line: &str,
+        start: usize,
+        out: &mut Vec<Match<'a>>,
+    ) {
+        // Rules of one playbook share their `strip` pattern: the line is cut once for them.
+        let mut cut: Option<(&str, std::borrow::Cow<'_, str>)> = None;
+        let mut settled: Option<&Playbook> = None;
+        // The playbook whose set was last tested, and which of its linear rules can match.
+        let mut tested: Option<(usize, Option<Arc<SpecialSet>>, Vec<usize>)> = None;
+        for (index, reads) in rules.special.iter().enumerate() {
+            if !reads {
+                continue;
+            }
+            let (p, _) = self.special[index];
+            let (playbook, rule) = self.rule(self.special[index]);
+            if settled.is_some_and(|p| std::ptr::eq(p, playbook))
+                || out[start..]
+                    .iter()
+                    .any(|m| std::ptr::eq(m.playbook, playbook))
+            {
+                continue;
+            }
+            let haystack: &str = match &rule.strip {
+                None => line,
+                Some(strip) => {
+                    if cut.as_ref().is_none_or(|(p, _)| *p != strip.as_str()) {
+                        cut = Some((strip.as_str(), strip_line(strip, line)));
+                    }
+                    match &cut {
+                        Some((_, text)) => text,
+                        None => line,
+                    }
+                }
+            };
+            {
+                if tested.as_ref().is_none_or(|(q, _, _)| *q != p) {
+                    let set = self.special_set(p);
+                    let possible = match &set {
+                        Some(s) if s.set.is_match(haystack) => {
+                            s.set.matches(haystack).iter().map(|k| s.rules[k]).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    tested = Some((p, set, possible));
+                }
+                if let Some((_, Some(_), possible)) = &tested
+                    && !possible.contains(&index)
+                {
+                    continue;
+                }
+            }
+            let fields = match (&rule.backtrack, &rule.regex) {
+                (Some(b), _) => {
+                    let Some(caps) = b.captures(haystack) else {
+                        continue;
+                    };
+                    captured(
+                        b.capture_names()
+                            .enumerate()
+                            .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+                    )
+                }
+                (None, Some(regex)) => {
+                    let Some(caps) = regex.captures(haystack) else {
+                        continue;
+                    };
+                    captured(
+                        regex
+                            .capture_names()
+                            .enumerate()
+                            .map(|(i, name)| (name, caps.get(i).map(|m| m.as_str()))),
+                    )
+                }
+                (None, None) => continue,
+            };
+            if fields.contains_key(NOFAIL) {
+                settled = Some(playbook);
+                continue;
+            }
+            if !ignored(playbook, line, &fields) {
+                // Imported filters judge no context: the logging host is not needed.
+                out.push(Match {
+                    playbook,
+                    rule,
+                    fields,
+                    repeated: 1,
+                    host: None,
+                });
+            }
+        }
+    }
+
+    /// How many lines each backtracking rule gave up on (its step limit), by `playbook/rule`;
+    /// only the rules that gave up at least once.
+    pub fn step_limit_reached(&self) -> Vec<(String, u64)> {
+        self.special
+            .iter()
+            .filter_map(|ix| {
+                let (playbook, rule) = self.rule(*ix);
+                let n = rule.backtrack.as_ref()?.exceeded();
+                (n > 0).then(|| (format!("{}/{}", playbook.id, rule.name), n))
+            })
+            .collect()
+    }
+}
+
+/// The capture that marks a match as fail2ban's "no failure" (`<F-NOFAIL>`).
+pub const NOFAIL: &str = "nofail";
+
+/// `line` without the first match of `strip` (its first group that took part, when it has
+/// groups), as fail2ban matches a line without its time stamp. Borrowed when the cut is at the
+/// start.
+fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> std::borrow::Cow<'l, str> {
+    let Some(caps) = strip.captures(line) else {
+        return std::borrow::Cow::Borrowed(line);
+    };
+    let Some(m) = caps.iter().skip(1).flatten().next().or_else(|| caps.get(0)) else {
+        return std::borrow::Cow::Borrowed(line);
+    };
+    if m.start() == 0 {
+        return std::borrow::Cow::Borrowed(&line[m.end()..]);
+    }
+    let mut text = String::with_capacity(line.len() - m.len());
+    text.push_str(&line[..m.start()]);
+    text.push_str(&line[m.end()..]);
+    std::borrow::Cow::Owned(text)
+}
+
+/// The fields of a match from its named groups that took part: a group `name__x` fills `name`
+/// when no group before it did (see `playbook::field_name`).
+fn captured<'n, 'h>(groups: impl Iterator<Item = (Option<&'n str>, Option<&'h str>)>) -> Fields {
+    let mut fields = Fields::new();
+    for (name, value) in groups {
+        if let (Some(name), Some(value)) = (name, value) {
+            fields
+                .entry(super::field_name(name).to_string())
+                .or_insert_with(|| Value::String(normalize(value)));
+        }
+    }
+    fields
 }
 
 /// The fields of a JSON rule's match, or `None` when a condition fails.
@@ -789,6 +1028,88 @@ text = "x"
         ] {
             assert_eq!(normalize(captured), stored, "{captured}");
         }
+    }
+
+    /// An imported fail2ban filter: the time stamp is cut before matching, one rule backtracks,
+    /// a `nofail` match settles the line without a hit.
+    const IMPORTED: &str = r#"
+id = "f2b"
+title = "fail2ban x ({ip})"
+category = "不正アクセス"
+severity = "low"
+dedupe = ["ip"]
+[[rule]]
+name = "nofail"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+pattern = '^ \S+ app: (?P<nofail>Accepted) for \S+ from (?P<ip>[0-9.]+)$'
+[[rule]]
+name = "quoted"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+engine = "backtrack"
+pattern = '''^ \S+ app: (?P<q>["'])(?P<user>(?:(?!(?P=q)).)*)(?P=q) failed from (?P<ip>[0-9.]+)$'''
+[[rule]]
+name = "blowup"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+engine = "backtrack"
+pattern = '^ \S+ app: (?:(?P<x>a)|a)*\k<x>b from (?P<ip>[0-9.]+)$'
+[[rule]]
+name = "plain"
+source = "log"
+strip = '^(?:[^0-9A-Za-z_]{0,2})?([A-Z][a-z]{2} [ 0-9]?[0-9] [0-9:]{8})'
+pattern = '^ \S+ app: (?:Failed|Accepted) for (?P<user>\S+) from (?:(?P<ip>[0-9.]+)|(?P<ip__6>[0-9a-fA-F:]+))$'
+[[step]]
+text = "x"
+"#;
+
+    #[test]
+    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("f2b.toml"), IMPORTED).expect("write");
+        let m = Matcher::new(super::super::load(dir.path(), None).expect("playbooks"))
+            .expect("matcher");
+        assert_eq!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: 'bob' failed from 192.0.2.1"
+            ),
+            ["f2b:quoted:192.0.2.1"]
+        );
+        assert_eq!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: Failed for bob from 2001:DB8::1"
+            ),
+            ["f2b:plain:2001:db8::1"],
+            "ip__6 fills ip"
+        );
+        assert!(
+            ips(
+                &m,
+                "app.log",
+                "Nov  3 15:35:12 gw app: Accepted for bob from 192.0.2.1"
+            )
+            .is_empty(),
+            "a nofail match is no hit and later rules do not see the line"
+        );
+        assert!(
+            ips(&m, "app.log", "gw app: Failed for bob from 192.0.2.1").is_empty(),
+            "without a time stamp to cut, the pattern's leading space is missing"
+        );
+        // A line crafted to make the backtracking rule try every split gives up at the step
+        // limit: no match, counted, and the scan finishes.
+        assert!(m.step_limit_reached().is_empty());
+        // (It passes the relaxed pattern that passes lines over without backtracking.)
+        let hostile = format!(
+            "Nov  3 15:35:12 gw app: {}c b from 192.0.2.1",
+            "a".repeat(64)
+        );
+        assert!(ips(&m, "app.log", &hostile).is_empty());
+        assert_eq!(m.step_limit_reached(), [("f2b/blowup".to_string(), 1)]);
     }
 
     #[test]

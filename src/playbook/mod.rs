@@ -4,7 +4,9 @@
 //! `load_dir` reports every error of every file, not only the first, so that one
 //! `csirt playbooks check` run shows everything to fix. Loading never touches the store.
 
+pub mod backtrack;
 pub mod cidr;
+pub mod fail2ban;
 pub mod line;
 pub mod matcher;
 pub mod prefix;
@@ -139,12 +141,30 @@ struct RuleFile {
     fields: BTreeMap<String, String>,
     #[serde(default)]
     threshold: Option<Threshold>,
+    /// `"backtrack"`: the pattern runs on the bounded backtracking engine, for the look-around,
+    /// backreferences and conditionals of imported fail2ban patterns (`regex` has none).
+    #[serde(default)]
+    engine: Option<Engine>,
+    /// The first match of this pattern (its first group, when it has one) is cut out of the line
+    /// before `pattern` matches what is left, as fail2ban cuts a line's time stamp.
+    #[serde(default)]
+    strip: Option<Spanned<String>>,
     /// A later event with the same key raises the incident (a login after failures).
     #[serde(default)]
     raise: Option<Raise>,
     /// The line proves that the account it names exists on the host (see `[context]`).
     #[serde(default)]
     account_exists: bool,
+}
+
+/// Which engine runs a rule's pattern.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Engine {
+    /// The `regex` crate: linear time (the default).
+    Linear,
+    /// fancy-regex with a step limit per line (`backtrack::STEP_LIMIT`).
+    Backtrack,
 }
 
 /// `learn = true` or `learn = "waiting"`.
@@ -282,6 +302,10 @@ pub struct Rule {
     pub learn_waiting: bool,
     /// The text pattern; for JSON rules, an optional extra test on the raw line.
     pub regex: Option<Regex>,
+    /// The text pattern when it runs on the backtracking engine (then `regex` is `None`).
+    pub backtrack: Option<backtrack::Backtrack>,
+    /// What is cut out of the line before the pattern matches (fail2ban's time stamp).
+    pub strip: Option<Regex>,
     /// For JSON rules: the field tests and the fields a hit takes.
     pub json: Option<JsonRule>,
     pub threshold: Option<Threshold>,
@@ -503,6 +527,12 @@ pub fn load_one(
     Ok(None)
 }
 
+/// Validates the text of one playbook file as `load` would (without `[contacts]`), for a
+/// playbook made in memory before it is written to `path`; every error, `file:line: message`.
+pub fn check_text(path: &Path, text: &str) -> Result<Playbook, Vec<TomlError>> {
+    parse(path, text, None).map(|(playbook, _)| playbook)
+}
+
 /// The `*.toml` files of a directory in name order, or the file itself.
 fn playbook_files(path: &Path) -> Result<Vec<PathBuf>, TomlError> {
     let read_err = |source| TomlError::Read {
@@ -569,21 +599,77 @@ fn parse(
             .name
             .clone()
             .unwrap_or_else(|| format!("rule-{}", index + 1));
-        let regex = match &rule.pattern {
-            Some(pattern) => match RegexBuilder::new(pattern.get_ref())
-                .size_limit(REGEX_SIZE_LIMIT)
-                .build()
-            {
-                Ok(regex) => Some(regex),
-                Err(e) => {
-                    let why = e
-                        .to_string()
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ");
+        let backtracking = rule.engine == Some(Engine::Backtrack);
+        let mut backtrack = None;
+        if let (true, Some(pattern)) = (backtracking, &rule.pattern) {
+            if compile(pattern.get_ref()).is_ok() {
+                invalid(
+                    pattern.span(),
+                    format!(
+                        "rule `{name}`: the pattern needs no backtracking engine (regex runs it in linear time); remove engine = \"backtrack\""
+                    ),
+                );
+            }
+            match backtrack::Backtrack::new(pattern.get_ref(), REGEX_SIZE_LIMIT) {
+                Ok(b) => {
+                    b.name(format!("{}/{name}", file.id.get_ref()));
+                    backtrack = Some(b);
+                }
+                Err(why) => {
                     invalid(
                         pattern.span(),
-                        format!("rule `{name}`: pattern does not compile: {why}"),
+                        format!(
+                            "rule `{name}`: pattern does not compile: {}",
+                            one_line(&why)
+                        ),
+                    );
+                    continue;
+                }
+            }
+        }
+        let strip = match &rule.strip {
+            Some(pattern) => match compile(pattern.get_ref()) {
+                Ok(regex) => Some(regex),
+                Err(e) => {
+                    invalid(
+                        pattern.span(),
+                        format!(
+                            "rule `{name}`: strip does not compile: {}",
+                            one_line(&e.to_string())
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let whole_line = backtrack.is_some() || strip.is_some();
+        if whole_line
+            && (rule.source != RuleSource::Log
+                || rule.format != RuleFormat::Text
+                || rule.program.is_some()
+                || rule.session.is_some()
+                || rule.learn.is_some()
+                || rule.raise.is_some())
+        {
+            invalid(
+                spanned.span(),
+                format!(
+                    "rule `{name}`: engine = \"backtrack\" and strip apply to text log rules that read whole lines (no program, session, learn or raise)"
+                ),
+            );
+        }
+        let regex = match &rule.pattern {
+            Some(_) if backtracking => None,
+            Some(pattern) => match compile(pattern.get_ref()) {
+                Ok(regex) => Some(regex),
+                Err(e) => {
+                    invalid(
+                        pattern.span(),
+                        format!(
+                            "rule `{name}`: pattern does not compile: {}",
+                            one_line(&e.to_string())
+                        ),
                     );
                     continue;
                 }
@@ -592,7 +678,7 @@ fn parse(
         };
         let json = match rule.format {
             RuleFormat::Text => {
-                if regex.is_none() {
+                if regex.is_none() && backtrack.is_none() {
                     invalid(spanned.span(), format!("rule `{name}` has no pattern"));
                 }
                 if !rule.json_match.is_empty() || !rule.fields.is_empty() {
@@ -690,7 +776,12 @@ fn parse(
                     ),
                 ),
                 (Some(false), Some(_)) => {}
-                _ if !is_anchored(pattern.get_ref()) => {
+                _ if !(if backtracking {
+                    starts_with_caret(pattern.get_ref())
+                } else {
+                    is_anchored(pattern.get_ref())
+                }) =>
+                {
                     let what = if programs.is_empty() {
                         "the line"
                     } else {
@@ -761,7 +852,12 @@ fn parse(
                 format!("rule `{name}`: threshold count must be at least 1"),
             );
         }
-        let available = rule_fields(regex.as_ref(), json.as_ref(), rule.source);
+        let available = rule_fields(
+            regex.as_ref(),
+            backtrack.as_ref(),
+            json.as_ref(),
+            rule.source,
+        );
         // A session rule's missing fields come from its session; a learn rule is no hit.
         let whole = rule.session.is_none() && !learn;
         for field in &file.dedupe {
@@ -815,6 +911,8 @@ fn parse(
             learn,
             learn_waiting,
             regex,
+            backtrack,
+            strip,
             json,
             threshold: rule.threshold,
             raise: rule.raise.clone(),
@@ -940,12 +1038,16 @@ fn split_path(path: &str) -> Vec<String> {
 /// mail rules.
 fn rule_fields<'a>(
     regex: Option<&'a Regex>,
+    backtrack: Option<&'a backtrack::Backtrack>,
     json: Option<&'a JsonRule>,
     source: RuleSource,
 ) -> BTreeSet<&'a str> {
     let mut fields: BTreeSet<&str> = regex
-        .map(|r| r.capture_names().flatten().collect())
+        .map(|r| r.capture_names().flatten().map(field_name).collect())
         .unwrap_or_default();
+    if let Some(b) = backtrack {
+        fields.extend(b.capture_names().flatten().map(field_name));
+    }
     fields.extend(
         json.iter()
             .flat_map(|j| j.fields.iter().map(|(name, _)| name.as_str())),
@@ -956,9 +1058,41 @@ fn rule_fields<'a>(
     fields
 }
 
+/// An engine's multi-line error message on one line, for `file:line: message`.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A pattern compiled as every linear-time rule pattern is.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// The field a named capture fills: `ip__6` fills `ip` (when no group before it did). A
+/// pattern may capture one field in several places this way, which a regex cannot do under one
+/// name (fail2ban's `<HOST>` is three groups: IPv4, IPv6 and a host name).
+pub fn field_name(capture: &str) -> &str {
+    capture.split_once("__").map_or(capture, |(field, _)| field)
+}
+
+/// Whether a backtracking pattern starts with `^` (after inline flags such as `(?i)`): its
+/// syntax is not `regex`'s, so it is held to this plain reading.
+pub(crate) fn starts_with_caret(pattern: &str) -> bool {
+    let rest = match pattern.strip_prefix("(?") {
+        Some(flags) => match flags.split_once(')') {
+            Some((f, rest)) if !f.is_empty() && f.chars().all(|c| c.is_ascii_alphabetic()) => rest,
+            _ => pattern,
+        },
+        None => pattern,
+    };
+    rest.starts_with('^')
+}
+
 /// Whether every match of `pattern` must begin at the start of the text (`^`, also inside a
 /// group or in every branch of an alternation), as the regex crate's own parser sees it.
-fn is_anchored(pattern: &str) -> bool {
+pub(crate) fn is_anchored(pattern: &str) -> bool {
     use regex_syntax::hir::Look;
     match regex_syntax::Parser::new().parse(pattern) {
         Ok(hir) => {
@@ -1103,6 +1237,60 @@ to = ["lead"]
         assert!(why_not[0].contains("needs a note"), "{why_not:?}");
         let noted = "\nanchored = false\nnote = \"a test of the escape hatch\"";
         assert!(check(&with(loose[0], noted)).is_ok());
+    }
+
+    #[test]
+    fn strip_and_the_backtracking_engine_are_checked() {
+        let rule = |extra: &str, pattern: &str| {
+            GOOD.replace(
+                "program = \"sshd\"\npattern = '^Failed password for (?:invalid user )?\\S+ from (?P<ip>[0-9a-fA-F:.]+)'",
+                &format!("{extra}pattern = '{pattern}'"),
+            )
+        };
+        let lookahead = r"^(?!x)Failed from (?P<ip>\S+)";
+        assert!(check(&rule("engine = \"backtrack\"\n", lookahead)).is_ok());
+        assert!(check(&rule("strip = '^\\S+ '\n", r"^Failed from (?P<ip>\S+)")).is_ok());
+        let cases = [
+            (rule("", lookahead), "does not compile"),
+            (
+                rule("engine = \"backtrack\"\n", r"^Failed from (?P<ip>\S+)"),
+                "needs no backtracking engine",
+            ),
+            (
+                rule("engine = \"backtrack\"\n", r"(?!x)Failed from (?P<ip>\S+)"),
+                "start it with ^",
+            ),
+            (
+                rule("engine = \"backtrack\"\nprogram = \"sshd\"\n", lookahead),
+                "whole lines",
+            ),
+            (
+                rule("strip = '('\n", r"^Failed from (?P<ip>\S+)"),
+                "strip does not compile",
+            ),
+            (
+                rule(
+                    "engine = \"backtrack\"\n",
+                    r"^(?!x)Failed from (?P<addr>\S+)",
+                ),
+                "dedupe field `ip`",
+            ),
+        ];
+        for (text, needle) in cases {
+            let errors = check(&text).expect_err(needle);
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "{needle}: {errors:?}"
+            );
+        }
+        // `ip__6` fills `ip`, so the dedupe field is captured.
+        assert!(
+            check(&rule(
+                "",
+                r"^Failed from (?:(?P<ip>[0-9.]+)|(?P<ip__6>[0-9a-f:]+))"
+            ))
+            .is_ok()
+        );
     }
 
     fn check(text: &str) -> Result<Playbook, Vec<String>> {

@@ -156,6 +156,9 @@ pub struct LogReader {
     matcher: Live<Matcher>,
     matcher_seen: Arc<Matcher>,
     generation: usize,
+    /// Backtracking rules whose step limit was reached and already reported (`playbook/rule`;
+    /// at most one entry per rule).
+    step_limit_reported: HashSet<String>,
     /// Files being read, by the path they are read at.
     open: HashMap<PathBuf, Open>,
     /// Files rotated or deleted away, read to their end before they are let go.
@@ -224,6 +227,7 @@ impl LogReader {
             matcher,
             matcher_seen: current,
             generation: 0,
+            step_limit_reported: HashSet::new(),
             open: HashMap::new(),
             draining: Vec::new(),
             known: resume
@@ -333,6 +337,22 @@ impl LogReader {
         warn!("{message}");
         if let Err(e) = self.notices.try_send(Notice { component, message }) {
             debug!("notice not recorded: {e}");
+        }
+    }
+
+    /// Reports, once per rule, a backtracking rule (an imported fail2ban pattern) that gave up
+    /// on a line at its step limit: in the log and in `csirt status`.
+    fn report_step_limit(&mut self, matcher: &Matcher, path: &Path) {
+        for (rule, lines) in matcher.step_limit_reached() {
+            if self.step_limit_reported.insert(rule.clone()) {
+                self.notice(
+                    "logs",
+                    format!(
+                        "{rule}: a backtracking pattern reached its step limit on {lines} line(s) (first in {}); such lines count as no match (csirt playbooks test shows them)",
+                        path.display()
+                    ),
+                );
+            }
         }
     }
 
@@ -659,6 +679,7 @@ impl LogReader {
                             ),
                         );
                     }
+                    self.report_step_limit(&matcher, &path);
                     self.batch.hits.extend(hits);
                     self.record_checkpoint(open.tail.checkpoint());
                     if self.batch.hits.len() >= BATCH_HITS {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Where Debian's python3-fail2ban puts the test logs.
-const LOGS: &str = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
+pub const LOGS: &str = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
 
 /// Cases where the playbook deliberately takes another address than fail2ban's annotation,
 /// with the reason: `(log, line text fragment, the address csirt takes, why)`. Each is asserted.
@@ -29,13 +29,13 @@ const DISAGREEMENTS: &[(&str, &str, &str, &str)] = &[(
 
 /// One annotated line.
 #[derive(Debug)]
-struct Case {
+pub struct Case {
     /// 1-based line number in the log.
-    line: usize,
-    text: String,
-    failure: bool,
-    host: Option<String>,
-    desc: String,
+    pub line: usize,
+    pub text: String,
+    pub failure: bool,
+    pub host: Option<String>,
+    pub desc: String,
 }
 
 /// The test log `name`; `None` (after saying why) when fail2ban is not installed and this is not
@@ -71,7 +71,7 @@ fn options_apply(value: &serde_json::Value, mode: &str) -> bool {
 
 /// Whether a case's `constraint` holds for the sshd-like filter `name` in `mode` (the few shapes
 /// fail2ban's own logs use).
-fn constraint_holds(constraint: &str, name: &str, mode: &str) -> bool {
+pub fn constraint_holds(constraint: &str, name: &str, mode: &str) -> bool {
     let c = constraint.replace(' ', "");
     if let Some(rest) = c.strip_prefix("name==") {
         return rest.trim_matches('\'') == name;
@@ -87,21 +87,32 @@ fn constraint_holds(constraint: &str, name: &str, mode: &str) -> bool {
 
 /// The cases of `text` that apply to filter `name` in `mode`.
 fn cases(text: &str, name: &str, mode: &str) -> Vec<Case> {
+    cases_where(text, name, mode, |opts| options_apply(opts, mode))
+}
+
+/// The cases of `text` for filter `name` in `mode`, where `applies` says which `filterOptions`
+/// blocks count (a block without options always does).
+pub fn cases_where(
+    text: &str,
+    name: &str,
+    mode: &str,
+    applies: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<Case> {
     let lines: Vec<&str> = text.lines().collect();
-    let mut applies = true;
+    let mut in_block = true;
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         if let Some(opts) = l.strip_prefix("# filterOptions:") {
             let value: serde_json::Value =
                 serde_json::from_str(opts.trim()).expect("filterOptions JSON");
-            applies = options_apply(&value, mode);
+            in_block = applies(&value);
             continue;
         }
         let Some(json) = l.strip_prefix("# failJSON:") else {
             continue;
         };
         let value: serde_json::Value = serde_json::from_str(json.trim()).expect("failJSON");
-        if !applies {
+        if !in_block {
             continue;
         }
         if let Some(c) = value.get("constraint").and_then(|c| c.as_str())
@@ -140,7 +151,12 @@ fn matched(env: &Env, playbook: &str, log: &std::path::Path) -> BTreeMap<usize, 
         "--json",
     ]);
     assert_exit(&out, 0);
-    json(&out)["matches"]
+    addresses(&json(&out))
+}
+
+/// The address each matched line of a `playbooks test --json` report took, by line number.
+pub fn addresses(report: &serde_json::Value) -> BTreeMap<usize, String> {
+    report["matches"]
         .as_array()
         .expect("matches")
         .iter()

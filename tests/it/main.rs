@@ -9,6 +9,7 @@ mod helpers;
 mod cli;
 mod daemon;
 mod escalation;
+mod fail2ban_import;
 mod fail2ban_logs;
 mod housekeeping;
 mod imap;
