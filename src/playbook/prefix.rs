@@ -254,10 +254,11 @@ impl LineFilter {
             let mut folded = folded.borrow_mut();
             let mut start = 0;
             while start < haystack.len() {
-                // A literal starting in the window ends within FILTER_LEN bytes after it, so the
-                // first found is the leftmost; each call lowercases at most a window past it.
+                // A literal starting in the window ends within FOLD_FILTER_LEN bytes after it (a
+                // case-ignoring filter's words are cut to that), so the first found is the
+                // leftmost; each call lowercases at most a window past it.
                 let end = (start + FOLD_WINDOW).min(haystack.len());
-                let past = (end + FILTER_LEN).min(haystack.len());
+                let past = (end + FOLD_FILTER_LEN).min(haystack.len());
                 folded.clear();
                 folded.extend_from_slice(&haystack[start..past]);
                 folded.make_ascii_lowercase();
