@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::engine::rate::FOLD_KIND;
+use crate::level::Levels;
 use crate::model::{Event, Incident};
 use crate::playbook::PlaybookSet;
 use crate::text::{long_time, remaining, sanitize};
@@ -154,6 +155,10 @@ pub struct Composer {
     tz: Tz,
     notify_to: Vec<String>,
     contacts: BTreeMap<String, Vec<String>>,
+    /// The city's level of each severity, shown beside it.
+    levels: Levels,
+    /// The `[contacts]` group told of a required report to 個人情報保護委員会 (`pii_ciso`).
+    pii_ciso: Option<String>,
     playbooks: PlaybookSet,
     /// The built-in templates and, where given, the replacements.
     built_in: Environment<'static>,
@@ -190,6 +195,8 @@ impl Composer {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.iter().map(|a| a.get_ref().clone()).collect()))
                 .collect(),
+            levels: config.levels(),
+            pii_ciso: config.pii_ciso().map(str::to_string),
             playbooks: playbooks.clone(),
             built_in,
             custom: None,
@@ -267,6 +274,16 @@ impl Composer {
         out
     }
 
+    /// The `[contacts]` group told of a required report to 個人情報保護委員会, if there is one.
+    pub fn pii_ciso(&self) -> Option<&str> {
+        self.pii_ciso.as_deref()
+    }
+
+    /// The city's level of each severity.
+    pub fn levels(&self) -> &Levels {
+        &self.levels
+    }
+
     /// The playbooks the mails describe (steps, deadlines, escalation levels).
     pub fn playbooks(&self) -> &PlaybookSet {
         &self.playbooks
@@ -312,10 +329,12 @@ impl Composer {
             Occasion::Raised { .. } => "【緊急・引き上げ】".into(),
             Occasion::Acted { .. } => "【メール操作】".into(),
         };
+        // The level in a bracket of its own: a mail filter on 【重要度:緊急】 keeps working.
         let subject = subject_line(&format!(
-            "[CSIRT #{}] {marker}【重要度:{}】{}",
+            "[CSIRT #{}] {marker}【重要度:{}】【{}】{}",
             incident.id,
             incident.severity.label_ja(),
+            self.levels.of(incident.severity),
             incident.title
         ));
         let playbook = self.playbooks.get(&incident.playbook);
@@ -380,7 +399,7 @@ impl Composer {
         let ctx = context! {
             kind => occasion.kind(),
             node => self.node.clone(),
-            incident => incident_context(incident, tz),
+            incident => incident_context(incident, tz, &self.levels),
             fields => incident
                 .fields
                 .iter()
@@ -611,7 +630,7 @@ impl Composer {
         let tz = self.tz;
         let items: Vec<Value> = incidents
             .iter()
-            .map(|i| context! { deadlines => self.deadlines_of(i, now), ..incident_context(i, tz) })
+            .map(|i| context! { deadlines => self.deadlines_of(i, now), ..incident_context(i, tz, &self.levels) })
             .collect();
         context! {
             kind => kind,
@@ -626,14 +645,17 @@ impl Composer {
 }
 
 /// The incident as templates see it: times in the configured zone, labels in Japanese, text
-/// cleaned.
-fn incident_context(i: &Incident, tz: Tz) -> Value {
+/// cleaned, the city's level beside the severity.
+fn incident_context(i: &Incident, tz: Tz, levels: &Levels) -> Value {
+    let level = levels.of(i.severity);
     context! {
         id => i.id,
         title => clean(&i.title),
         category => clean(&i.category),
         playbook => clean(&i.playbook),
         severity => i.severity.label_ja(),
+        level => level.as_str(),
+        level_label => level.label_ja(),
         status => i.status.label_ja(),
         assignee => i.assignee.as_deref().map(clean),
         event_count => i.event_count,
@@ -705,7 +727,7 @@ fn sample_incident_context(node: &str) -> Value {
         node => node,
         incident => context! {
             id => 1, title => "sample", category => "sample", playbook => "sample", severity => "高",
-            status => "未対応", assignee => (), event_count => 1, escalation_level => 0,
+            level => "L2", level_label => "業務全体", status => "未対応", assignee => (), event_count => 1, escalation_level => 0,
             first_seen => "2026-01-01 09:00:00", last_seen => "2026-01-01 09:00:00", opened_at => "2026-01-01 09:00:00",
         },
         fields => vec![context! { name => "ip", value => "192.0.2.1" }],
@@ -732,7 +754,8 @@ fn sample_digest_context(node: &str, kind: &str) -> Value {
         total => 1,
         more => 0,
         incidents => vec![context! {
-            id => 1, title => "sample", severity => "高", status => "未対応", assignee => (),
+            id => 1, title => "sample", severity => "高", level => "L2", level_label => "業務全体",
+            status => "未対応", assignee => (),
             event_count => 1, opened_at => "2026-01-01 09:00:00", escalation_level => 1,
             deadlines => vec![context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日" }],
         }],

@@ -34,6 +34,14 @@ pub struct Config {
     /// package); without it, the rules built into this csirt.
     #[serde(default)]
     pub pii_rules: Option<PathBuf>,
+    /// The `[contacts]` group told at once when an incident requires a report to
+    /// 個人情報保護委員会, and sent its statutory reminders besides `[notify] to`; default `ciso`
+    /// (when `[contacts]` has it).
+    #[serde(default)]
+    pub pii_ciso: Option<Spanned<String>>,
+    /// `[levels]`: the city's level (L0-L3) of each severity; default low L0 … critical L3.
+    #[serde(default)]
+    pub levels: Option<LevelsTable>,
     /// Log level for the daemon (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` wins.
     #[serde(default)]
     pub log_level: Option<String>,
@@ -67,6 +75,41 @@ pub struct Config {
     #[serde(skip)]
     warnings: Vec<String>,
 }
+
+/// `[levels]` as written: a severity left out keeps its default level.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LevelsTable {
+    #[serde(default)]
+    pub critical: Option<Spanned<crate::level::Level>>,
+    #[serde(default)]
+    pub high: Option<Spanned<crate::level::Level>>,
+    #[serde(default)]
+    pub medium: Option<Spanned<crate::level::Level>>,
+    #[serde(default)]
+    pub low: Option<Spanned<crate::level::Level>>,
+}
+
+impl LevelsTable {
+    fn entry(&self, severity: crate::model::Severity) -> Option<&Spanned<crate::level::Level>> {
+        use crate::model::Severity;
+        match severity {
+            Severity::Critical => self.critical.as_ref(),
+            Severity::High => self.high.as_ref(),
+            Severity::Medium => self.medium.as_ref(),
+            Severity::Low => self.low.as_ref(),
+        }
+    }
+
+    /// The validated mapping, or the key to blame (its span, when written) and why.
+    fn levels(&self) -> Result<crate::level::Levels, (Option<std::ops::Range<usize>>, String)> {
+        crate::level::Levels::new(|s| self.entry(s).map(|l| *l.get_ref()))
+            .map_err(|(s, m)| (self.entry(s).map(Spanned::span), m))
+    }
+}
+
+/// The contact group `pii_ciso` names when the config leaves it out.
+pub const DEFAULT_PII_CISO: &str = "ciso";
 
 /// A secret the config file holds inline, or a file it names that holds one, and the line.
 #[derive(Debug, Clone)]
@@ -774,6 +817,15 @@ impl Config {
         config.secret_sites = secret_sites(path, text, &config)?;
         config.warnings = config.address_warnings(path, text);
         config.warnings.extend(config.rate_warnings(path, text));
+        if config.pii_ciso().is_none() {
+            // No span to point at: the key is absent.
+            config.warnings.push(format!(
+                "{}: [contacts] has no `{DEFAULT_PII_CISO}` and pii_ciso is not set: an incident that \
+                 requires a report to 個人情報保護委員会 is told to [notify] to only (add \
+                 {DEFAULT_PII_CISO} = [\"…\"] to [contacts], or pii_ciso = \"group\")",
+                path.display()
+            ));
+        }
         Ok(config)
     }
 
@@ -784,6 +836,8 @@ impl Config {
             node: None,
             playbooks: default_playbooks(),
             pii_rules: None,
+            pii_ciso: None,
+            levels: None,
             log_level: None,
             store: StoreConfig {
                 url,
@@ -836,6 +890,24 @@ impl Config {
                 .map_err(|m| invalid(to.span(), format!("[notify] to: {m}")))?;
         }
         self.validate_rate(path, text)?;
+        if let Some(levels) = &self.levels {
+            levels.levels().map_err(|(span, m)| {
+                // A default level has no line of its own; the message names the severity.
+                invalid(span.unwrap_or(0..0), format!("[levels]: {m}"))
+            })?;
+        }
+        if let Some(ciso) = &self.pii_ciso
+            && !self.contacts.contains_key(ciso.get_ref())
+        {
+            return Err(invalid(
+                ciso.span(),
+                format!(
+                    "pii_ciso: `{}` is not a name in [contacts] (the group told when a report to \
+                     個人情報保護委員会 is required)",
+                    ciso.get_ref()
+                ),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for schedule in &self.schedule {
             let name = schedule.name.get_ref();
@@ -1011,6 +1083,27 @@ impl Config {
     /// Loads and validates the personal-information rules this config names (or the built-in).
     pub fn pii_rules(&self) -> Result<crate::pii::rules::Rules, TomlError> {
         crate::pii::rules::Rules::load(self.pii_rules.as_deref())
+    }
+
+    /// The city's level of each severity (`[levels]`, validated at load).
+    pub fn levels(&self) -> crate::level::Levels {
+        self.levels
+            .as_ref()
+            .and_then(|l| l.levels().ok())
+            .unwrap_or_default()
+    }
+
+    /// The `[contacts]` group told when an incident requires a report to 個人情報保護委員会:
+    /// `pii_ciso`, or `ciso` when `[contacts]` has it; `None` when there is none (then only
+    /// `[notify] to` hears, and `config check` warns).
+    pub fn pii_ciso(&self) -> Option<&str> {
+        match &self.pii_ciso {
+            Some(name) => Some(name.get_ref().as_str()),
+            None => self
+                .contacts
+                .contains_key(DEFAULT_PII_CISO)
+                .then_some(DEFAULT_PII_CISO),
+        }
     }
 
     /// What was accepted but looks like a mistake (`file:line: message`): `config check` prints
@@ -1671,6 +1764,49 @@ csirt = ["duty@example.jp"]
             credential_in(dir.path(), "smtp-password")?.as_deref(),
             Some("s3cret")
         );
+        Ok(())
+    }
+
+    /// #16: the city's levels are a validated table; the CISO group is checked against
+    /// [contacts] when named, and its absence by default is a warning, not a silent gap.
+    #[test]
+    fn levels_and_the_pii_ciso_group() -> Result<(), TomlError> {
+        use crate::level::Level;
+        use crate::model::Severity;
+        let c = load(MINIMAL)?;
+        assert_eq!(c.levels(), crate::level::Levels::default());
+        assert_eq!(c.pii_ciso(), None);
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("[contacts] has no `ciso`")),
+            "{:?}",
+            c.warnings()
+        );
+        let with_ciso = format!("{MINIMAL}ciso = [\"ciso@example.jp\"]\n");
+        let c = load(&with_ciso)?;
+        assert_eq!(c.pii_ciso(), Some("ciso"));
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c = load(&format!("pii_ciso = \"csirt\"\n{MINIMAL}"))?;
+        assert_eq!(c.pii_ciso(), Some("csirt"));
+        let err = load(&format!("pii_ciso = \"cisoo\"\n{with_ciso}")).expect_err("unknown group");
+        assert!(
+            err.to_string().starts_with("csirt.toml:1:") && err.to_string().contains("`cisoo`"),
+            "{err}"
+        );
+        let c = load(&format!("{MINIMAL}[levels]\nhigh = \"L3\"\n"))?;
+        assert_eq!(c.levels().of(Severity::High), Level::L3);
+        assert_eq!(c.levels().floor(Level::L3), Severity::High);
+        let err = load(&format!("{MINIMAL}\n[levels]\nlow = \"L2\"\n")).expect_err("inverted");
+        assert!(
+            err.to_string().starts_with("csirt.toml:15:")
+                && err
+                    .to_string()
+                    .contains("[levels]: medium is L1 but the milder low is L2"),
+            "{err}"
+        );
+        let err = load(&format!("{MINIMAL}[levels]\nlow = \"L5\"\n")).expect_err("no such level");
+        assert!(err.to_string().contains("L5"), "{err}");
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //!   what falls due; and the threshold windows held in memory (`engine::window`, bounded).
 //!   Never touches the store.
 //! - `model`: incidents, their lifecycle (`Action::allowed_from`, `permitted_by`) and timeline;
+//!   `level`: the city's levels L0-L3 beside the severities (the config's `[levels]`);
 //!   `pii`: personal-information facts, the statutory decision and clocks (rules as data), the
 //!   report forms. Pure, like the engine.
 //! - `store`: SQLite or PostgreSQL behind one `Store`; all SQL lives there, each shared
@@ -41,6 +42,7 @@ pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod intake;
+pub mod level;
 pub mod live;
 pub mod logging;
 pub mod model;

@@ -76,6 +76,24 @@ pub(super) async fn config_check(cli: &Cli) -> anyhow::Result<ExitCode> {
         None => "templates: built-in".into(),
     })?;
     out.line(&pii_rules_line(&pii_rules))?;
+    let levels = config.levels();
+    let mapped: Vec<String> = crate::model::Severity::ALL
+        .iter()
+        .rev()
+        .map(|s| format!("{s} {}", levels.of(*s)))
+        .collect();
+    out.line(&format!(
+        "levels: {} (a required report to 個人情報保護委員会 raises to {} at least)",
+        mapped.join(", "),
+        levels.floor(crate::level::Level::L3)
+    ))?;
+    out.line(&match config.pii_ciso() {
+        Some(group) => format!(
+            "pii ciso: {group} ({})",
+            config.resolve_recipients(group).join(", ")
+        ),
+        None => "pii ciso: none ([notify] to only)".into(),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

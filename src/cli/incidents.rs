@@ -7,12 +7,30 @@ use crate::store::IncidentFilter;
 use serde::Serialize;
 use std::process::ExitCode;
 
+/// An incident as `list --json` prints it: its fields, and the city's level beside its severity.
+#[derive(Serialize)]
+pub(super) struct IncidentJson<'a> {
+    #[serde(flatten)]
+    incident: &'a Incident,
+    /// `L0` … `L3` (the config's `[levels]`).
+    level: crate::level::Level,
+}
+
+impl<'a> IncidentJson<'a> {
+    pub(super) fn new(incident: &'a Incident, levels: &crate::level::Levels) -> Self {
+        IncidentJson {
+            incident,
+            level: levels.of(incident.severity),
+        }
+    }
+}
+
 /// `incidents show --json`: the incident object with its context, so `jq .id` works on both
 /// `list` items and `show`.
 #[derive(Serialize)]
 struct Detail<'a> {
     #[serde(flatten)]
-    incident: &'a Incident,
+    incident: IncidentJson<'a>,
     /// The playbook's steps with the incident's fields filled in.
     steps: Vec<String>,
     deadlines: Vec<DeadlineJson<'a>>,
@@ -53,10 +71,15 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
                 limit: *limit,
             };
             let incidents = store.list(&filter).await?;
+            let levels = config.levels();
             if *json {
-                out.json(&incidents)?
+                let items: Vec<IncidentJson<'_>> = incidents
+                    .iter()
+                    .map(|i| IncidentJson::new(i, &levels))
+                    .collect();
+                out.json(&items)?
             } else {
-                out.incidents(&incidents)?
+                out.incidents(&incidents, &levels)?
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -75,7 +98,7 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
                 .and_then(|set| set.get(&incident.playbook));
             if *json {
                 out.json(&Detail {
-                    incident: &incident,
+                    incident: IncidentJson::new(&incident, &config.levels()),
                     steps: playbook.map_or_else(Vec::new, |p| {
                         p.steps
                             .iter()
@@ -96,7 +119,14 @@ pub(super) async fn run(cli: &Cli, command: &IncidentsCommand) -> anyhow::Result
                     pii: pii.json(now),
                 })?;
             } else {
-                out.incident(&incident, playbook, &events, &timeline, now)?;
+                out.incident(
+                    &incident,
+                    &config.levels(),
+                    playbook,
+                    &events,
+                    &timeline,
+                    now,
+                )?;
                 // Only where personal information was recorded: an SSH scan needs no section.
                 if pii.record.facts.is_some() || !pii.record.reports.is_empty() {
                     out.line("")?;

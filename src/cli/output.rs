@@ -5,6 +5,7 @@
 //! Tables measure display width (Japanese is double-width) and fit the terminal. JSON is printed
 //! as serde_json writes it, which escapes control characters itself.
 
+use crate::level::Levels;
 use crate::model::{Event, Incident, TimelineEntry};
 use crate::playbook::Playbook;
 use crate::text::{long_time, remaining, sanitize, short_time};
@@ -216,8 +217,8 @@ impl Output {
         self.table(&table)
     }
 
-    /// The incident list as a table.
-    pub fn incidents(&mut self, incidents: &[Incident]) -> io::Result<()> {
+    /// The incident list as a table, each severity with the city's level beside it.
+    pub fn incidents(&mut self, incidents: &[Incident], levels: &Levels) -> io::Result<()> {
         if incidents.is_empty() {
             return self.line("該当するインシデントはありません (no incidents match)");
         }
@@ -225,6 +226,7 @@ impl Output {
             vec![
                 "ID",
                 "重要度",
+                "レベル",
                 "状態",
                 "最終検知",
                 "件数",
@@ -232,12 +234,13 @@ impl Output {
                 "プレイブック",
                 "件名",
             ],
-            7,
+            8,
         );
         for i in incidents {
             table.row(vec![
                 format!("#{}", i.id),
                 i.severity.label_ja().to_string(),
+                levels.of(i.severity).to_string(),
                 i.status.label_ja().to_string(),
                 short_time(i.last_seen, self.tz),
                 i.event_count.to_string(),
@@ -253,6 +256,7 @@ impl Output {
     pub fn incident(
         &mut self,
         i: &Incident,
+        levels: &Levels,
         playbook: Option<&Playbook>,
         events: &[Event],
         timeline: &[TimelineEntry],
@@ -268,7 +272,12 @@ impl Output {
         let rows: Vec<(&str, String)> = vec![
             (
                 "重要度",
-                format!("{} ({})", i.severity.label_ja(), i.severity),
+                format!(
+                    "{} ({})  市のレベル {}",
+                    i.severity.label_ja(),
+                    i.severity,
+                    levels.of(i.severity).long_ja()
+                ),
             ),
             ("状態", format!("{status} [{}]", i.status)),
             ("分類", i.category.clone()),

@@ -5,7 +5,7 @@
 
 use super::output::{Output, Table};
 use super::{Cli, load_config, open_store};
-use crate::model::{Actor, Incident, now};
+use crate::model::{Actor, now};
 use crate::pii::form::{self, Known};
 use crate::pii::rules::Rules;
 use crate::pii::{Assessment, Clock, ClockState, Edit, Facts, Flag, Kind, Party, assess, yes_no};
@@ -508,7 +508,7 @@ pub(super) async fn export(cli: &Cli, args: &ExportArgs) -> anyhow::Result<ExitC
 #[derive(Serialize)]
 struct OverdueJson<'a> {
     #[serde(flatten)]
-    incident: &'a Incident,
+    incident: super::incidents::IncidentJson<'a>,
     clocks: Vec<ClockJson<'a>>,
 }
 
@@ -518,12 +518,13 @@ pub(super) async fn overdue(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(&config).await?;
     let now = now();
     let pending = store.pending_pii(now).await?;
+    let levels = config.levels();
     let mut out = Output::stdout(config.timezone);
     if json {
         let items: Vec<OverdueJson<'_>> = pending
             .iter()
             .map(|(incident, clocks)| OverdueJson {
-                incident,
+                incident: super::incidents::IncidentJson::new(incident, &levels),
                 clocks: clocks
                     .iter()
                     .map(|c| ClockJson {

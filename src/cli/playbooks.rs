@@ -41,14 +41,23 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
                 out.json(&to_json(&set))?;
             } else {
                 let mut table = Table::new(
-                    vec!["ID", "重要度", "分類", "ルール", "読むファイル", "件名"],
-                    5,
+                    vec![
+                        "ID",
+                        "重要度",
+                        "レベル",
+                        "分類",
+                        "ルール",
+                        "読むファイル",
+                        "件名",
+                    ],
+                    6,
                 );
                 for p in set.iter() {
                     let files = p.file_globs();
                     table.row(vec![
                         p.id.clone(),
                         p.severity.label_ja().into(),
+                        config.levels().of(p.severity).to_string(),
                         p.category.clone(),
                         p.rules.len().to_string(),
                         if files.is_empty() {

@@ -39,7 +39,9 @@ pub(super) async fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode
         }
     };
     let store = open_store(&config).await?;
-    let report = crate::report::gather::gather(&store, &period, playbooks.as_ref(), now).await?;
+    let report =
+        crate::report::gather::gather(&store, &period, playbooks.as_ref(), &config.levels(), now)
+            .await?;
     let bytes = report.render(args.format.into());
     let mut out = Output::stdout(tz);
     match &args.out {

@@ -313,10 +313,11 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(o) = &overview {
+            let levels = config.levels();
             let counts: Vec<String> = o
                 .open_by_severity
                 .iter()
-                .map(|(s, n)| format!("{} {n}", s.label_ja()))
+                .map(|(s, n)| format!("{} ({}) {n}", s.label_ja(), levels.of(*s)))
                 .collect();
             out.line(&format!("未クローズ (open): {}", counts.join(" / ")))?;
         }

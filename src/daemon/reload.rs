@@ -118,6 +118,11 @@ pub fn restart_keys(old: &Config, new: &Config) -> Vec<RestartKey> {
         // Reloaded: the playbooks (and `[networks]` in them), contacts, templates and
         // schedules are all rebuilt by `Loaded::build`.
         playbooks: _,
+        // Reloaded: the rules are read again (and every recorded incident recomputed under
+        // them), the levels and the CISO group are the composer's and the recompute's.
+        pii_rules: _,
+        pii_ciso: _,
+        levels: _,
         log_level,
         store,
         logs,

@@ -341,7 +341,16 @@ async fn run_report(
     }
     let span = Span::last_complete(period == ReportPeriod::FiscalYear, at, tz);
     let report = match Period::new(span, tz) {
-        Ok(period) => gather(store, &period, Some(composer.playbooks()), at).await,
+        Ok(period) => {
+            gather(
+                store,
+                &period,
+                Some(composer.playbooks()),
+                composer.levels(),
+                at,
+            )
+            .await
+        }
         Err(e) => Err(ReportError::Period(e)),
     };
     let report = match report {

@@ -254,8 +254,11 @@ pub fn tally(
     period: &Period,
     rows: Rows,
     playbooks: Option<&PlaybookSet>,
+    levels: &crate::level::Levels,
     now: DateTime<Utc>,
 ) -> Figures {
+    // Each severity as the reader sees it: its name with the city's level beside it.
+    let label = |s: Severity| format!("{} ({})", s.label_ja(), levels.of(s));
     let incidents = &rows.incidents;
     let mut months: Vec<Month> = period
         .months()
@@ -349,7 +352,7 @@ pub fn tally(
         .iter()
         .map(|s| Response {
             severity: s.as_str().to_string(),
-            label: s.label_ja().to_string(),
+            label: label(*s),
             acknowledge: Times::of(ack.get(s).cloned().unwrap_or_default()),
             close: Times::of(close.get(s).cloned().unwrap_or_default()),
         })
@@ -386,7 +389,7 @@ pub fn tally(
             .iter()
             .map(|s| Count {
                 key: s.as_str().into(),
-                label: s.label_ja().into(),
+                label: label(*s),
                 count: severities.get(s).copied().unwrap_or(0),
             })
             .collect(),

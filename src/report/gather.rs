@@ -4,6 +4,7 @@
 use super::figures::{LINGERING, LINGERING_LISTED, Rows, tally};
 use super::period::{Period, PeriodError};
 use super::{Report, TITLE};
+use crate::level::Levels;
 use crate::playbook::PlaybookSet;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -18,21 +19,23 @@ pub enum ReportError {
 }
 
 /// The report of `period` at `now`. `playbooks` (for the deadlines) may be None when they
-/// cannot be read: the report then says the deadlines were not evaluated.
+/// cannot be read: the report then says the deadlines were not evaluated. `levels` label each
+/// severity with the city's level.
 pub async fn gather(
     store: &Store,
     period: &Period,
     playbooks: Option<&PlaybookSet>,
+    levels: &Levels,
     now: DateTime<Utc>,
 ) -> Result<Report, ReportError> {
-    let current = figures_of(store, period, playbooks, now).await?;
+    let current = figures_of(store, period, playbooks, levels, now).await?;
     let before = period.year_before()?;
     // A year with no incident recorded before its end is not a year of zero incidents: the
     // store did not exist yet, and a comparison would mislead.
     let earliest = store.earliest_incident().await?;
     let previous = match earliest {
         Some(first) if first < before.end => {
-            Some(figures_of(store, &before, playbooks, now).await?)
+            Some(figures_of(store, &before, playbooks, levels, now).await?)
         }
         _ => None,
     };
@@ -57,6 +60,7 @@ async fn figures_of(
     store: &Store,
     period: &Period,
     playbooks: Option<&PlaybookSet>,
+    levels: &Levels,
     now: DateTime<Utc>,
 ) -> Result<super::figures::Figures, ReportError> {
     let incidents = store.report_incidents(period.start, period.end).await?;
@@ -74,6 +78,7 @@ async fn figures_of(
             lingering_as_of: as_of,
         },
         playbooks,
+        levels,
         now,
     ))
 }

@@ -179,7 +179,7 @@ fn replies_thread_as_notes_and_contacts_act_by_mail(backend: Backend) {
     // Someone outside the contacts replies with a command: only a note.
     let out = env.intake(&reply(
         "citizen@example.net",
-        &format!("Re: [CSIRT #{id}] 【重要度:中】報告受付"),
+        &format!("Re: [CSIRT #{id}] 【重要度:中】【L1】報告受付"),
         "<nothing@example.net>",
         "close: resolved\r\nもう直りました",
         1,

@@ -140,7 +140,7 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
     let mail = read_mail(&first);
     assert_eq!(
         mail["subject"],
-        "[CSIRT #1] 【重要度:高】SSH総当たり攻撃 (203.0.113.5)"
+        "[CSIRT #1] 【重要度:高】【L2】SSH総当たり攻撃 (203.0.113.5)"
     );
     assert_eq!(mail["to"], "duty@example.jp");
     assert_eq!(mail["auto_submitted"], "auto-generated");
@@ -220,7 +220,7 @@ fn smtp_delivery_threads_and_survives_a_server_outage() {
     });
     assert_eq!(
         read_mail(&third)["subject"],
-        "[CSIRT #2] 【重要度:高】SSH総当たり攻撃 (198.51.100.9)"
+        "[CSIRT #2] 【重要度:高】【L2】SSH総当たり攻撃 (198.51.100.9)"
     );
     let rows = with_store(&env, "outbox", async |store| Ok(store.outbox().await?));
     assert!(
@@ -379,7 +379,7 @@ fn starttls_trusts_the_city_ca_from_ca_file_and_nothing_else() {
     });
     assert_eq!(
         read_mail(&mail)["subject"],
-        "[CSIRT #1] 【重要度:高】SSH総当たり攻撃 (203.0.113.8)"
+        "[CSIRT #1] 【重要度:高】【L2】SSH総当たり攻撃 (203.0.113.8)"
     );
     daemon.stop();
 }

@@ -18,6 +18,7 @@ mod intake;
 mod intake_hostile;
 mod journal;
 mod journalfile;
+mod levels;
 mod logrotate;
 mod logs;
 mod mail_out;

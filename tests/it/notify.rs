@@ -67,7 +67,7 @@ fn an_opened_incident_mails_once_and_updates_thread_under_it(backend: Backend) {
         assert_eq!(first.recipients(), ["duty@example.jp"]);
         assert_eq!(
             first.subject,
-            format!("[CSIRT #{id}] 【重要度:高】SSH総当たり攻撃 (203.0.113.5)")
+            format!("[CSIRT #{id}] 【重要度:高】【L2】SSH総当たり攻撃 (203.0.113.5)")
         );
         assert!(first.in_reply_to.is_none());
         assert!(first.body.contains(&format!("csirt incidents ack {id}")));
