@@ -69,10 +69,13 @@ pub enum Occasion {
         level: i64,
         to: Vec<String>,
     },
-    /// A playbook deadline is near.
+    /// A playbook deadline is near, or a statutory clock (personal information) is due or past:
+    /// `to` names the contacts told besides `[notify] to` (the CISO group for a report to
+    /// 個人情報保護委員会).
     Reminder {
         deadline: String,
         due: DateTime<Utc>,
+        to: Vec<String>,
     },
     /// A later event raised the incident (a login after failures): told at once, to the last
     /// escalation level's contacts too.
@@ -80,6 +83,13 @@ pub enum Occasion {
         reason: String,
         level: i64,
         to: Vec<String>,
+    },
+    /// The facts now require a report to 個人情報保護委員会: the incident is at least L3 and the
+    /// CISO group (`to`) hears at once, with the reason, the rule it cites and the clocks.
+    Statutory {
+        reason: String,
+        to: Vec<String>,
+        clocks: Vec<crate::pii::Clock>,
     },
     /// A reply by mail acted on the incident: everyone told is told who did what, so that an
     /// action nobody recognises is seen (and undone) at once.
@@ -98,8 +108,18 @@ impl Occasion {
             Occasion::Update { .. } => "update",
             Occasion::Escalation { .. } => "escalation",
             Occasion::Reminder { .. } => "reminder",
-            Occasion::Raised { .. } => "raised",
+            // A raise: the notifier gives it the critical mails' ceiling.
+            Occasion::Raised { .. } | Occasion::Statutory { .. } => "raised",
             Occasion::Acted { .. } => "acted",
+        }
+    }
+
+    /// What the template's `kind` says: the outbox kind, except for a required report to
+    /// 個人情報保護委員会, which has its own wording.
+    fn template_kind(&self) -> &'static str {
+        match self {
+            Occasion::Statutory { .. } => "statutory",
+            other => other.kind(),
         }
     }
 }
@@ -310,7 +330,10 @@ impl Composer {
         now: DateTime<Utc>,
     ) -> Notification {
         let recipients = match occasion {
-            Occasion::Escalation { to, .. } | Occasion::Raised { to, .. } => {
+            Occasion::Escalation { to, .. }
+            | Occasion::Raised { to, .. }
+            | Occasion::Statutory { to, .. }
+            | Occasion::Reminder { to, .. } => {
                 let mut all = self.addresses(to);
                 for a in &self.notify_to {
                     if !all.contains(a) {
@@ -327,6 +350,7 @@ impl Composer {
             Occasion::Escalation { level, .. } => format!("【未受付・第{level}段階】"),
             Occasion::Reminder { .. } => "【期限間近】".into(),
             Occasion::Raised { .. } => "【緊急・引き上げ】".into(),
+            Occasion::Statutory { .. } => "【個人情報保護委員会へ報告が必要】".into(),
             Occasion::Acted { .. } => "【メール操作】".into(),
         };
         // The level in a bracket of its own: a mail filter on 【重要度:緊急】 keeps working.
@@ -373,7 +397,7 @@ impl Composer {
         let (new_events, level, escalated_to, deadline) = match occasion {
             Occasion::Update { new_events } => (*new_events, 0, Vec::new(), Value::UNDEFINED),
             Occasion::Escalation { level, to } => (0, *level, to.clone(), Value::UNDEFINED),
-            Occasion::Reminder { deadline, due } => {
+            Occasion::Reminder { deadline, due, .. } => {
                 // A reminder no playbook deadline of this name explains is a statutory clock
                 // (personal information, from `pii_clocks`): the mail says how to stop it.
                 let statutory =
@@ -387,17 +411,34 @@ impl Composer {
             }
             Occasion::Opened | Occasion::Acted { .. } => (0, 0, Vec::new(), Value::UNDEFINED),
             Occasion::Raised { level, to, .. } => (0, *level, to.clone(), Value::UNDEFINED),
+            Occasion::Statutory { to, .. } => (0, 0, to.clone(), Value::UNDEFINED),
         };
         let reason = match occasion {
-            Occasion::Raised { reason, .. } => clean(reason),
+            Occasion::Raised { reason, .. } | Occasion::Statutory { reason, .. } => clean(reason),
             _ => String::new(),
+        };
+        let statutory: Vec<Value> = match occasion {
+            Occasion::Statutory { clocks, .. } => clocks
+                .iter()
+                .map(|c| {
+                    context! {
+                        name => clean(&c.name),
+                        due => c.due_at.map_or_else(
+                            || format!("速やかに (予告 {})", long_time(c.warn_at, tz)),
+                            |d| format!("{} ({})", long_time(d, tz), remaining(d, now)),
+                        ),
+                        done => c.done_at.is_some(),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         let acted = match occasion {
             Occasion::Acted { action, by } => context! { action => clean(action), by => clean(by) },
             _ => Value::UNDEFINED,
         };
         let ctx = context! {
-            kind => occasion.kind(),
+            kind => occasion.template_kind(),
             node => self.node.clone(),
             incident => incident_context(incident, tz, &self.levels),
             fields => incident
@@ -413,6 +454,7 @@ impl Composer {
             level => level,
             escalated_to => escalated_to,
             reason => reason,
+            statutory => statutory,
             acted => acted,
             open_for => crate::text::ago(incident.opened_at, now).trim_end_matches('前').to_string(),
             deadline => deadline,
@@ -738,6 +780,7 @@ fn sample_incident_context(node: &str) -> Value {
         new_events => 1,
         level => 1,
         escalated_to => vec!["lead"],
+        statutory => vec![context! { name => "sample", due => "2026-01-04 09:00:00 (あと 3 日)", done => false }],
         open_for => "30 分",
         deadline => context! { name => "sample", due => "2026-01-04 09:00:00", remaining => "あと 3 日", pii => true },
         commands => context! { show => "csirt incidents show 1", ack => "csirt incidents ack 1", close => "csirt incidents close 1" },

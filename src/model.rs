@@ -281,6 +281,11 @@ impl Actor {
         }
     }
 
+    /// A rules file that recomputed recorded incidents, recorded as `rules:<file>@<version>#<hash>`.
+    pub fn rules(what: &str) -> Self {
+        Actor(format!("rules:{what}"))
+    }
+
     /// A mail sender, recorded as `mail:<address>`.
     pub fn mail_sender(address: &str) -> Self {
         Actor(format!("mail:{address}"))

@@ -5,11 +5,12 @@
 
 use super::output::{Output, Table};
 use super::{Cli, load_config, open_store};
+use crate::compose::{Composer, template_dir};
 use crate::model::{Actor, now};
 use crate::pii::form::{self, Known};
 use crate::pii::rules::Rules;
 use crate::pii::{Assessment, Clock, ClockState, Edit, Facts, Flag, Kind, Party, assess, yes_no};
-use crate::store::pii::{NewReport, PiiRecord};
+use crate::store::pii::{NewReport, PiiPolicy, PiiRecord};
 use crate::text::{long_time, remaining};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -20,8 +21,8 @@ use std::process::ExitCode;
 /// `csirt incidents pii`.
 #[derive(Args, Debug)]
 pub struct PiiArgs {
-    #[arg(value_parser = super::parse_id)]
-    pub id: i64,
+    #[arg(value_parser = super::parse_id, required_unless_present = "recompute_all")]
+    pub id: Option<i64>,
     /// How many persons' information leaked or may have (本人の数)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub persons: Option<i64>,
@@ -67,6 +68,14 @@ pub struct PiiArgs {
     /// no fact changes
     #[arg(long)]
     pub recompute: bool,
+    /// Recompute every incident with recorded facts under the current rules file (the daemon
+    /// does it at start and on reload): each change is in its timeline by the rules file
+    #[arg(long, conflicts_with_all = [
+        "id", "persons", "sensitive", "no_sensitive", "financial", "no_financial", "malicious",
+        "no_malicious", "ordinance_sensitive", "no_ordinance_sensitive", "mynumber",
+        "no_mynumber", "encrypted", "no_encrypted", "aware_at", "unset", "recompute",
+    ])]
+    pub recompute_all: bool,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,
@@ -396,30 +405,81 @@ fn rules(config: &crate::config::Config) -> anyhow::Result<Rules> {
     Ok(config.pii_rules()?)
 }
 
+/// What the commands that change facts or reports judge and announce by.
+struct Policy {
+    rules: Rules,
+    levels: crate::level::Levels,
+    composer: Option<Composer>,
+}
+
+impl Policy {
+    /// The config's rules and levels, and a composer for the CISO group's mail when the config
+    /// can address it. Without a config file (only `--database`) there is nobody to address:
+    /// the daemon's escalator writes that mail. Neither do broken templates stop the command
+    /// (the daemon has the last good ones): the mail is left to the daemon, which says so.
+    fn of(path: &std::path::Path, config: &crate::config::Config) -> anyhow::Result<Policy> {
+        let composer = if config.notify.to.get_ref().is_empty() {
+            None
+        } else {
+            let contacts = config.contacts.keys().cloned().collect();
+            // Steps in the mail need the playbooks; without them the mail still goes.
+            let playbooks =
+                crate::playbook::load(&config.playbooks, Some(&contacts)).unwrap_or_default();
+            match Composer::new(config, &playbooks, template_dir(path).as_deref()) {
+                Ok(composer) => Some(composer),
+                Err(e) => {
+                    eprintln!(
+                        "csirt: warning: {}: the CISO's mail, if one is due, is left to the daemon",
+                        crate::text::sanitize(&e.to_string())
+                    );
+                    None
+                }
+            }
+        };
+        Ok(Policy {
+            rules: rules(config)?,
+            levels: config.levels(),
+            composer,
+        })
+    }
+
+    fn store(&self) -> PiiPolicy<'_> {
+        PiiPolicy {
+            rules: &self.rules,
+            levels: &self.levels,
+            composer: self.composer.as_ref(),
+        }
+    }
+}
+
 /// `csirt incidents pii`: records what changed (nothing: only shows) and prints the decision.
 pub(super) async fn pii(cli: &Cli, args: &PiiArgs) -> anyhow::Result<ExitCode> {
-    let (_, config) = load_config(cli)?;
-    let rules = rules(&config)?;
+    let (path, config) = load_config(cli)?;
+    let policy = Policy::of(&path, &config)?;
+    let Some(id) = args.id else {
+        return recompute_all(&config, &policy, args.json).await;
+    };
     let edits = args.edits(config.timezone)?;
     let store = open_store(&config).await?;
     let mut out = Output::stdout(config.timezone);
-    store.incident(args.id).await?;
+    store.incident(id).await?;
     if !edits.is_empty() || args.recompute {
         let actor = Actor::current_user();
-        let change = store.set_pii(args.id, &edits, &actor, &rules).await?;
+        let change = store.set_pii(id, &edits, &actor, &policy.store()).await?;
         if !args.json {
             if change.changes.is_empty() {
-                out.line(&format!("#{} 変更はありません (no change)", args.id))?;
+                out.line(&format!("#{id} 変更はありません (no change)"))?;
             } else {
                 out.line(&format!(
-                    "#{} の個人情報の事実を記録しました (pii recorded) [{}]",
-                    args.id,
+                    "#{id} の個人情報の事実を記録しました (pii recorded) [{}]",
                     actor.as_str()
                 ))?;
             }
+            escalation_lines(&mut out, &change.escalation)?;
         }
     }
-    let view = View::new(store.pii(args.id).await?, Some(&rules));
+    let rules = &policy.rules;
+    let view = View::new(store.pii(id).await?, Some(rules));
     let now = now();
     if args.json {
         out.json(&view.json(now))?;
@@ -431,10 +491,77 @@ pub(super) async fn pii(cli: &Cli, args: &PiiArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a required report to 個人情報保護委員会 did now, under the command's own line.
+fn escalation_lines(out: &mut Output, lines: &[String]) -> std::io::Result<()> {
+    for line in lines {
+        out.line(&format!("  【引き上げ】{line}"))?;
+    }
+    Ok(())
+}
+
+/// `--recompute-all --json`.
+#[derive(Serialize)]
+struct RecomputedJson<'a> {
+    rules: RulesJson<'a>,
+    #[serde(flatten)]
+    done: &'a crate::store::pii::Recomputed,
+}
+
+#[derive(Serialize)]
+struct RulesJson<'a> {
+    path: String,
+    version: &'a str,
+    sha256: &'a str,
+}
+
+/// `csirt incidents pii --recompute-all`: every incident with facts, under the current rules,
+/// recorded in each timeline as the rules file's doing.
+async fn recompute_all(
+    config: &crate::config::Config,
+    policy: &Policy,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config).await?;
+    let rules = &policy.rules;
+    let done = store
+        .recompute_all_pii(&rules.actor(), &policy.store())
+        .await?;
+    let mut out = Output::stdout(config.timezone);
+    if json {
+        out.json(&RecomputedJson {
+            rules: RulesJson {
+                path: rules.path.display().to_string(),
+                version: &rules.version,
+                sha256: &rules.sha256,
+            },
+            done: &done,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.line(&format!(
+        "規則 {} (version {}, sha256 {}) で、個人情報の事実を記録したインシデント {} 件を見直しました (recomputed)",
+        rules.path.display(),
+        rules.version,
+        rules.short_hash(),
+        done.incidents
+    ))?;
+    for id in &done.changed {
+        out.line(&format!("  #{id} 期限を再計算 (経過に記録)"))?;
+    }
+    for id in &done.escalated {
+        out.line(&format!(
+            "  #{id} 個人情報保護委員会への報告が必要: L3 に引き上げ、CISO に通知"
+        ))?;
+    }
+    let unchanged = done.incidents - done.changed.len();
+    out.line(&format!("  変更なし (unchanged): {unchanged} 件"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `csirt incidents reported`.
 pub(super) async fn reported(cli: &Cli, args: &ReportedArgs) -> anyhow::Result<ExitCode> {
-    let (_, config) = load_config(cli)?;
-    let rules = rules(&config)?;
+    let (path, config) = load_config(cli)?;
+    let policy = Policy::of(&path, &config)?;
     let at = match &args.at {
         Some(t) => past_time(t, config.timezone, "--at")?,
         None => now(),
@@ -449,7 +576,7 @@ pub(super) async fn reported(cli: &Cli, args: &ReportedArgs) -> anyhow::Result<E
     let store = open_store(&config).await?;
     let actor = Actor::current_user();
     let change = store
-        .record_report(args.id, &report, &actor, &rules)
+        .record_report(args.id, &report, &actor, &policy.store())
         .await?;
     let mut out = Output::stdout(config.timezone);
     out.line(&format!(
@@ -471,6 +598,7 @@ pub(super) async fn reported(cli: &Cli, args: &ReportedArgs) -> anyhow::Result<E
     for c in stopped {
         out.line(&format!("  期限を停止: {}", c.name))?;
     }
+    escalation_lines(&mut out, &change.escalation)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -97,11 +97,10 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The personal-information rules are loaded with the rest: a broken file is refused here,
+    // at start, like a broken config, rather than found by a responder in the middle of an
+    // incident.
     let mut loaded = Loaded::build(&path, config)?;
-    // The personal-information rules are read by the commands that record facts and reports,
-    // not by the daemon; a broken file is still refused here, at start, like a broken config,
-    // rather than found by a responder in the middle of an incident.
-    let pii_rules = loaded.config.pii_rules()?;
     // The files watched at start are the ones the sources open now: say which of them no rule
     // reads, and which rules nothing feeds, before lines go by unmatched.
     for warning in crate::coverage::warnings(&loaded.config, &loaded.playbooks) {
@@ -130,7 +129,9 @@ pub async fn run(
         warn!(error = %e, "cannot clear the earlier reload errors in the store");
     }
     let started_at = now();
-    info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), pii_rules = %pii_rules.path.display(), "csirt daemon started");
+    info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), pii_rules = %loaded.pii_rules.path.display(), "csirt daemon started");
+    // A rules file edited while no daemon ran reaches the recorded incidents now.
+    reload::recompute_pii(&store, &loaded, &node).await;
 
     let mut tasks = Supervisor::new();
     let wake_notifier = Arc::new(Notify::new());

@@ -19,6 +19,8 @@ use tracing::{error, info, warn};
 pub struct Loaded {
     pub config: Config,
     pub playbooks: PlaybookSet,
+    /// The personal-information rules: a broken file refuses the start or the reload.
+    pub pii_rules: crate::pii::rules::Rules,
     matcher: Arc<Matcher>,
     composer: Arc<Composer>,
     escalator: Arc<EscalatorConfig>,
@@ -42,9 +44,11 @@ impl Loaded {
         let dir = compose::template_dir(path);
         let composer = Composer::new(&config, &playbooks, dir.as_deref())?;
         let escalator = EscalatorConfig::from_config(&config)?;
+        let pii_rules = config.pii_rules()?;
         Ok(Loaded {
             config,
             playbooks,
+            pii_rules,
             matcher: Arc::new(matcher),
             composer: Arc::new(composer),
             escalator: Arc::new(escalator),
@@ -257,6 +261,41 @@ fn intake_sources(intake: Option<&Intake>) -> (Option<&std::path::PathBuf>, Opti
     }
 }
 
+/// Recomputes every incident with personal-information facts under the loaded rules (at the
+/// start and after each reload): a rules edit reaches the recorded clocks, each change in its
+/// incident's timeline by the rules file, and a report that became required raises and
+/// announces its incident. A failure is logged and recorded; the next reload or start retries.
+pub async fn recompute_pii(store: &Store, loaded: &Loaded, node: &str) {
+    let rules = &loaded.pii_rules;
+    let levels = loaded.config.levels();
+    let policy = crate::store::pii::PiiPolicy {
+        rules,
+        levels: &levels,
+        composer: Some(&loaded.composer),
+    };
+    match store.recompute_all_pii(&rules.actor(), &policy).await {
+        Ok(done) => info!(
+            pii_rules = %rules.path.display(),
+            version = %rules.version,
+            sha256 = %rules.short_hash(),
+            incidents = done.incidents,
+            changed = done.changed.len(),
+            escalated = done.escalated.len(),
+            "personal-information incidents recomputed under the rules"
+        ),
+        Err(e) => {
+            let message = format!(
+                "cannot recompute the personal-information incidents under {}: {e}",
+                rules.path.display()
+            );
+            error!("{message}");
+            if let Err(e) = store.record_error(node, "reload", &message).await {
+                warn!(error = %e, "cannot record the error in the store");
+            }
+        }
+    }
+}
+
 /// Validates the new config, playbooks and templates completely before replacing anything.
 pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &Store, node: &str) {
     info!(config = %path.display(), "SIGHUP received, reloading");
@@ -277,6 +316,8 @@ pub async fn reload(path: &Path, loaded: &mut Loaded, live: &LiveSet, store: &St
             store.set_window_bound(new.config.store.window_keys).await;
             info!(playbooks = new.playbooks.len(), "reloaded");
             *loaded = new;
+            // The rules file may be what was edited (a change of the law).
+            recompute_pii(store, loaded, node).await;
             // An earlier refusal is fixed now: `csirt status` stops showing it.
             if let Err(e) = store.resolve_errors(node, "reload").await {
                 warn!(error = %e, "cannot clear the earlier reload errors in the store");

@@ -400,6 +400,9 @@ impl Clock {
     }
 }
 
+/// How a reason that makes a duty arise begins.
+const REQUIRED: &str = "報告が必要: ";
+
 /// The whole decision for one incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Assessment {
@@ -411,6 +414,27 @@ impl Assessment {
     /// Whether a report to 個人情報保護委員会 is required under any duty.
     pub fn ppc_required(&self) -> bool {
         self.clocks.iter().any(|c| c.to == Party::Ppc)
+    }
+
+    /// Why a report to 個人情報保護委員会 is required: each reason of each duty that requires
+    /// one, with the duty and the rule it cites (empty when none is required).
+    pub fn ppc_reasons(&self) -> Vec<String> {
+        let duties: Vec<&str> = self
+            .clocks
+            .iter()
+            .filter(|c| c.to == Party::Ppc)
+            .map(|c| c.duty.as_str())
+            .collect();
+        self.decisions
+            .iter()
+            .filter(|d| d.required && duties.contains(&d.duty.as_str()))
+            .flat_map(|d| {
+                d.reasons.iter().map(move |r| {
+                    let why = r.text.strip_prefix(REQUIRED).unwrap_or(&r.text);
+                    format!("{}が必要 — {why} ({})", d.name, r.source)
+                })
+            })
+            .collect()
     }
 
     /// Whether the persons must be notified under any duty.
@@ -464,7 +488,7 @@ pub fn assess(facts: &Facts, rules: &Rules, made: &[ReportMade]) -> Assessment {
                 holding
                     .iter()
                     .map(|t| Reason {
-                        text: format!("報告が必要: {}", t.reason),
+                        text: format!("{REQUIRED}{}", t.reason),
                         source: t.source.clone(),
                     })
                     .collect(),
@@ -634,6 +658,28 @@ mod tests {
             &[],
         );
         assert!(ppc(&one).required);
+    }
+
+    #[test]
+    fn the_reasons_for_the_ciso_cite_each_rule_that_requires_the_report() {
+        let a = assess(
+            &facts(&[
+                Edit::Persons(Some(480)),
+                Edit::Flag(Flag::Sensitive, Some(true)),
+            ]),
+            &rules(),
+            &[],
+        );
+        let reasons = a.ppc_reasons();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("個人情報保護委員会への漏えい等の報告が必要 — 要配慮個人情報")
+                && reasons[0].ends_with("(個人情報の保護に関する法律施行規則 第43条第1号)"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("第43条第4号"), "{reasons:?}");
+        let none = assess(&facts(&[Edit::Persons(Some(3))]), &rules(), &[]);
+        assert!(none.ppc_reasons().is_empty());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Rules {
     pub path: PathBuf,
     /// The law's version they encode (the date it took effect).
     pub version: String,
+    /// SHA-256 of the file as read (hex): which text the clocks were computed under, even when
+    /// an edit forgot to change `version`.
+    pub sha256: String,
     pub duties: Vec<Duty>,
 }
 
@@ -297,8 +300,28 @@ impl Rules {
         Ok(Rules {
             path: path.to_path_buf(),
             version: file.version,
+            sha256: {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(text.as_bytes());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            },
             duties,
         })
+    }
+
+    /// The first 12 hex digits of `sha256`, as the timeline shows it.
+    pub fn short_hash(&self) -> &str {
+        &self.sha256[..self.sha256.len().min(12)]
+    }
+
+    /// Who a recomputation under these rules is recorded as: the rules file, its version and
+    /// hash (`rules:pii-rules.toml@2025-10-01#1a2b3c4d5e6f`).
+    pub fn actor(&self) -> crate::model::Actor {
+        let file = self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        crate::model::Actor::rules(&format!("{file}@{}#{}", self.version, self.short_hash()))
     }
 }
 

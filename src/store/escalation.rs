@@ -190,10 +190,43 @@ async fn apply_due(
     let mut incident = Incident::try_from(row.incident)?;
     let id = incident.id;
     let playbook = composer.playbooks().get(&incident.playbook);
-    let mut due = due(&incident, notified, playbook, now, update_interval);
-    // Statutory clocks (personal information) remind through the same keys and mails.
+    let due = due(&incident, notified, playbook, now, update_interval);
+    // Statutory clocks (personal information) remind through the same keys and mails; those of
+    // a report to 個人情報保護委員会 reach the CISO group too.
     let clocks = tx.pii_clocks(id).await?;
-    due.reminders.extend(clock_reminders(&clocks, now));
+    let ppc = clocks.iter().any(|c| c.to == crate::pii::Party::Ppc);
+    let statutory_to: Vec<String> = if ppc {
+        composer
+            .pii_ciso()
+            .map(str::to_string)
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reminders = due
+        .reminders
+        .iter()
+        .map(|r| (r, Vec::new()))
+        .chain(
+            clock_reminders(&clocks, now)
+                .iter()
+                .map(|r| (r, statutory_to.clone())),
+        )
+        .map(|((name, at), to)| (name.clone(), *at, to))
+        .collect::<Vec<_>>();
+    // A required report whose CISO mail the command that recorded it could not write (it had
+    // no config to address it from): written here, once, whichever daemon claims it.
+    if ppc && super::pii::notify_pending(&mut *tx, composer, id, node, now).await? {
+        tx.insert_timeline(
+            id,
+            now,
+            "daemon",
+            "note",
+            &super::pii::ciso_notified(composer),
+        )
+        .await?;
+    }
     if let Some(new_events) = due.update {
         // Compare-and-set: of two daemons, the one that moves the count mails.
         let claimed = tx.claim_update(id, notified.events).await?;
@@ -221,12 +254,13 @@ async fn apply_due(
         }
         incident.escalation_level = incident.escalation_level.max(level);
     }
-    for (deadline, at) in due.reminders {
+    for (deadline, at, to) in reminders {
         let inserted = tx.insert_reminder(id, &deadline, node, now).await?;
         if inserted {
             let occasion = Occasion::Reminder {
                 deadline: deadline.clone(),
                 due: at,
+                to,
             };
             tx.announce(composer, id, &occasion, now).await?;
             pass.reminders.push((id, deadline));

@@ -3,9 +3,17 @@
 //! change, its timeline entry, and the clocks `pii::assess` derives from everything recorded
 //! (so the clocks never disagree with the facts), and makes the incident due for the escalator.
 //! The escalator reads the pending clocks through `Sql::pii_clocks`.
+//!
+//! When the decision first says a report to 個人情報保護委員会 is required, the same transaction
+//! raises the incident to the severity of L3 (never lowering one), records why in the timeline,
+//! and writes the CISO group's mail (`escalate`): once per incident (`pii_escalations`), so a
+//! recomputation or a second daemon never sends it again. A command that cannot address mail
+//! (only `--database`) leaves the mail to the escalator (`notify_pending`).
 
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
+use crate::compose::{Composer, Occasion};
+use crate::level::{Level, Levels, more_severe};
 use crate::model::{Actor, Incident, now};
 use crate::pii::rules::Rules;
 use crate::pii::{Assessment, Clock, Edit, Facts, Kind, Party, ReportMade, assess};
@@ -31,6 +39,18 @@ pub struct NewReport {
     pub note: Option<String>,
 }
 
+/// What a change of personal-information facts is judged and announced by.
+#[derive(Clone, Copy)]
+pub struct PiiPolicy<'a> {
+    pub rules: &'a Rules,
+    /// The city's levels: an incident that requires a report to 個人情報保護委員会 is raised to
+    /// the mildest severity at L3, at least.
+    pub levels: &'a Levels,
+    /// Writes the CISO group's mail in the change's own transaction. `None` when the command
+    /// cannot address mail (no config, only `--database`): the daemon's escalator writes it.
+    pub composer: Option<&'a Composer>,
+}
+
 /// What one change did.
 #[derive(Debug, Clone)]
 pub struct PiiChange {
@@ -38,6 +58,20 @@ pub struct PiiChange {
     pub assessment: Assessment,
     /// The lines of the timeline entry (empty: nothing changed, nothing written).
     pub changes: Vec<String>,
+    /// What the required report to 個人情報保護委員会 did, when it did something now: the
+    /// lines of its `raised` timeline entry.
+    pub escalation: Vec<String>,
+}
+
+/// What `recompute_all` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Recomputed {
+    /// Incidents with facts, all looked at.
+    pub incidents: usize,
+    /// Those whose clocks the rules changed (a timeline entry each).
+    pub changed: Vec<i64>,
+    /// Those a required report raised and announced now.
+    pub escalated: Vec<i64>,
 }
 
 #[derive(FromRow)]
@@ -145,10 +179,44 @@ impl Store {
         id: i64,
         edits: &[Edit],
         actor: &Actor,
-        rules: &Rules,
+        policy: &PiiPolicy<'_>,
     ) -> Result<PiiChange, StoreError> {
-        self.change_pii(id, Change::Facts(edits), actor, rules)
+        self.change_pii(id, Change::Facts(edits), actor, policy)
             .await
+    }
+
+    /// Recomputes every incident with recorded facts under `policy.rules` (the rules file was
+    /// edited: a change of the law), as `set_pii` with no edit does for one: each whose clocks
+    /// differ gets them recomputed with a timeline entry by `actor` (the rules file), a clock
+    /// that did not move keeps the reminders already sent, and a report that became required
+    /// raises and announces its incident once. One transaction per incident, so a long store
+    /// never holds the write lock for long.
+    pub async fn recompute_all_pii(
+        &self,
+        actor: &Actor,
+        policy: &PiiPolicy<'_>,
+    ) -> Result<Recomputed, StoreError> {
+        let ids: Vec<i64> = read!(self, pool => sqlx::query_scalar(
+            "SELECT incident_id FROM pii_facts ORDER BY incident_id",
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut done = Recomputed {
+            incidents: ids.len(),
+            ..Recomputed::default()
+        };
+        for id in ids {
+            let change = self
+                .change_pii(id, Change::Facts(&[]), actor, policy)
+                .await?;
+            if !change.changes.is_empty() {
+                done.changed.push(id);
+            }
+            if !change.escalation.is_empty() {
+                done.escalated.push(id);
+            }
+        }
+        Ok(done)
     }
 
     /// Records a report made (or a notification done) on incident `id` with its timeline entry;
@@ -159,9 +227,9 @@ impl Store {
         id: i64,
         report: &NewReport,
         actor: &Actor,
-        rules: &Rules,
+        policy: &PiiPolicy<'_>,
     ) -> Result<PiiChange, StoreError> {
-        self.change_pii(id, Change::Report(report), actor, rules)
+        self.change_pii(id, Change::Report(report), actor, policy)
             .await
     }
 
@@ -170,8 +238,9 @@ impl Store {
         id: i64,
         change: Change<'_>,
         actor: &Actor,
-        rules: &Rules,
+        policy: &PiiPolicy<'_>,
     ) -> Result<PiiChange, StoreError> {
+        let rules = policy.rules;
         let at = now();
         transaction!(self, tx => {
             // Locks the row (PostgreSQL) and proves the incident exists; closed ones too: a
@@ -226,13 +295,20 @@ impl Store {
                 let reports = tx.pii_reports(id).await?;
                 let assessment = assess(&facts, rules, &reports);
                 let stored = tx.pii_clocks(id).await?;
-                if !had_facts || same_clocks(&stored, &assessment.clocks) {
-                    return Ok(PiiChange { assessment, facts, changes });
+                if !had_facts {
+                    return Ok(PiiChange { assessment, facts, changes, escalation: Vec::new() });
+                }
+                if same_clocks(&stored, &assessment.clocks) {
+                    // Nothing to recompute; but a required report may still owe its raise (facts
+                    // recorded before csirt did it) or its mail (left to the daemon).
+                    let escalation = escalate(&mut *tx, id, &assessment, policy, actor, at).await?;
+                    return Ok(PiiChange { assessment, facts, changes, escalation });
                 }
                 changes.push(format!(
-                    "規則 {} (version {}) により期限を再計算",
+                    "規則 {} (version {}, sha256 {}) により期限を再計算",
                     rules.path.display(),
-                    rules.version
+                    rules.version,
+                    rules.short_hash()
                 ));
             }
             if matches!(change, Change::Facts(_)) || had_facts {
@@ -311,7 +387,8 @@ impl Store {
                 changes.extend(decision_lines(&assessment));
             }
             tx.insert_timeline(id, at, actor.as_str(), action, &changes.join("\n")).await?;
-            Ok(PiiChange { facts, assessment, changes })
+            let escalation = escalate(&mut *tx, id, &assessment, policy, actor, at).await?;
+            Ok(PiiChange { facts, assessment, changes, escalation })
         })
     }
 
@@ -353,9 +430,125 @@ impl Store {
     }
 }
 
-/// Whether two sets of clocks are the same duties, names and times.
+/// A required report to 個人情報保護委員会 on incident `id`, the first time it is seen: the
+/// incident is raised to L3's severity (never lowered), the timeline says why (citing the
+/// rules) by `actor`, and the CISO group's mail is written (now, with `policy.composer`; else
+/// by the escalator). Returns the timeline entry's lines when it did that now; nothing when the
+/// report is not required or was handled before. A mail left to the daemon earlier is written
+/// now when this change can.
+async fn escalate(
+    tx: &mut impl Sql,
+    id: i64,
+    assessment: &Assessment,
+    policy: &PiiPolicy<'_>,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    if !assessment.ppc_required() {
+        return Ok(Vec::new());
+    }
+    let incident = tx.incident(id).await?;
+    let floor = policy.levels.floor(Level::L3);
+    let raised = more_severe(incident.severity, floor);
+    let level = policy.levels.of(raised);
+    let severity = if raised == incident.severity {
+        format!(
+            "重要度は{} (市のレベル {}) のまま",
+            raised.label_ja(),
+            level.long_ja()
+        )
+    } else {
+        format!(
+            "重要度を{}から{}に引き上げ (市のレベル {})",
+            incident.severity.label_ja(),
+            raised.label_ja(),
+            level.long_ja()
+        )
+    };
+    let reason = format!("{}。{severity}", assessment.ppc_reasons().join("; "));
+    let mut lines = Vec::new();
+    if tx.insert_pii_escalation(id, at, &reason).await? {
+        if raised != incident.severity {
+            tx.set_severity_title(id, raised.as_str(), &incident.title, at)
+                .await?;
+        }
+        lines.push(reason);
+        let ciso = policy.composer.and_then(Composer::pii_ciso);
+        lines.push(match (policy.composer, ciso) {
+            (Some(composer), Some(group)) => format!(
+                "CISO の連絡先 {group} ({}) と当番に直ちに通知",
+                composer.addresses(&[group.to_string()]).join(", ")
+            ),
+            (Some(_), None) => {
+                "CISO の連絡先 (設定の pii_ciso、[contacts] の ciso) がないため当番にだけ通知"
+                    .into()
+            }
+            (None, _) => "CISO への通知はデーモンが送る (このコマンドには宛先の設定がない)".into(),
+        });
+        tx.insert_timeline(id, at, actor.as_str(), "raised", &lines.join("\n"))
+            .await?;
+    }
+    if let Some(composer) = policy.composer {
+        let written = notify_pending(tx, composer, id, actor.as_str(), at).await?;
+        if written && lines.is_empty() {
+            // The mail the daemon was to write: written by this change instead.
+            tx.insert_timeline(id, at, actor.as_str(), "note", &ciso_notified(composer))
+                .await?;
+            lines.push(ciso_notified(composer));
+        }
+    }
+    Ok(lines)
+}
+
+/// Writes the CISO group's mail of incident `id`'s escalation if nobody has (claimed by a
+/// compare-and-set, so of two daemons or a daemon and a command exactly one writes it), with
+/// the statutory clocks as they stand. True when it wrote it.
+pub(super) async fn notify_pending(
+    tx: &mut impl Sql,
+    composer: &Composer,
+    id: i64,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(reason) = tx.claim_pii_notice(id, at, by).await? else {
+        return Ok(false);
+    };
+    let occasion = Occasion::Statutory {
+        reason,
+        to: composer
+            .pii_ciso()
+            .map(str::to_string)
+            .into_iter()
+            .collect(),
+        clocks: tx.pii_clocks(id).await?,
+    };
+    tx.announce(composer, id, &occasion, at).await?;
+    Ok(true)
+}
+
+/// The timeline's line for a CISO mail written after the raise (by the escalator, or by a later
+/// command that could address it).
+pub(super) fn ciso_notified(composer: &Composer) -> String {
+    match composer.pii_ciso() {
+        Some(group) => format!("個人情報保護委員会への報告が必要な旨を {group} と当番に通知"),
+        None => "個人情報保護委員会への報告が必要な旨を当番に通知 (CISO の連絡先がない)".into(),
+    }
+}
+
+/// Whether two sets of clocks are the same duties, names, parties, times and sources (a rules
+/// edit that only corrects a cited article is still recomputed).
 fn same_clocks(a: &[Clock], b: &[Clock]) -> bool {
-    let key = |c: &Clock| (c.duty.clone(), c.name.clone(), c.warn_at, c.due_at);
+    let key = |c: &Clock| {
+        (
+            c.duty.clone(),
+            c.name.clone(),
+            c.to,
+            c.kind,
+            c.warn_at,
+            c.due_at,
+            c.source.clone(),
+        )
+    };
     let mut a: Vec<_> = a.iter().map(key).collect();
     let mut b: Vec<_> = b.iter().map(key).collect();
     a.sort();

@@ -205,7 +205,7 @@ pub(super) trait Sql: Send {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Raises incident `id`: a new severity and title (its level changes with it, so the
-    /// escalator looks at it again from `at`).
+    /// escalator looks at it again from `at`, unless it is closed).
     fn set_severity_title(
         &mut self,
         id: i64,
@@ -350,6 +350,25 @@ pub(super) trait Sql: Send {
         &mut self,
         id: i64,
     ) -> impl Future<Output = Result<Vec<crate::pii::Clock>, StoreError>> + Send;
+
+    /// Records that incident `id`'s required report to 個人情報保護委員会 raised it and is to be
+    /// told to the CISO group, with the mail's `reason`; false when it was before (once per
+    /// incident, whichever transaction is first).
+    fn insert_pii_escalation(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+    /// Claims the CISO mail of incident `id`'s escalation if nobody has written it yet
+    /// (compare-and-set on `notified_at`): its reason, or None when there is none to write.
+    fn claim_pii_notice(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        by: &str,
+    ) -> impl Future<Output = Result<Option<String>, sqlx::Error>> + Send;
 }
 
 /// The statements both backends run as written.
@@ -568,7 +587,11 @@ macro_rules! shared_statements {
             title: &str,
             at: DateTime<Utc>,
         ) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE incidents SET severity = $2, title = $3, due_at = $4 WHERE id = $1")
+            // A closed incident is never due (a required report raises it after closing too).
+            sqlx::query(
+                "UPDATE incidents SET severity = $2, title = $3, \
+                 due_at = CASE WHEN status = 'closed' THEN NULL ELSE $4 END WHERE id = $1",
+            )
                 .bind(id)
                 .bind(severity)
                 .bind(title)
@@ -805,6 +828,42 @@ macro_rules! shared_statements {
             );
             let rows: Vec<super::pii::ClockRow> = sqlx::query_as(&sql).bind(id).fetch_all(&mut *self).await?;
             rows.into_iter().map(|r| r.into_clock(id)).collect()
+        }
+
+        async fn insert_pii_escalation(
+            &mut self,
+            id: i64,
+            at: DateTime<Utc>,
+            reason: &str,
+        ) -> Result<bool, sqlx::Error> {
+            Ok(sqlx::query(
+                "INSERT INTO pii_escalations (incident_id, raised_at, reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT (incident_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(reason)
+            .execute(&mut *self)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        async fn claim_pii_notice(
+            &mut self,
+            id: i64,
+            at: DateTime<Utc>,
+            by: &str,
+        ) -> Result<Option<String>, sqlx::Error> {
+            sqlx::query_scalar(
+                "UPDATE pii_escalations SET notified_at = $2, notified_by = $3 \
+                 WHERE incident_id = $1 AND notified_at IS NULL RETURNING reason",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(by)
+            .fetch_optional(&mut *self)
+            .await
         }
 
         async fn attach(&mut self, outbox_id: i64, file: &Attachment) -> Result<(), sqlx::Error> {

@@ -246,6 +246,11 @@ impl Daemon {
         self.signal(Signal::SIGCONT);
     }
 
+    /// SIGHUP: reload.
+    pub(crate) fn hangup(&self) {
+        self.signal(Signal::SIGHUP);
+    }
+
     fn alive(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }

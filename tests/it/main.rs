@@ -24,6 +24,7 @@ mod logs;
 mod mail_out;
 mod notify;
 mod pii;
+mod pii_escalation;
 mod playbooks;
 mod postfix;
 mod rate;

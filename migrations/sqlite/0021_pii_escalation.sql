@@ -1,0 +1,19 @@
+-- A required report to 個人情報保護委員会 makes an incident L3 and tells the CISO group at once
+-- (#16), once per incident: this row is the "once". It is written in the transaction that
+-- recorded the facts (or recomputed them under new rules) that made the report required, with
+-- the severity raise and its timeline entry. The CISO's mail goes into the outbox in the same
+-- transaction when the command can address it (notified_at set); otherwise (a CLI with only
+-- --database) notified_at stays NULL and the daemon's escalator writes the mail, claiming the
+-- row with a compare-and-set on notified_at, so one daemon or two send it exactly once.
+
+-- SQLite: times are RFC 3339 text, as in 0001.
+CREATE TABLE pii_escalations (
+    incident_id INTEGER PRIMARY KEY REFERENCES incidents (id) ON DELETE RESTRICT,
+    raised_at   TEXT    NOT NULL,
+    -- Why (the decision's reasons with the rules they cite, and what became of the severity):
+    -- the text of the mail, whoever writes it.
+    reason      TEXT    NOT NULL,
+    notified_at TEXT,
+    -- Who wrote the mail: the responder's command or the daemon's node.
+    notified_by TEXT
+);
