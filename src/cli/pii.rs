@@ -316,12 +316,7 @@ impl View {
         if let Some(a) = &self.assessment {
             lines.push("  判断 (decision):".into());
             for d in &a.decisions {
-                lines.push(format!(
-                    "    {}: {} [{}]",
-                    d.name,
-                    if d.required { "必要" } else { "不要" },
-                    d.source
-                ));
+                lines.push(format!("    {}: {} [{}]", d.name, d.verdict_ja(), d.source));
                 for r in &d.reasons {
                     lines.push(format!("      {} ({})", r.text, r.source));
                 }

@@ -330,6 +330,20 @@ pub struct Decision {
     pub waiting_for: Vec<String>,
 }
 
+impl Decision {
+    /// 必要 / 不要, and for a duty not required on what is known but still possible once the
+    /// unknown facts are known, a 不要 that says so: a responder must not read it as settled.
+    pub fn verdict_ja(&self) -> &'static str {
+        if self.required {
+            "必要"
+        } else if self.waiting_for.is_empty() {
+            "不要"
+        } else {
+            "未確定 (確認できた事実では不要。未確認の事実しだいで必要になる)"
+        }
+    }
+}
+
 /// One statutory clock: a report or notification a duty requires, due from 覚知.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Clock {
@@ -479,7 +493,12 @@ pub fn assess(facts: &Facts, rules: &Rules, made: &[ReportMade]) -> Assessment {
             None if holding.is_empty() => (
                 false,
                 vec![Reason {
-                    text: "報告不要: 報告の対象となる事態のいずれにも当たらない".into(),
+                    text: if waiting_for.is_empty() {
+                        "報告不要: 報告の対象となる事態のいずれにも当たらない".into()
+                    } else {
+                        "確認できた事実は、報告の対象となる事態のいずれにも当たらない (未確認の事実がある)"
+                            .into()
+                    },
                     source: join_sources(duty.triggers.iter().map(|t| t.source.as_str())),
                 }],
             ),
@@ -850,6 +869,9 @@ mod tests {
         let a = assess(&facts(&[]), &rules(), &[]);
         let d = ppc(&a);
         assert!(!d.required);
+        // Not "不要": nothing known rules the report out yet.
+        assert!(d.verdict_ja().starts_with("未確定"), "{}", d.verdict_ja());
+        assert!(!d.reasons[0].text.contains("報告不要"), "{:?}", d.reasons);
         assert!(d.waiting_for.contains(&"本人の数".to_string()), "{d:?}");
         assert!(
             d.waiting_for
@@ -862,7 +884,10 @@ mod tests {
             Edit::Flag(Flag::Malicious, Some(false)),
             Edit::Flag(Flag::OrdinanceSensitive, Some(false)),
         ]);
-        assert!(ppc(&assess(&known, &rules(), &[])).waiting_for.is_empty());
+        let settled = assess(&known, &rules(), &[]);
+        assert!(ppc(&settled).waiting_for.is_empty());
+        assert_eq!(ppc(&settled).verdict_ja(), "不要");
+        assert!(ppc(&settled).reasons[0].text.starts_with("報告不要"));
     }
 
     #[test]

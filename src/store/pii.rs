@@ -566,11 +566,7 @@ fn decision_lines(a: &Assessment) -> Vec<String> {
                 .iter()
                 .map(|r| format!("{} ({})", r.text, r.source))
                 .collect();
-            format!(
-                "判断: {}: {}",
-                d.name,
-                if d.required { "必要" } else { "不要" }
-            ) + &format!(" — {}", why.join("; "))
+            format!("判断: {}: {}", d.name, d.verdict_ja()) + &format!(" — {}", why.join("; "))
         })
         .collect()
 }

@@ -25,6 +25,7 @@ mod mail_out;
 mod notify;
 mod pii;
 mod pii_escalation;
+mod pii_walkthrough;
 mod playbooks;
 mod postfix;
 mod rate;

@@ -195,7 +195,12 @@ fn the_set_is_complete_for_a_responder_at_3_am() {
     // The statutory clocks of personal information run from 覚知 and only when the facts
     // require them (#16): the playbooks that meet personal information ask for the facts in
     // their steps, and none keeps a fixed deadline from opening that would remind twice.
-    for id in ["info-leak", "device-loss", "ransomware"] {
+    for id in [
+        "info-leak",
+        "email-misdelivery",
+        "device-loss",
+        "ransomware",
+    ] {
         let p = set.get(id).expect(id);
         assert!(
             p.steps.iter().any(|s| s.contains("csirt incidents pii")),
@@ -206,6 +211,21 @@ fn the_set_is_complete_for_a_responder_at_3_am() {
                 .iter()
                 .any(|d| d.name.contains("個人情報保護委員会") || d.name.contains("本人への通知")),
             "{id}: a fixed statutory deadline from opening"
+        );
+    }
+    // メール誤送信, the most frequent municipal leak, asks for the count of persons and 覚知
+    // (its clocks run from there) and for the apology to go out by BCC.
+    let mail = set.get("email-misdelivery").expect("email-misdelivery");
+    for wanted in [
+        "--persons",
+        "--aware-at",
+        "BCC",
+        "--to person --kind 通知",
+        "--form ppc",
+    ] {
+        assert!(
+            mail.steps.iter().any(|s| s.contains(wanted)),
+            "email-misdelivery: no step says {wanted}"
         );
     }
     // The quick start's config names the contact groups the set escalates to.

@@ -53,7 +53,7 @@ fn notifies_ready_watchdog_reloading_and_stopping_and_stops_within_five_seconds(
     let ready = expect(&socket, &mut seen, |m| m.starts_with("READY=1"));
     assert!(
         ready.contains(
-            "STATUS=13 playbooks, 1 log patterns; 0 open incidents; outbox 0 pending, 0 failed"
+            "STATUS=14 playbooks, 1 log patterns; 0 open incidents; outbox 0 pending, 0 failed"
         ),
         "{ready}"
     );
