@@ -865,7 +865,7 @@ fn config_check_says_what_it_would_watch() {
         "{text}"
     );
     assert!(
-        text.contains("playbooks:") && text.contains("(13 loaded)"),
+        text.contains("playbooks:") && text.contains("(14 loaded)"),
         "{text}"
     );
 }

@@ -15,7 +15,8 @@ on_both_backends!(
     hostile_text_is_inert_in_show_and_export,
 );
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+/// A time as `--aware-at` and `--at` take it.
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 

@@ -8,7 +8,8 @@
 use crate::helpers::*;
 use crate::logs::Daemon;
 use crate::on_both_backends;
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use crate::pii::rfc3339;
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use csirt::model::{Severity, now};
 use csirt::store::outbox::OutboxRow;
 
@@ -17,10 +18,6 @@ on_both_backends!(
     without_a_config_the_daemon_tells_the_ciso_exactly_once,
     a_rules_edit_reaches_every_recorded_incident,
 );
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 /// `csirt incidents pii ID ARGS`, which must succeed; its stdout.
 fn pii(env: &Env, id: i64, args: &[&str]) -> String {
