@@ -457,6 +457,43 @@ impl Assessment {
     }
 }
 
+/// What a required report to 個人情報保護委員会 does to an incident (the city's rule: such an
+/// incident is L3, and the CISO hears of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    /// The severity it must have: the mildest at L3, or the one it has when that is worse.
+    pub severity: crate::model::Severity,
+    /// Why, citing the rules, and what became of the severity: the timeline's and the mail's text.
+    pub reason: String,
+}
+
+/// The escalation `a` makes of an incident of `severity` under `levels`; `None` when no report
+/// to 個人情報保護委員会 is required. Never lowers a severity.
+pub fn escalation(
+    a: &Assessment,
+    severity: crate::model::Severity,
+    levels: &crate::level::Levels,
+) -> Option<Escalation> {
+    if !a.ppc_required() {
+        return None;
+    }
+    let raised = crate::level::more_severe(severity, levels.floor(crate::level::Level::L3));
+    let level = levels.of(raised).long_ja();
+    let what = if raised == severity {
+        format!("重要度は{} (市のレベル {level}) のまま", raised.label_ja())
+    } else {
+        format!(
+            "重要度を{}から{}に引き上げ (市のレベル {level})",
+            severity.label_ja(),
+            raised.label_ja()
+        )
+    };
+    Some(Escalation {
+        severity: raised,
+        reason: format!("{}。{what}", a.ppc_reasons().join("; ")),
+    })
+}
+
 /// Decides, from `facts` under `rules`, which duties arise and their clocks from 覚知; a clock
 /// is done once a report to its party of its kind is in `made`. Without 覚知 there are no clocks
 /// (the store always sets it: the first `pii` command defaults it to its own time).
@@ -699,6 +736,40 @@ mod tests {
         assert!(reasons[1].contains("第43条第4号"), "{reasons:?}");
         let none = assess(&facts(&[Edit::Persons(Some(3))]), &rules(), &[]);
         assert!(none.ppc_reasons().is_empty());
+    }
+
+    #[test]
+    fn a_required_report_makes_the_incident_l3_and_never_lowers_it() {
+        use crate::level::Levels;
+        use crate::model::Severity;
+        let required = assess(&facts(&[Edit::Persons(Some(480))]), &rules(), &[]);
+        let levels = Levels::default();
+        let e = escalation(&required, Severity::High, &levels).expect("required");
+        assert_eq!(e.severity, Severity::Critical);
+        assert!(
+            e.reason.contains("第43条第4号")
+                && e.reason.ends_with(
+                    "重要度を高から緊急に引き上げ (市のレベル L3 住民・外部に影響、個人情報漏えい)"
+                ),
+            "{}",
+            e.reason
+        );
+        let e = escalation(&required, Severity::Critical, &levels).expect("required");
+        assert!(e.reason.ends_with("のまま"), "{}", e.reason);
+        // A city whose L3 starts at high raises a low incident to high only; a critical one
+        // stays critical.
+        let high_l3 = Levels::new(|s| (s == Severity::High).then_some(crate::level::Level::L3))
+            .expect("valid");
+        assert_eq!(
+            escalation(&required, Severity::Low, &high_l3).map(|e| e.severity),
+            Some(Severity::High)
+        );
+        assert_eq!(
+            escalation(&required, Severity::Critical, &high_l3).map(|e| e.severity),
+            Some(Severity::Critical)
+        );
+        let not = assess(&facts(&[Edit::Persons(Some(100))]), &rules(), &[]);
+        assert_eq!(escalation(&not, Severity::Low, &levels), None);
     }
 
     #[test]

@@ -13,10 +13,10 @@
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::compose::{Composer, Occasion};
-use crate::level::{Level, Levels, more_severe};
+use crate::level::Levels;
 use crate::model::{Actor, Incident, now};
 use crate::pii::rules::Rules;
-use crate::pii::{Assessment, Clock, Edit, Facts, Kind, Party, ReportMade, assess};
+use crate::pii::{Assessment, Clock, Edit, Escalation, Facts, Kind, Party, ReportMade, assess};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
@@ -448,28 +448,15 @@ async fn escalate(
         return Ok(Vec::new());
     }
     let incident = tx.incident(id).await?;
-    let floor = policy.levels.floor(Level::L3);
-    let raised = more_severe(incident.severity, floor);
-    let level = policy.levels.of(raised);
-    let severity = if raised == incident.severity {
-        format!(
-            "重要度は{} (市のレベル {}) のまま",
-            raised.label_ja(),
-            level.long_ja()
-        )
-    } else {
-        format!(
-            "重要度を{}から{}に引き上げ (市のレベル {})",
-            incident.severity.label_ja(),
-            raised.label_ja(),
-            level.long_ja()
-        )
+    let Some(Escalation { severity, reason }) =
+        crate::pii::escalation(assessment, incident.severity, policy.levels)
+    else {
+        return Ok(Vec::new());
     };
-    let reason = format!("{}。{severity}", assessment.ppc_reasons().join("; "));
     let mut lines = Vec::new();
     if tx.insert_pii_escalation(id, at, &reason).await? {
-        if raised != incident.severity {
-            tx.set_severity_title(id, raised.as_str(), &incident.title, at)
+        if severity != incident.severity {
+            tx.set_severity_title(id, severity.as_str(), &incident.title, at)
                 .await?;
         }
         lines.push(reason);
