@@ -228,7 +228,8 @@ pub enum IncidentsCommand {
         id: i64,
     },
     /// Record personal-information facts (個人情報保護法) and show which reports and
-    /// notifications they require, why, and by when (from 覚知); without flags, only shows
+    /// notifications they require, why, and by when (from 覚知); without flags, only shows. A
+    /// required report to 個人情報保護委員会 raises the incident to L3 and tells the CISO group
     Pii(pii::PiiArgs),
     /// Record a report made or a notification done; the statutory clock it satisfies stops
     Reported(pii::ReportedArgs),

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 /// `csirt incidents pii`.
 #[derive(Args, Debug)]
 pub struct PiiArgs {
+    /// The incident (none with --recompute-all)
     #[arg(value_parser = super::parse_id, required_unless_present = "recompute_all")]
     pub id: Option<i64>,
     /// How many persons' information leaked or may have (本人の数)
