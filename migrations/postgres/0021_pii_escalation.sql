@@ -16,3 +16,13 @@ CREATE TABLE pii_escalations (
     -- Who wrote the mail: the responder's command or the daemon's node.
     notified_by TEXT
 );
+
+-- Incidents recorded before this migration whose every report to 個人情報保護委員会 is already
+-- made count as handled: an upgrade must not send the CISO a notice of each old, finished case
+-- (those still owing a report are raised and announced by the daemon's first recompute).
+INSERT INTO pii_escalations (incident_id, raised_at, reason, notified_at, notified_by)
+SELECT incident_id, now(),
+       '0021 の導入前に個人情報保護委員会への報告を済ませていたため、引き上げと通知はしない',
+       now(), 'migration 0021'
+FROM pii_clocks WHERE to_party = 'ppc'
+GROUP BY incident_id HAVING COUNT(*) = COUNT(done_at);
