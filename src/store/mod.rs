@@ -179,6 +179,37 @@ macro_rules! reader {
     };
 }
 
+/// The SQLite half of `transaction!` and `transaction_or_rollback!`: `$body` inside a BEGIN
+/// IMMEDIATE transaction on the one writer connection, committed when the body succeeds and
+/// `$commit` holds, else rolled back. A failed body's transaction is dropped, which queues its
+/// ROLLBACK; the connection is then checked (`sqlite::discard_if_in_transaction`): SQLite rolls
+/// a transaction back by itself on some errors (SQLITE_FULL: a full disk), sqlx's ROLLBACK then
+/// fails and sqlx goes on counting a transaction that is gone, refusing every later BEGIN on the
+/// writer ("attempted to call begin_with at non-zero transaction depth") for the life of the
+/// process: a daemon whose disk filled up could never write again, even with room back.
+macro_rules! sqlite_transaction {
+    ($write:ident, $commit:expr, $tx:ident => $body:expr) => {{
+        let mut conn = $write.acquire().await?;
+        let result = async {
+            let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            let result = async { $body }.await;
+            if result.is_ok() {
+                if $commit {
+                    $tx.commit().await?;
+                } else {
+                    $tx.rollback().await?;
+                }
+            }
+            result
+        }
+        .await;
+        if result.is_err() {
+            $crate::store::sqlite::discard_if_in_transaction(&mut conn).await;
+        }
+        result
+    }};
+}
+
 /// Runs `$body` (which yields a `Result`) inside a write transaction bound to `$tx`, committed
 /// only when the body succeeds. SQLite transactions begin IMMEDIATE: a deferred one that reads
 /// first cannot upgrade to a writer while another process writes, and fails at once with
@@ -186,14 +217,7 @@ macro_rules! reader {
 macro_rules! transaction {
     ($self:ident, $tx:ident => $body:expr) => {
         match &$self.backend {
-            Backend::Sqlite { write, .. } => {
-                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let result = async { $body }.await;
-                if result.is_ok() {
-                    $tx.commit().await?;
-                }
-                result
-            }
+            Backend::Sqlite { write, .. } => sqlite_transaction!(write, true, $tx => $body),
             Backend::Postgres(pool) => {
                 let mut $tx = pool.begin().await?;
                 let result = async { $body }.await;
@@ -211,16 +235,7 @@ macro_rules! transaction {
 macro_rules! transaction_or_rollback {
     ($self:ident, $commit:expr, $tx:ident => $body:expr) => {
         match &$self.backend {
-            Backend::Sqlite { write, .. } => {
-                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let result = async { $body }.await;
-                if result.is_ok() && $commit {
-                    $tx.commit().await?;
-                } else {
-                    $tx.rollback().await?;
-                }
-                result
-            }
+            Backend::Sqlite { write, .. } => sqlite_transaction!(write, $commit, $tx => $body),
             Backend::Postgres(pool) => {
                 let mut $tx = pool.begin().await?;
                 let result = async { $body }.await;
