@@ -46,6 +46,10 @@ pub(super) const OPEN_BY_SEVERITY: &str =
     "SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity";
 pub(super) const QUARANTINED: &str = "SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'";
 
+/// The component under which a daemon records why its ingest stopped (a batch that does not
+/// commit: the store's disk is full, the store is away); removed once a batch commits again.
+pub const INGEST_STOPPED: &str = "ingest";
+
 /// How many errors the store keeps for `csirt status`; older ones are dropped.
 const KEPT_ERRORS: i64 = 1_000;
 

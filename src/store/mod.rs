@@ -12,7 +12,8 @@
 //! One module per concern: `incidents` (lifecycle and reads), `ingest` (the batch transaction),
 //! `checkpoints` (where each source stands), `mail` (intake mail, replies, reports),
 //! `outbox` (claims and delivery state), `escalation` (what falls due, schedules), `daemons`
-//! (heartbeats and errors), `report` (what the evaluation report reads); `rows` and `sql` are
+//! (heartbeats and errors), `report` (what the evaluation report reads), `space` (the disk
+//! under the store: free room, disk-full errors, the reserve); `rows` and `sql` are
 //! the shared row types and statements; `bulk` the ingest's statements over a whole batch's
 //! rows (they differ by backend).
 
@@ -263,12 +264,13 @@ mod postgres;
 pub mod prune;
 pub mod report;
 mod rows;
+pub mod space;
 mod sql;
 mod sqlite;
 pub mod status;
 
 pub use checkpoints::{JournalPosition, LogPosition};
-pub use daemons::{DaemonError, Heartbeat, Overview};
+pub use daemons::{DaemonError, Heartbeat, INGEST_STOPPED, Overview};
 pub use escalation::EscalatorPass;
 pub use incidents::{IncidentFilter, NewEvent, StatusFilter};
 

@@ -39,6 +39,9 @@ pub struct StatusSnapshot {
     pub heartbeats: Vec<Heartbeat>,
     /// The latest recorded errors, newest first (the superseded ones left out).
     pub errors: Vec<DaemonError>,
+    /// Why ingest is stopped, per daemon that recorded a stop and has not resumed since (the
+    /// store writer removes its record when a batch commits again), newest first.
+    pub ingest_stops: Vec<DaemonError>,
 }
 
 /// Quarantined intake mail, and what of it the responders have not been told about in time.
@@ -143,6 +146,13 @@ impl Store {
                 .bind(errors)
                 .fetch_all(&mut *tx)
                 .await?;
+            let ingest_stops: Vec<DaemonError> = sqlx::query_as(
+                "SELECT at, node, component, message FROM daemon_errors WHERE id IN \
+                 (SELECT MAX(id) FROM daemon_errors WHERE component = $1 GROUP BY node) ORDER BY id DESC",
+            )
+            .bind(super::INGEST_STOPPED)
+            .fetch_all(&mut *tx)
+            .await?;
             let count_of = |key: &str| {
                 by_severity.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
             };
@@ -172,6 +182,7 @@ impl Store {
                 },
                 heartbeats,
                 errors,
+                ingest_stops,
             })
         })
     }
