@@ -130,10 +130,11 @@ pub async fn run(
         warn!(error = %e, "cannot clear the earlier reload errors in the store");
     }
     // An ingest stop recorded by an earlier run is this run's to record again if it still holds.
-    if let Err(e) = store
+    let cleared = store.set_ingest_stopped(&node, None).await;
+    let resolved = store
         .resolve_errors(&node, crate::store::INGEST_STOPPED)
-        .await
-    {
+        .await;
+    if let Err(e) = cleared.and(resolved) {
         warn!(error = %e, "cannot clear the earlier ingest stop in the store");
     }
     source::writer::make_reserve(&store).await;

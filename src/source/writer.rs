@@ -4,8 +4,9 @@
 //! read is lost or committed twice. It ends when every source has dropped its sender.
 //!
 //! While a batch does not commit, ingest is stopped, and says why: in the journal, in the
-//! store for `csirt status` (component `ingest`, removed once ingest resumes), and in the
-//! heartbeat's summary and systemd's STATUS= (`Stall`). A store whose disk is full gets the
+//! store for `csirt status` (on the daemon's heartbeat row and among the recent errors as
+//! component `ingest`, both cleared once ingest resumes), and in the heartbeat's summary and
+//! systemd's STATUS= (`Stall`). A store whose disk is full gets the
 //! reserve beside it released first (`store::space`), so that there is room to say so.
 
 use super::Notice;
@@ -168,8 +169,16 @@ async fn halt(store: &Store, node: &str, stall: &Stall, e: &StoreError, hits: us
         }
     };
     stall.set(Some(message.clone()));
-    if let Err(e) = store.record_error(node, INGEST_STOPPED, &message).await {
+    let since = crate::model::now();
+    // The heartbeat row first: its UPDATE is the write most likely to find room.
+    if let Err(e) = store
+        .set_ingest_stopped(node, Some((&message, since)))
+        .await
+    {
         warn!(error = %e, "cannot record in the store why ingest stopped (this log has it)");
+    }
+    if let Err(e) = store.record_error(node, INGEST_STOPPED, &message).await {
+        tracing::debug!(error = %e, "cannot list the ingest stop among the recent errors");
     }
     Stopped {
         since: Instant::now(),
@@ -187,8 +196,11 @@ async fn resume(store: &Store, node: &str, stall: &Stall, stop: Stopped) {
         "the store takes writes again; ingest resumed where it stopped"
     );
     stall.set(None);
-    if let Err(e) = store.resolve_errors(node, INGEST_STOPPED).await {
+    if let Err(e) = store.set_ingest_stopped(node, None).await {
         warn!(error = %e, "cannot clear the recorded ingest stop in the store");
+    }
+    if let Err(e) = store.resolve_errors(node, INGEST_STOPPED).await {
+        warn!(error = %e, "cannot clear the ingest stop from the recent errors");
     }
 }
 

@@ -51,11 +51,11 @@ impl Disk {
     /// The filesystem of `dir`, as of now.
     pub fn of(dir: &Path) -> std::io::Result<Disk> {
         let vfs = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
-        let unit = u64::from(vfs.fragment_size());
+        let unit = vfs.fragment_size();
         Ok(Disk {
             dir: dir.to_path_buf(),
-            available_bytes: u64::from(vfs.blocks_available()).saturating_mul(unit),
-            total_bytes: u64::from(vfs.blocks()).saturating_mul(unit),
+            available_bytes: vfs.blocks_available().saturating_mul(unit),
+            total_bytes: vfs.blocks().saturating_mul(unit),
         })
     }
 

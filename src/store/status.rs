@@ -4,7 +4,7 @@
 //! success superseded is not counted or listed: a mail refused for a recipient group that has
 //! since received mail, a reload error of a daemon that has since reloaded or restarted.
 
-use super::daemons::{HEARTBEATS, OPEN_BY_SEVERITY, QUARANTINED, RECENT_ERRORS};
+use super::daemons::{HEARTBEATS, INGEST_STOPS, OPEN_BY_SEVERITY, QUARANTINED, RECENT_ERRORS};
 use super::outbox::{OutboxStats, RECENT_FAILURE, Refusal};
 use super::{Backend, DaemonError, Heartbeat, Store, StoreError};
 use crate::model::Severity;
@@ -39,8 +39,8 @@ pub struct StatusSnapshot {
     pub heartbeats: Vec<Heartbeat>,
     /// The latest recorded errors, newest first (the superseded ones left out).
     pub errors: Vec<DaemonError>,
-    /// Why ingest is stopped, per daemon that recorded a stop and has not resumed since (the
-    /// store writer removes its record when a batch commits again), newest first.
+    /// Why ingest is stopped, per daemon that recorded a stop on its heartbeat row and has not
+    /// resumed since (the store writer clears it when a batch commits again), newest first.
     pub ingest_stops: Vec<DaemonError>,
 }
 
@@ -146,13 +146,10 @@ impl Store {
                 .bind(errors)
                 .fetch_all(&mut *tx)
                 .await?;
-            let ingest_stops: Vec<DaemonError> = sqlx::query_as(
-                "SELECT at, node, component, message FROM daemon_errors WHERE id IN \
-                 (SELECT MAX(id) FROM daemon_errors WHERE component = $1 GROUP BY node) ORDER BY id DESC",
-            )
-            .bind(super::INGEST_STOPPED)
-            .fetch_all(&mut *tx)
-            .await?;
+            let ingest_stops: Vec<DaemonError> = sqlx::query_as(INGEST_STOPS)
+                .bind(super::INGEST_STOPPED)
+                .fetch_all(&mut *tx)
+                .await?;
             let count_of = |key: &str| {
                 by_severity.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
             };
