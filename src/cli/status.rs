@@ -13,6 +13,7 @@ use crate::daemon::HEARTBEAT_STALE_AFTER;
 use crate::model::now;
 use crate::store::outbox::OutboxStats;
 use crate::store::prune::StoreUsage;
+use crate::store::space::{DISK_FULL, Disk, LOW_BYTES, bytes};
 use crate::store::status::{ANNOUNCE_GRACE, QuarantineBacklog, StatusSnapshot};
 use crate::store::{
     DaemonError, Heartbeat, JournalPosition, LogPosition, Overview, Role, SchemaVersion, Store,
@@ -49,6 +50,9 @@ struct StatusJson {
     sources: Vec<SourceJson>,
     journals: Vec<JournalJson>,
     recent_errors: Vec<DaemonError>,
+    /// Per daemon whose ingest is stopped (a batch that does not commit: a full disk, a store
+    /// that is away), why; empty while every daemon's ingest runs.
+    ingest_stopped: Vec<DaemonError>,
     ok: bool,
     /// Why the exit status is not 0, as the text says it.
     problems: Vec<String>,
@@ -175,6 +179,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     sources: Vec::new(),
                     journals: Vec::new(),
                     recent_errors: Vec::new(),
+                    ingest_stopped: Vec::new(),
                     ok: false,
                     problems: vec![format!("ストアに接続できません: {error}")],
                 })?;
@@ -202,12 +207,13 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         (None, true) => store.heartbeats().await?,
         (None, false) => Vec::new(),
     };
-    let (overview, outbox, quarantine, errors) = match snapshot {
+    let (overview, outbox, quarantine, errors, stops) = match snapshot {
         Some(StatusSnapshot {
             open_by_severity,
             outbox,
             quarantine,
             errors,
+            ingest_stops,
             heartbeats: _,
         }) => (
             Some(Overview {
@@ -220,8 +226,9 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             Some(outbox),
             Some(quarantine),
             errors,
+            ingest_stops,
         ),
-        None => (None, None, None, Vec::new()),
+        None => (None, None, None, Vec::new(), Vec::new()),
     };
     let daemons: Vec<DaemonJson> = heartbeats
         .into_iter()
@@ -251,7 +258,14 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             journals.push(JournalJson::new(position, &config).await);
         }
     }
-    let (problems, code) = problems(&schema, &daemons, outbox.as_ref(), quarantine.as_ref());
+    let disk = usage.as_ref().and_then(|u| u.disk.as_ref());
+    let (problems, code) = problems(
+        &schema,
+        &daemons,
+        outbox.as_ref(),
+        quarantine.as_ref(),
+        (&stops, disk),
+    );
     let ok = problems.is_empty();
     if json {
         out.json(&StatusJson {
@@ -269,6 +283,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             sources,
             journals,
             recent_errors: errors,
+            ingest_stopped: stops,
             ok,
             problems,
         })?;
@@ -311,6 +326,14 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 // A snapshot as of the beat: the counts below are the store's now.
                 out.line(&format!("  {} (ハートビート時点)", h.summary))?;
             }
+        }
+        for s in &stops {
+            out.line(&format!(
+                "取り込み停止 (ingest stopped): {} {} から  {}",
+                s.node,
+                long_time(s.at, tz),
+                s.message
+            ))?;
         }
         if let Some(o) = &overview {
             let levels = config.levels();
@@ -386,8 +409,16 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             let oldest = |t: Option<chrono::DateTime<chrono::Utc>>| {
                 t.map_or_else(|| "なし".to_string(), |t| long_time(t, tz))
             };
+            let free = u.disk.as_ref().map_or_else(String::new, |d| {
+                format!(
+                    "  空き (free) {} / {} ({})",
+                    bytes(d.available_bytes),
+                    bytes(d.total_bytes),
+                    d.dir.display()
+                )
+            });
             out.line(&format!(
-                "容量 (size): {size}  閾値未満のイベント (pending) {} 件 (最古 {})  カウンタ (hit counts) {} 件  最古のメール本文 (oldest raw mail) {}",
+                "容量 (size): {size}{free}  閾値未満のイベント (pending) {} 件 (最古 {})  カウンタ (hit counts) {} 件  最古のメール本文 (oldest raw mail) {}",
                 u.pending_events,
                 oldest(u.oldest_pending_event),
                 u.hit_counts,
@@ -455,13 +486,15 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Why `csirt status` exits non-zero, in words a sysadmin acts on, and the exit status: 1 for
-/// the schema or a daemon, else `EXIT_MAIL_FAILED` for a recent mail failure, else
-/// `EXIT_QUARANTINE_BACKLOG` for quarantined mail not announced in time, else 0.
+/// the schema, a daemon, a stopped ingest or a store's disk that is (nearly) full, else
+/// `EXIT_MAIL_FAILED` for a recent mail failure, else `EXIT_QUARANTINE_BACKLOG` for
+/// quarantined mail not announced in time, else 0.
 fn problems(
     schema: &SchemaVersion,
     daemons: &[DaemonJson],
     outbox: Option<&OutboxStats>,
     quarantine: Option<&QuarantineBacklog>,
+    (stops, disk): (&[DaemonError], Option<&Disk>),
 ) -> (Vec<String>, u8) {
     let mut problems = Vec::new();
     if schema.applied != schema.expected {
@@ -470,10 +503,44 @@ fn problems(
             schema.applied, schema.expected
         ));
     }
+    // A full disk refuses the heartbeat too: a daemon that looks stale may be alive and waiting.
+    let low = disk.filter(|d| d.is_low());
+    let full_hint = if low.is_some() {
+        "。ストアのディスクが一杯で、ハートビートを書けないのかもしれません"
+    } else {
+        ""
+    };
     for d in daemons.iter().filter(|d| d.stale) {
         problems.push(format!(
-            "デーモン {} のハートビートが {} 秒前から途絶えています (systemctl status csirt、journalctl -u csirt を確認)",
+            "デーモン {} のハートビートが {} 秒前から途絶えています (systemctl status csirt、journalctl -u csirt を確認){full_hint}",
             d.heartbeat.node, d.age_seconds
+        ));
+    }
+    for s in stops {
+        let what_to_do = if s.message.starts_with(DISK_FULL) {
+            "不要なファイルを消すかファイルシステムを広げて、ストアのディスクに空きを作ってください \
+             (csirt db prune では SQLite のファイルは縮みません)"
+        } else {
+            "journalctl -u csirt でストアのエラーを確認してください"
+        };
+        // The reason without what the daemon says it does about it: this line says that.
+        let why = s.message.split('。').next().unwrap_or(&s.message);
+        problems.push(format!(
+            "デーモン {} の取り込みが止まっています: {why}。{what_to_do}。ストアが書き込みを受け付ければ、\
+             デーモンは止まった位置から自動で再開します (再起動は不要、行を失うことも二重に数えることもありません)",
+            s.node
+        ));
+    }
+    if let Some(d) = low
+        && stops.is_empty()
+    {
+        problems.push(format!(
+            "ストアのあるファイルシステム {} の空きが {} しかありません ({} 未満、全体 {}): 一杯になると取り込みが止まります。\
+             空きを作ってください",
+            d.dir.display(),
+            bytes(d.available_bytes),
+            bytes(LOW_BYTES),
+            bytes(d.total_bytes)
         ));
     }
     let mut code = if problems.is_empty() { 0 } else { 1 };

@@ -128,6 +128,16 @@ pub async fn run(
     if let Err(e) = store.resolve_errors(&node, "reload").await {
         warn!(error = %e, "cannot clear the earlier reload errors in the store");
     }
+    // An ingest stop recorded by an earlier run is this run's to record again if it still holds.
+    let cleared = store.set_ingest_stopped(&node, None).await;
+    let resolved = store
+        .resolve_errors(&node, crate::store::INGEST_STOPPED)
+        .await;
+    if let Err(e) = cleared.and(resolved) {
+        warn!(error = %e, "cannot clear the earlier ingest stop in the store");
+    }
+    source::writer::make_reserve(&store).await;
+    let stall = Arc::new(source::writer::Stall::default());
     let started_at = now();
     info!(node = %node, store = %store.url(), schema = schema.applied, playbooks = loaded.playbooks.len(), pii_rules = %loaded.pii_rules.path.display(), "csirt daemon started");
     // A rules file edited while no daemon ran reaches the recorded incidents now.
@@ -175,10 +185,12 @@ pub async fn run(
         "store writer",
         source::writer::run(
             Arc::clone(&store),
+            node.clone(),
             batch_rx,
             live.composer.clone(),
             wake_notifier,
             tasks.worker("store writer"),
+            Arc::clone(&stall),
         ),
     );
     tasks.spawn_drain(
@@ -231,7 +243,7 @@ pub async fn run(
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
     systemd::sd_notify(&format!(
         "READY=1\nSTATUS={}",
-        status_line(&store, &loaded).await
+        status_line(&store, &loaded, &stall).await
     ));
     info!(watchdog = ?watchdog, "ready");
     tokio::pin!(shutdown);
@@ -240,7 +252,7 @@ pub async fn run(
             _ = &mut shutdown => break None,
             ended = tasks.ended() => break Some(format!("the {} ended: {}", ended.task, ended.why)),
             _ = ticker.tick() => {
-                let status = status_line(&store, &loaded).await;
+                let status = status_line(&store, &loaded, &stall).await;
                 systemd::sd_notify(&format!("STATUS={status}"));
                 beat(&store, &node, started_at, status).await;
                 refresh_gate(&store, &gate, &loaded.playbooks, &node, false).await;
@@ -258,7 +270,7 @@ pub async fn run(
             _ = hangup.recv() => {
                 systemd::sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", systemd::monotonic_usec()));
                 reload::reload(&path, &mut loaded, &live, &store, &node).await;
-                systemd::sd_notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded).await));
+                systemd::sd_notify(&format!("READY=1\nSTATUS={}", status_line(&store, &loaded, &stall).await));
             }
         }
     };
@@ -281,9 +293,18 @@ pub async fn run(
     Ok(())
 }
 
-/// The one-line summary for systemd's STATUS= and the heartbeat.
-async fn status_line(store: &Store, loaded: &Loaded) -> String {
+/// The one-line summary for systemd's STATUS= and the heartbeat; why ingest is stopped first,
+/// while it is.
+async fn status_line(store: &Store, loaded: &Loaded, stall: &source::writer::Stall) -> String {
     let patterns: usize = loaded.config.logs.iter().map(|l| l.paths.len()).sum();
+    let line = status_counts(store, loaded, patterns).await;
+    match stall.reason() {
+        Some(why) => format!("{why}; {line}"),
+        None => line,
+    }
+}
+
+async fn status_counts(store: &Store, loaded: &Loaded, patterns: usize) -> String {
     match store.overview().await {
         Ok(o) => {
             let open: i64 = o.open_by_severity.iter().map(|(_, n)| n).sum();

@@ -46,6 +46,16 @@ pub(super) const OPEN_BY_SEVERITY: &str =
     "SELECT severity, COUNT(*) FROM incidents WHERE status <> 'closed' GROUP BY severity";
 pub(super) const QUARANTINED: &str = "SELECT COUNT(*) FROM mails WHERE disposition = 'quarantined'";
 
+/// The component under which a daemon records why its ingest stopped (a batch that does not
+/// commit: the store's disk is full, the store is away), in `daemon_errors` and in its
+/// heartbeat row (`set_ingest_stopped`); removed once a batch commits again.
+pub const INGEST_STOPPED: &str = "ingest";
+
+/// The daemons whose ingest is stopped, and why, as `DaemonError`s (component `$1`), newest first.
+pub(super) const INGEST_STOPS: &str = "SELECT ingest_stopped_at AS at, node, $1 AS component, \
+     ingest_stopped AS message FROM daemon_heartbeats WHERE ingest_stopped IS NOT NULL \
+     ORDER BY ingest_stopped_at DESC";
+
 /// How many errors the store keeps for `csirt status`; older ones are dropped.
 const KEPT_ERRORS: i64 = 1_000;
 
@@ -65,6 +75,28 @@ impl Store {
             .bind(beat.started_at)
             .bind(beat.beat_at)
             .bind(&beat.summary)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Records on `node`'s heartbeat row why its ingest is stopped since `at` (None: it runs).
+    /// An UPDATE of an existing row, so that it finds room when the disk has little: the row
+    /// exists from the daemon's first beat.
+    pub async fn set_ingest_stopped(
+        &self,
+        node: &str,
+        stopped: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let (why, at) = stopped.unzip();
+        transaction!(self, tx => {
+            sqlx::query(
+                "UPDATE daemon_heartbeats SET ingest_stopped = $2, ingest_stopped_at = $3 WHERE node = $1",
+            )
+            .bind(node)
+            .bind(why)
+            .bind(at)
             .execute(&mut *tx)
             .await?;
             Ok(())

@@ -12,7 +12,8 @@
 //! One module per concern: `incidents` (lifecycle and reads), `ingest` (the batch transaction),
 //! `checkpoints` (where each source stands), `mail` (intake mail, replies, reports),
 //! `outbox` (claims and delivery state), `escalation` (what falls due, schedules), `daemons`
-//! (heartbeats and errors), `report` (what the evaluation report reads); `rows` and `sql` are
+//! (heartbeats and errors), `report` (what the evaluation report reads), `space` (the disk
+//! under the store: free room, disk-full errors, the reserve); `rows` and `sql` are
 //! the shared row types and statements; `bulk` the ingest's statements over a whole batch's
 //! rows (they differ by backend).
 
@@ -179,6 +180,37 @@ macro_rules! reader {
     };
 }
 
+/// The SQLite half of `transaction!` and `transaction_or_rollback!`: `$body` inside a BEGIN
+/// IMMEDIATE transaction on the one writer connection, committed when the body succeeds and
+/// `$commit` holds, else rolled back. A failed body's transaction is dropped, which queues its
+/// ROLLBACK; the connection is then checked (`sqlite::discard_if_in_transaction`): SQLite rolls
+/// a transaction back by itself on some errors (SQLITE_FULL: a full disk), sqlx's ROLLBACK then
+/// fails and sqlx goes on counting a transaction that is gone, refusing every later BEGIN on the
+/// writer ("attempted to call begin_with at non-zero transaction depth") for the life of the
+/// process: a daemon whose disk filled up could never write again, even with room back.
+macro_rules! sqlite_transaction {
+    ($write:ident, $commit:expr, $tx:ident => $body:expr) => {{
+        let mut conn = $write.acquire().await?;
+        let result = async {
+            let mut $tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            let result = async { $body }.await;
+            if result.is_ok() {
+                if $commit {
+                    $tx.commit().await?;
+                } else {
+                    $tx.rollback().await?;
+                }
+            }
+            result
+        }
+        .await;
+        if result.is_err() {
+            $crate::store::sqlite::discard_if_in_transaction(&mut conn).await;
+        }
+        result
+    }};
+}
+
 /// Runs `$body` (which yields a `Result`) inside a write transaction bound to `$tx`, committed
 /// only when the body succeeds. SQLite transactions begin IMMEDIATE: a deferred one that reads
 /// first cannot upgrade to a writer while another process writes, and fails at once with
@@ -186,14 +218,7 @@ macro_rules! reader {
 macro_rules! transaction {
     ($self:ident, $tx:ident => $body:expr) => {
         match &$self.backend {
-            Backend::Sqlite { write, .. } => {
-                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let result = async { $body }.await;
-                if result.is_ok() {
-                    $tx.commit().await?;
-                }
-                result
-            }
+            Backend::Sqlite { write, .. } => sqlite_transaction!(write, true, $tx => $body),
             Backend::Postgres(pool) => {
                 let mut $tx = pool.begin().await?;
                 let result = async { $body }.await;
@@ -211,16 +236,7 @@ macro_rules! transaction {
 macro_rules! transaction_or_rollback {
     ($self:ident, $commit:expr, $tx:ident => $body:expr) => {
         match &$self.backend {
-            Backend::Sqlite { write, .. } => {
-                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let result = async { $body }.await;
-                if result.is_ok() && $commit {
-                    $tx.commit().await?;
-                } else {
-                    $tx.rollback().await?;
-                }
-                result
-            }
+            Backend::Sqlite { write, .. } => sqlite_transaction!(write, $commit, $tx => $body),
             Backend::Postgres(pool) => {
                 let mut $tx = pool.begin().await?;
                 let result = async { $body }.await;
@@ -248,12 +264,13 @@ mod postgres;
 pub mod prune;
 pub mod report;
 mod rows;
+pub mod space;
 mod sql;
 mod sqlite;
 pub mod status;
 
 pub use checkpoints::{JournalPosition, LogPosition};
-pub use daemons::{DaemonError, Heartbeat, Overview};
+pub use daemons::{DaemonError, Heartbeat, INGEST_STOPPED, Overview};
 pub use escalation::EscalatorPass;
 pub use incidents::{IncidentFilter, NewEvent, StatusFilter};
 

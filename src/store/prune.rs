@@ -141,6 +141,9 @@ pub struct PruneTotal {
 pub struct StoreUsage {
     /// SQLite: the database file and its WAL; PostgreSQL: `pg_database_size`.
     pub size_bytes: Option<i64>,
+    /// SQLite: the filesystem that holds it (PostgreSQL's disk is the server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<super::space::Disk>,
     pub oldest_pending_event: Option<DateTime<Utc>>,
     pub pending_events: i64,
     pub hit_counts: i64,
@@ -444,6 +447,7 @@ impl Store {
         let last_prune_at = pruned.iter().find(|t| t.kind == RUNS).map(|t| t.last_at);
         Ok(StoreUsage {
             size_bytes,
+            disk: self.disk(),
             oldest_pending_event,
             pending_events,
             hit_counts,

@@ -211,3 +211,20 @@ fn prepare_file(file: &Path) -> Result<(), StoreError> {
         Err(e) => Err(prep_err(e)),
     }
 }
+
+/// After a failed write transaction: once the ROLLBACK its drop queued has run (a ping runs
+/// after it on the connection's worker, in order), the writer connection must be outside any
+/// transaction. One that is not (SQLite rolled back by itself, sqlx's ROLLBACK failed and it
+/// still counts the transaction) is closed instead of returned to the pool, which opens a fresh
+/// connection for the next writer.
+pub(super) async fn discard_if_in_transaction(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    use sqlx::Connection;
+    let alive = conn.ping().await.is_ok();
+    if !alive || conn.is_in_transaction() {
+        // The error that got it there is the caller's to report.
+        tracing::debug!(
+            "the store's writer connection is left inside a failed transaction; opening a new one"
+        );
+        conn.close_on_drop();
+    }
+}

@@ -4,7 +4,7 @@
 //! success superseded is not counted or listed: a mail refused for a recipient group that has
 //! since received mail, a reload error of a daemon that has since reloaded or restarted.
 
-use super::daemons::{HEARTBEATS, OPEN_BY_SEVERITY, QUARANTINED, RECENT_ERRORS};
+use super::daemons::{HEARTBEATS, INGEST_STOPS, OPEN_BY_SEVERITY, QUARANTINED, RECENT_ERRORS};
 use super::outbox::{OutboxStats, RECENT_FAILURE, Refusal};
 use super::{Backend, DaemonError, Heartbeat, Store, StoreError};
 use crate::model::Severity;
@@ -39,6 +39,9 @@ pub struct StatusSnapshot {
     pub heartbeats: Vec<Heartbeat>,
     /// The latest recorded errors, newest first (the superseded ones left out).
     pub errors: Vec<DaemonError>,
+    /// Why ingest is stopped, per daemon that recorded a stop on its heartbeat row and has not
+    /// resumed since (the store writer clears it when a batch commits again), newest first.
+    pub ingest_stops: Vec<DaemonError>,
 }
 
 /// Quarantined intake mail, and what of it the responders have not been told about in time.
@@ -143,6 +146,10 @@ impl Store {
                 .bind(errors)
                 .fetch_all(&mut *tx)
                 .await?;
+            let ingest_stops: Vec<DaemonError> = sqlx::query_as(INGEST_STOPS)
+                .bind(super::INGEST_STOPPED)
+                .fetch_all(&mut *tx)
+                .await?;
             let count_of = |key: &str| {
                 by_severity.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
             };
@@ -172,6 +179,7 @@ impl Store {
                 },
                 heartbeats,
                 errors,
+                ingest_stops,
             })
         })
     }

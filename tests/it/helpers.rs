@@ -446,3 +446,16 @@ impl Env {
         child.wait_with_output().expect("wait for csirt intake")
     }
 }
+
+/// The names in `dir`, sorted (none if it cannot be read).
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -487,18 +487,6 @@ fn deliver(maildir: &Path, name: &str, raw: &[u8]) {
     std::fs::rename(&tmp, maildir.join("new").join(name)).expect("rename into new/");
 }
 
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn the_daemon_takes_a_maildir_and_quarantines_what_it_must() {
     use crate::logs::Daemon;

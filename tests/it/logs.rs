@@ -251,7 +251,7 @@ impl Daemon {
         self.signal(Signal::SIGHUP);
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
 

@@ -8,6 +8,7 @@ mod helpers;
 
 mod cli;
 mod daemon;
+mod disk_full;
 mod escalation;
 mod fail2ban_import;
 mod fail2ban_logs;
