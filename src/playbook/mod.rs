@@ -6,6 +6,7 @@
 
 pub mod backtrack;
 pub mod cidr;
+pub mod cut;
 pub mod fail2ban;
 pub mod line;
 pub mod matcher;
@@ -593,6 +594,8 @@ fn parse(
     }
 
     let mut rules = Vec::new();
+    // An imported filter writes one `strip` on every rule: compiled once (each is large).
+    let mut strips: Vec<(&str, Regex)> = Vec::new();
     for (index, spanned) in file.rules.iter().enumerate() {
         let rule = spanned.get_ref();
         let name = rule
@@ -628,18 +631,24 @@ fn parse(
             }
         }
         let strip = match &rule.strip {
-            Some(pattern) => match compile(pattern.get_ref()) {
-                Ok(regex) => Some(regex),
-                Err(e) => {
-                    invalid(
-                        pattern.span(),
-                        format!(
-                            "rule `{name}`: strip does not compile: {}",
-                            one_line(&e.to_string())
-                        ),
-                    );
-                    None
-                }
+            Some(pattern) => match strips.iter().find(|(p, _)| p == pattern.get_ref()) {
+                Some((_, regex)) => Some(regex.clone()),
+                None => match compile(pattern.get_ref()) {
+                    Ok(regex) => {
+                        strips.push((pattern.get_ref(), regex.clone()));
+                        Some(regex)
+                    }
+                    Err(e) => {
+                        invalid(
+                            pattern.span(),
+                            format!(
+                                "rule `{name}`: strip does not compile: {}",
+                                one_line(&e.to_string())
+                            ),
+                        );
+                        None
+                    }
+                },
             },
             None => None,
         };
