@@ -148,6 +148,8 @@ struct MatchJson<'a> {
     line: u64,
     rule: &'a str,
     fields: Fields,
+    /// When the line says it happened (RFC 3339, UTC): the time its hit is counted at.
+    time: chrono::DateTime<chrono::Utc>,
 }
 
 /// The playbook argument that means the whole set.
@@ -259,8 +261,13 @@ fn dry_run(
                 continue;
             }
             let locator = line.line_no.to_string();
-            let at = *observed_at
-                .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, reference));
+            let at = m
+                .stamp
+                .and_then(|s| s.resolve(tz, reference))
+                .unwrap_or_else(|| {
+                    *observed_at
+                        .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, reference))
+                });
             let hit = Hit::of_log_match(m, source.clone(), locator, at, String::new());
             dry.add(&hit);
             if json {
@@ -268,6 +275,7 @@ fn dry_run(
                     line: line.line_no,
                     rule: rule.name.as_str(),
                     fields: hit.fields,
+                    time: at,
                 };
                 if rule.raise.is_some() {
                     raises_json.push(found);

@@ -21,6 +21,7 @@ use super::prefix::{self, Dispatch, LineFilter};
 use super::session::{MAX_WAITING, Sessions, Waiting, session_id};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
+use crate::stamp::Stamp;
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,6 +40,9 @@ pub struct Match<'a> {
     /// The host that logged the line (the syslog header's, or journald's), when it has one:
     /// written by the logging host, never by the client.
     pub host: Option<Box<str>>,
+    /// The line's time as the rule's `strip` reads it (its named groups: an imported filter's
+    /// `datepattern`), when it has one that does.
+    pub stamp: Option<Stamp>,
 }
 
 /// Which rules read one file (decided once per file, from the rules' `files` globs), with a
@@ -525,6 +529,7 @@ impl Matcher {
                             fields: w.fields,
                             repeated: 1,
                             host: syslog.and_then(|s| s.host).map(Into::into),
+                            stamp: None,
                         });
                     }
                 } else {
@@ -653,6 +658,7 @@ impl Matcher {
                     fields,
                     repeated,
                     host: syslog.and_then(|s| s.host).map(Into::into),
+                    stamp: None,
                 });
             }
         }
@@ -684,6 +690,7 @@ impl Matcher {
                         fields,
                         repeated: 1,
                         host: None,
+                        stamp: None,
                     });
                 }
             }
@@ -715,7 +722,7 @@ impl Matcher {
             return;
         }
         // Rules of one playbook share their `strip` pattern: the line is cut once for them.
-        let mut cut: Option<(usize, std::borrow::Cow<'_, str>)> = None;
+        let mut cut: Option<(usize, Cut<'_>)> = None;
         let mut settled: Option<&Playbook> = None;
         // The playbook whose set was last tested, and which of its linear rules can match.
         let mut tested: Option<(usize, Option<Arc<SpecialSet>>, Vec<usize>)> = None;
@@ -738,7 +745,7 @@ impl Matcher {
                         cut = Some((id, strip_line(strip, line)));
                     }
                     match &cut {
-                        Some((_, text)) => text,
+                        Some((_, c)) => &c.text,
                         None => line,
                     }
                 }
@@ -803,6 +810,10 @@ impl Matcher {
                     fields,
                     repeated: 1,
                     host: None,
+                    stamp: match (&rule.strip, &cut) {
+                        (Some(strip), Some((_, c))) => c.stamp(strip),
+                        _ => None,
+                    },
                 });
             }
         }
@@ -825,23 +836,53 @@ impl Matcher {
 /// The capture that marks a match as fail2ban's "no failure" (`<F-NOFAIL>`).
 pub const NOFAIL: &str = "nofail";
 
+/// A line cut by a rule's `strip`: the text its pattern sees, and the strip's groups.
+struct Cut<'l> {
+    text: std::borrow::Cow<'l, str>,
+    groups: Option<regex::Captures<'l>>,
+}
+
+impl Cut<'_> {
+    /// The time the strip's named groups read (see `crate::stamp`).
+    fn stamp(&self, strip: &regex::Regex) -> Option<Stamp> {
+        let caps = self.groups.as_ref()?;
+        Stamp::from_groups(
+            strip
+                .capture_names()
+                .enumerate()
+                .filter_map(|(i, name)| Some((name?, caps.get(i)?.as_str()))),
+        )
+    }
+}
+
 /// `line` without the first match of `strip` (its first group that took part, when it has
 /// groups), as fail2ban matches a line without its time stamp. Borrowed when the cut is at the
 /// start.
-fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> std::borrow::Cow<'l, str> {
+fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> Cut<'l> {
     let Some(caps) = strip.captures(line) else {
-        return std::borrow::Cow::Borrowed(line);
+        return Cut {
+            text: std::borrow::Cow::Borrowed(line),
+            groups: None,
+        };
     };
     let Some(m) = caps.iter().skip(1).flatten().next().or_else(|| caps.get(0)) else {
-        return std::borrow::Cow::Borrowed(line);
+        return Cut {
+            text: std::borrow::Cow::Borrowed(line),
+            groups: Some(caps),
+        };
     };
-    if m.start() == 0 {
-        return std::borrow::Cow::Borrowed(&line[m.end()..]);
+    let text = if m.start() == 0 {
+        std::borrow::Cow::Borrowed(&line[m.end()..])
+    } else {
+        let mut text = String::with_capacity(line.len() - m.len());
+        text.push_str(&line[..m.start()]);
+        text.push_str(&line[m.end()..]);
+        std::borrow::Cow::Owned(text)
+    };
+    Cut {
+        text,
+        groups: Some(caps),
     }
-    let mut text = String::with_capacity(line.len() - m.len());
-    text.push_str(&line[..m.start()]);
-    text.push_str(&line[m.end()..]);
-    std::borrow::Cow::Owned(text)
 }
 
 /// The fields of a match from its named groups that took part: a group `name__x` fills `name`

@@ -652,6 +652,20 @@ fn parse(
             },
             None => None,
         };
+        if let (Some(regex), Some(pattern)) = (&strip, &rule.strip)
+            && let Some(group) = regex
+                .capture_names()
+                .flatten()
+                .find(|n| !crate::stamp::NAMES.contains(&n.split_once("__").map_or(*n, |(b, _)| b)))
+        {
+            invalid(
+                pattern.span(),
+                format!(
+                    "rule `{name}`: strip names a group `{group}`: its named groups are the parts of the line's time ({}, each optionally with a `__x` suffix)",
+                    crate::stamp::NAMES.join(", "),
+                ),
+            );
+        }
         let whole_line = backtrack.is_some() || strip.is_some();
         if whole_line
             && (rule.source != RuleSource::Log
@@ -1259,6 +1273,14 @@ to = ["lead"]
         let lookahead = r"^(?!x)Failed from (?P<ip>\S+)";
         assert!(check(&rule("engine = \"backtrack\"\n", lookahead)).is_ok());
         assert!(check(&rule("strip = '^\\S+ '\n", r"^Failed from (?P<ip>\S+)")).is_ok());
+        assert!(
+            check(&rule(
+                "strip = '^((?P<b>[A-Z][a-z]{2}) (?P<d>\\d+)|(?P<d__2>\\d+)) '\n",
+                r"^Failed from (?P<ip>\S+)"
+            ))
+            .is_ok(),
+            "the time's parts may be named"
+        );
         let cases = [
             (rule("", lookahead), "does not compile"),
             (
@@ -1276,6 +1298,10 @@ to = ["lead"]
             (
                 rule("strip = '('\n", r"^Failed from (?P<ip>\S+)"),
                 "strip does not compile",
+            ),
+            (
+                rule("strip = '^(?P<when>\\d+) '\n", r"^Failed from (?P<ip>\S+)"),
+                "strip names a group `when`",
             ),
             (
                 rule(
