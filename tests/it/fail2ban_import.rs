@@ -427,3 +427,77 @@ fn an_imported_filter_runs_in_the_daemon_and_a_step_limit_shows_in_status() {
     );
     daemon.stop();
 }
+
+/// With `--jail`, an imported filter's rules read the jail's `logpath` (its file names, as
+/// `files`) and the importer says so; without, they read every file, and it says that.
+#[test]
+fn a_jails_logpath_becomes_the_imported_rules_files() {
+    if !installed() {
+        return;
+    }
+    let env = Env::new(Backend::Sqlite);
+    let jail = env.dir.path().join("jail.conf");
+    std::fs::write(
+        &jail,
+        "[DEFAULT]\nmaxretry = 3\n[sshd]\nenabled = true\nlogpath = /var/log/auth.log\n",
+    )
+    .expect("write the jail");
+    let sshd = format!("{FILTERS}/sshd.conf");
+    let playbooks = env.playbooks();
+    let import = |jail: Option<&Path>| {
+        let mut args = vec!["playbooks", "import", "fail2ban", &sshd];
+        if let Some(jail) = jail {
+            args.extend(["--jail", jail.to_str().expect("path")]);
+        }
+        args.extend(["--out", playbooks.to_str().expect("path")]);
+        let out = env.csirt(&args);
+        assert_exit(&out, 0);
+        stdout(&out)
+    };
+    let said = import(Some(&jail));
+    assert!(
+        said.contains("読むログ (files): auth.log* (jail の logpath: /var/log/auth.log)"),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(playbooks.join("fail2ban-sshd.toml")).expect("the playbook");
+    assert!(text.contains("files = [\"auth.log*\"]"), "{text}");
+
+    // The whole set as the daemon applies it to a file of each name.
+    let logs = env.dir.path().join("log");
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let lines: String = (0..5)
+        .map(|i| {
+            format!(
+                "Nov  3 10:00:0{i} gw sshd[7]: Failed password for root from 198.51.100.7 port 22 ssh2\n"
+            )
+        })
+        .collect();
+    let opened = |name: &str| -> Vec<String> {
+        let path = logs.join(name);
+        std::fs::write(&path, &lines).expect("write the log");
+        let out = env.csirt(&[
+            "playbooks",
+            "test",
+            "all",
+            path.to_str().expect("path"),
+            "--json",
+        ]);
+        assert_exit(&out, 0);
+        json(&out)["incidents"]
+            .as_array()
+            .expect("incidents")
+            .iter()
+            .map(|i| i["playbook"].as_str().expect("playbook").to_string())
+            .collect()
+    };
+    assert!(opened("auth.log").contains(&"fail2ban-sshd".to_string()));
+    assert!(!opened("app.log").contains(&"fail2ban-sshd".to_string()));
+
+    // Without a jail: today's behaviour, said.
+    let said = import(None);
+    assert!(
+        said.contains("読むログ (files): 設定の [[logs]] のすべて (no --jail"),
+        "{said}"
+    );
+    assert!(opened("app.log").contains(&"fail2ban-sshd".to_string()));
+}
