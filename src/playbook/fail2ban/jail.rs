@@ -123,7 +123,7 @@ impl Jails {
 
 /// The files fail2ban reads for the jail file `path`: its whole set for `jail.conf` or
 /// `jail.local` (`jail.conf`, `jail.d/*.conf`, `jail.local`, `jail.d/*.local`, those that
-/// exist), else `path` alone.
+/// exist: Debian ships no `jail.local`), else `path` alone.
 fn jail_files(path: &Path) -> Vec<std::path::PathBuf> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let Some(dir) = path
@@ -154,7 +154,8 @@ fn jail_files(path: &Path) -> Vec<std::path::PathBuf> {
         files.push(local);
     }
     files.extend(in_d("local"));
-    if !files.iter().any(|f| f == path) {
+    // None of the set exists: reading `path` says so.
+    if files.is_empty() {
         files.push(path.to_path_buf());
     }
     files
@@ -320,6 +321,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
         write("jail.d/late.local", "[sshd]\nmaxretry = 3\n").map_err(|e| e.to_string())?;
         let jails = Jails::read(&dir.path().join("jail.local"))?;
+        assert!(Jails::read(&dir.path().join("nowhere/jail.local")).is_err());
         let ssh = jails.for_filter("sshd");
         assert_eq!(ssh.logpath, ["/var/log/auth.log"]);
         assert_eq!(ssh.maxretry, Some(3), "jail.d/*.local last");
