@@ -297,81 +297,96 @@ mod tests {
 
     #[test]
     fn wall_times_with_and_without_year_and_zone() {
-        let syslog = [
-            ("b", "Feb"),
-            ("d", " 1"),
-            ("H", "00"),
-            ("M", "00"),
-            ("S", "00"),
+        // (the named groups, the time they make, why)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("b", "Feb"),
+                    ("d", " 1"),
+                    ("H", "00"),
+                    ("M", "00"),
+                    ("S", "00"),
+                ],
+                "2005-01-31T23:00:00+00:00",
+                "syslog: this year, CET",
+            ),
+            (
+                &[
+                    ("b", "Dec"),
+                    ("d", "5"),
+                    ("H", "15"),
+                    ("M", "44"),
+                    ("S", "32"),
+                ],
+                "2004-12-05T14:44:32+00:00",
+                "a date ahead of the reading is last year's",
+            ),
+            (
+                &[
+                    ("d", "22"),
+                    ("b__2", "Jan"),
+                    ("Y__2", "2013"),
+                    ("H", "22"),
+                    ("M", "28"),
+                    ("S", "21"),
+                    ("z", "+0200"),
+                ],
+                "2013-01-22T20:28:21+00:00",
+                "the line's own offset; repeats by their suffix",
+            ),
+            (
+                &[
+                    ("b", "Oct"),
+                    ("d", "27"),
+                    ("Y", "2015"),
+                    ("I", "12"),
+                    ("M", "05"),
+                    ("S", "00"),
+                    ("p", "AM"),
+                ],
+                "2015-10-26T23:05:00+00:00",
+                "12 AM is midnight",
+            ),
+            (
+                &[
+                    ("y", "13"),
+                    ("m", "11"),
+                    ("d", "05"),
+                    ("H", "13"),
+                    ("M", "10"),
+                    ("S", "00"),
+                ],
+                "2013-11-05T12:10:00+00:00",
+                "two-digit years in this century",
+            ),
+            (
+                &[
+                    ("Y", "2014"),
+                    ("m", "1"),
+                    ("d", "2"),
+                    ("H", "3"),
+                    ("M", "4"),
+                    ("S", "5"),
+                    ("Z", "CEST"),
+                ],
+                "2014-01-02T01:04:05+00:00",
+                "an abbreviation is a fixed offset",
+            ),
+            (
+                &[("H", "09"), ("M", "00"), ("S", "00")],
+                "2005-08-14T07:00:00+00:00",
+                "a time alone is today's",
+            ),
+            (
+                &[("H", "23"), ("M", "00"), ("S", "00")],
+                "2005-08-13T21:00:00+00:00",
+                "or yesterday's when today's is still to come",
+            ),
         ];
-        assert_eq!(read(&syslog).as_deref(), Some("2005-01-31T23:00:00+00:00"));
-        let december = [
-            ("b", "Dec"),
-            ("d", "5"),
-            ("H", "15"),
-            ("M", "44"),
-            ("S", "32"),
-        ];
-        assert_eq!(
-            read(&december).as_deref(),
-            Some("2004-12-05T14:44:32+00:00"),
-            "a date ahead of the reading is last year's"
-        );
-        let zoned = [
-            ("d", "22"),
-            ("b__2", "Jan"),
-            ("Y__2", "2013"),
-            ("H", "22"),
-            ("M", "28"),
-            ("S", "21"),
-            ("z", "+0200"),
-        ];
-        assert_eq!(read(&zoned).as_deref(), Some("2013-01-22T20:28:21+00:00"));
-        let twelve = [
-            ("b", "Oct"),
-            ("d", "27"),
-            ("Y", "2015"),
-            ("I", "12"),
-            ("M", "05"),
-            ("S", "00"),
-            ("p", "AM"),
-        ];
-        assert_eq!(read(&twelve).as_deref(), Some("2015-10-26T23:05:00+00:00"));
-        let two_digits = [
-            ("y", "13"),
-            ("m", "11"),
-            ("d", "05"),
-            ("H", "13"),
-            ("M", "10"),
-            ("S", "00"),
-        ];
-        assert_eq!(
-            read(&two_digits).as_deref(),
-            Some("2013-11-05T12:10:00+00:00")
-        );
-        let named_zone = [
-            ("Y", "2014"),
-            ("m", "1"),
-            ("d", "2"),
-            ("H", "3"),
-            ("M", "4"),
-            ("S", "5"),
-            ("Z", "CEST"),
-        ];
-        assert_eq!(
-            read(&named_zone).as_deref(),
-            Some("2014-01-02T01:04:05+00:00")
-        );
-        assert_eq!(
-            read(&[("H", "09"), ("M", "00"), ("S", "00")]).as_deref(),
-            Some("2005-08-14T07:00:00+00:00"),
-            "a time alone is today's"
-        );
-        assert_eq!(
-            read(&[("H", "23"), ("M", "00"), ("S", "00")]).as_deref(),
-            Some("2005-08-13T21:00:00+00:00"),
-            "or yesterday's when today's is still to come"
-        );
+        for (groups, time, why) in cases {
+            assert_eq!(read(groups).as_deref(), Some(*time), "{why}");
+        }
     }
 
     #[test]

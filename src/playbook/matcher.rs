@@ -1180,12 +1180,16 @@ pattern = '^ \S+ app: (?:Failed|Accepted) for (?P<user>\S+) from (?:(?P<ip>[0-9.
 text = "x"
 "#;
 
-    #[test]
-    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+    /// The matcher of `IMPORTED` alone.
+    fn imported() -> Matcher {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("f2b.toml"), IMPORTED).expect("write");
-        let m = Matcher::new(super::super::load(dir.path(), None).expect("playbooks"))
-            .expect("matcher");
+        Matcher::new(super::super::load(dir.path(), None).expect("playbooks")).expect("matcher")
+    }
+
+    #[test]
+    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+        let m = imported();
         assert_eq!(
             ips(
                 &m,
@@ -1233,10 +1237,7 @@ text = "x"
     /// failure" adds no words.
     #[test]
     fn imported_rules_filter_lines_by_their_words() {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("f2b.toml"), IMPORTED).expect("write");
-        let m = Matcher::new(super::super::load(dir.path(), None).expect("playbooks"))
-            .expect("matcher");
+        let m = imported();
         assert_eq!(m.special_silent, [true, false, false, false]);
         assert_eq!(m.special_words[0].as_deref(), Some(&[][..]));
         let rules = m.rules_for(Path::new("app.log"));
