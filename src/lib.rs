@@ -31,7 +31,8 @@
 //! - `cli`: what responders type; `cli::output` is the only stdout writer.
 //! - Shared below everything: `access` (who we run as, which permission a path denies us),
 //!   `text` (sanitising, time formats, error chains), `live` (values
-//!   a reload replaces), `duration`, `timestamp`, `toml_file`, `systemd`, `logging`.
+//!   a reload replaces), `duration`, `timestamp` (and `stamp`, a time read by a pattern's named
+//!   groups), `toml_file`, `systemd`, `logging`.
 
 pub mod access;
 pub mod cli;
@@ -52,6 +53,7 @@ pub mod playbook;
 pub mod proof;
 pub mod report;
 pub mod source;
+pub mod stamp;
 pub mod store;
 pub mod systemd;
 pub mod text;

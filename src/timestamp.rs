@@ -93,14 +93,22 @@ fn rfc3164(s: &str, tz: Tz, arrival: DateTime<Utc>) -> Option<DateTime<Utc>> {
         stamp[13..15].parse().ok()?,
     );
     let year = arrival.with_timezone(&tz).year();
-    let at = |y: i32| {
+    latest_not_after(year, arrival, |y: i32| {
         local(
             NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, sec)?,
             tz,
         )
-    };
-    // The latest year that does not put the line more than a day after its arrival: next
-    // year's for a January line read a moment early at New Year, back to the last Feb 29.
+    })
+}
+
+/// A date without a year placed by its arrival (in `year`, the arrival's year where it was
+/// read): the latest year that does not put it more than a day after its arrival, next year's
+/// for a January line read a moment early at New Year, back to the last Feb 29.
+pub(crate) fn latest_not_after(
+    year: i32,
+    arrival: DateTime<Utc>,
+    at: impl Fn(i32) -> Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
     (year - 4..=year + 1)
         .rev()
         .filter_map(at)
@@ -120,7 +128,7 @@ fn access_log(line: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A wall-clock time in `tz`; in the repeated hour of a DST change, the earlier one.
-fn local(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+pub(crate) fn local(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) => Some(t.to_utc()),
         LocalResult::Ambiguous(earlier, _) => Some(earlier.to_utc()),

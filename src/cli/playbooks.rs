@@ -157,6 +157,8 @@ struct MatchJson<'a> {
     line: u64,
     rule: &'a str,
     fields: Fields,
+    /// When the line says it happened (RFC 3339, UTC): the time its hit is counted at.
+    time: chrono::DateTime<chrono::Utc>,
 }
 
 /// The playbook argument that means the whole set.
@@ -268,8 +270,13 @@ fn dry_run(
                 continue;
             }
             let locator = line.line_no.to_string();
-            let at = *observed_at
-                .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, reference));
+            let at = m
+                .stamp
+                .and_then(|s| s.resolve(tz, reference))
+                .unwrap_or_else(|| {
+                    *observed_at
+                        .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, reference))
+                });
             let hit = Hit::of_log_match(m, source.clone(), locator, at, String::new());
             dry.add(&hit);
             if json {
@@ -277,6 +284,7 @@ fn dry_run(
                     line: line.line_no,
                     rule: rule.name.as_str(),
                     fields: hit.fields,
+                    time: at,
                 };
                 if rule.raise.is_some() {
                     raises_json.push(found);
@@ -410,6 +418,17 @@ struct ImportJson<'a> {
     left_out: &'a [String],
     notes: &'a [String],
     reason: Option<&'a str>,
+    /// The rules' `files` globs (empty: every file of `[[logs]]`).
+    files: Vec<String>,
+    /// The `[[journal]]` source the rules read, when the jail reads the journal.
+    journal: Option<JournalJson<'a>>,
+}
+
+/// The `[[journal]]` an imported playbook needs in the config.
+#[derive(Serialize)]
+struct JournalJson<'a> {
+    name: &'a str,
+    matches: &'a [String],
 }
 
 /// `csirt playbooks import fail2ban`: each filter made into a playbook file in `out`, or left
@@ -479,6 +498,14 @@ fn import_fail2ban(
                     left_out: &i.left_out,
                     notes: &i.notes,
                     reason: None,
+                    files: i.logs.files(),
+                    journal: match &i.logs {
+                        fail2ban::Logs::Journal { source, matches } => Some(JournalJson {
+                            name: source,
+                            matches,
+                        }),
+                        _ => None,
+                    },
                 },
                 Outcome::LeftOut { filter, reason } => ImportJson {
                     filter,
@@ -491,6 +518,8 @@ fn import_fail2ban(
                     left_out: &[],
                     notes: &[],
                     reason: Some(reason),
+                    files: Vec::new(),
+                    journal: None,
                 },
             })
             .collect();
@@ -508,6 +537,7 @@ fn import_fail2ban(
                         i.backtracking,
                         i.mode.as_deref().unwrap_or("normal")
                     )))?;
+                    out.line(&sanitize(&format!("  {}", logs_line(&i.logs))))?;
                     for why in &i.left_out {
                         out.line(&sanitize(&format!("  除外 (left out) {why}")))?;
                     }
@@ -532,6 +562,29 @@ fn import_fail2ban(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What an imported playbook reads, for the importer's output.
+fn logs_line(logs: &crate::playbook::fail2ban::Logs) -> String {
+    use crate::playbook::fail2ban::Logs;
+    match logs {
+        Logs::Every { why } => format!(
+            "読むログ (files): 設定の [[logs]] のすべて ({why}: the rules have no files and read every file of [[logs]]; --jail で jail の logpath を読ませられます)"
+        ),
+        Logs::Files { globs, logpath } => format!(
+            "読むログ (files): {} (jail の logpath: {})",
+            globs.join(", "),
+            logpath.join(", ")
+        ),
+        Logs::Journal { source, matches } => format!(
+            "読むログ (files): {source} (jail は backend = systemd: 設定に [[journal]] name = \"{source}\", matches = [{}] を書いてください)",
+            matches
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Writes an imported playbook (through a temporary file and a rename), unless `target` exists

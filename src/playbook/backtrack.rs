@@ -81,7 +81,7 @@ impl Backtrack {
     }
 
     /// A linear-time pattern that matches every line this one matches (and more): look-around
-    /// dropped, backreferences as `.*?`, conditionals and atomic groups as plain groups. Lines
+    /// dropped, backreferences (`\k<name>`, `\1`, `(?P=name)`) as `.*?`, conditionals and atomic groups as plain groups. Lines
     /// it does not match are passed over without backtracking. `None` when it cannot be made.
     pub fn relaxed(&self) -> Option<String> {
         let p = self.regex.as_str();
@@ -136,6 +136,11 @@ impl Backtrack {
                     .any(|l| rest.starts_with(l)) =>
                 {
                     i += group_len(rest)?;
+                }
+                b'(' if rest.starts_with("(?P=") => {
+                    let close = rest.find(')')?;
+                    out.push_str("(?:.*?)");
+                    i += close + 1;
                 }
                 b'(' if rest.starts_with("(?(") => {
                     let close = rest[3..].find(')')?;
@@ -198,7 +203,7 @@ mod tests {
     #[test]
     fn the_relaxed_pattern_matches_at_least_what_the_pattern_matches() -> Result<(), String> {
         let b = Backtrack::new(
-            r"^(?P<c>x )?Failed (?!publickey)(?P<u>\S+)(?(c) a| b) \k<u> [(?=]+ (?<= )(?>y)z++$",
+            r"^(?P<c>x )?Failed (?!publickey)(?P<u>\S+)(?(c) a| b) \k<u> [(?=]+ (?<= )(?>y)z++(?P=c)?$",
             1 << 20,
         )?;
         let relaxed = b.relaxed().ok_or("no relaxed pattern")?;

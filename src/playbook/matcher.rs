@@ -7,17 +7,21 @@
 //! words anywhere is not parsed at all, and a message is tried only by the rules whose words it
 //! starts with. The rules without a program (access logs) of each selection are one `RegexSet`,
 //! tested first with `is_match`, which allocates nothing. Only the rules that can match run their
-//! own regexes, which extract the named captures. JSON rules (eve.json
-//! and other JSON-lines logs) parse the line only in files that have such rules. A line is at
-//! most one hit per playbook (its first matching rule): counting one line twice would double a
-//! threshold.
+//! own regexes, which extract the named captures. Imported fail2ban rules (`strip`, the
+//! backtracking engine) have words too (`cut`): a line without any is neither cut nor matched,
+//! and a file read only by rules with words is searched for them in its raw bytes. JSON rules
+//! (eve.json and other JSON-lines logs) parse the line only in files that have such rules. A
+//! line is at most one hit per playbook (its first matching rule): counting one line twice
+//! would double a threshold.
 
 use super::cidr::canonical;
+use super::cut;
 use super::line::{self, Syslog};
 use super::prefix::{self, Dispatch, LineFilter};
 use super::session::{MAX_WAITING, Sessions, Waiting, session_id};
 use super::{JsonRule, Playbook, PlaybookSet, Rule, RuleSource};
 use crate::model::Fields;
+use crate::stamp::Stamp;
 use regex::{RegexSet, RegexSetBuilder};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -36,6 +40,9 @@ pub struct Match<'a> {
     /// The host that logged the line (the syslog header's, or journald's), when it has one:
     /// written by the logging host, never by the client.
     pub host: Option<Box<str>>,
+    /// The line's time as the rule's `strip` reads it (its named groups: an imported filter's
+    /// `datepattern`), when it has one that does.
+    pub stamp: Option<Stamp>,
 }
 
 /// Which rules read one file (decided once per file, from the rules' `files` globs), with a
@@ -60,6 +67,10 @@ pub struct FileRules {
     /// Any of the literals one of which every match of a selected whole-line rule holds,
     /// searched before the set; `None` when some rule has none.
     whole: Option<Arc<LineFilter>>,
+    /// Any of the words one of which every line holds on which a selected special rule can
+    /// make a hit (`cut::rule_words`), searched before the line is cut; `None` when some rule
+    /// has none.
+    special_words: Option<Arc<LineFilter>>,
     /// What a reader may search the raw bytes for (see `raw_filter`).
     raw: Option<Arc<LineFilter>>,
     /// The dispatch of the program rules, per program seen in this file (bounded; a file has a
@@ -95,8 +106,8 @@ impl FileRules {
 
     /// A filter a reader applies to the file's raw lines, before decoding them: a line in which
     /// it finds nothing cannot match any rule of the file. Only when every rule is a text rule
-    /// (neither JSON nor special) whose literals are known and ASCII; `None` otherwise (every
-    /// line must be scanned).
+    /// (not JSON) whose words are known and ASCII; `None` otherwise (every line must be
+    /// scanned).
     pub fn raw_filter(&self) -> Option<&LineFilter> {
         self.raw.as_deref()
     }
@@ -125,6 +136,12 @@ pub struct Matcher {
     json: Vec<(usize, usize)>,
     /// `(playbook, rule)` indices of the rules that strip or backtrack.
     special: Vec<(usize, usize)>,
+    /// For each special rule, the words one of which a line holds on which it can make a hit.
+    special_words: Vec<Option<Vec<Box<[u8]>>>>,
+    /// For each special rule, which of the distinct `strip` patterns it cuts the line with.
+    special_cut: Vec<Option<usize>>,
+    /// For each special rule, whether every match of it is fail2ban's "no failure" (`nofail`).
+    special_silent: Vec<bool>,
     /// Per playbook (by index), a set of its special rules, compiled when first needed:
     /// one pass over the stripped line says which of them can match (most lines: none).
     special_sets: Mutex<HashMap<usize, Option<Arc<SpecialSet>>>>,
@@ -146,6 +163,10 @@ impl Matcher {
         let mut programs = Vec::new();
         let mut prefixes = Vec::new();
         let mut special = Vec::new();
+        let mut special_words = Vec::new();
+        let mut special_cut = Vec::new();
+        let mut special_silent = Vec::new();
+        let mut strips: Vec<&str> = Vec::new();
         for (p, playbook) in playbooks.iter().enumerate() {
             for (r, rule) in playbook.rules.iter().enumerate() {
                 if rule.source != RuleSource::Log {
@@ -153,6 +174,33 @@ impl Matcher {
                 }
                 if rule.backtrack.is_some() || rule.strip.is_some() {
                     special.push((p, r));
+                    // A backtracking rule by its relaxed pattern, which matches all it does.
+                    let pattern = match (&rule.backtrack, &rule.regex) {
+                        (Some(b), _) => b.relaxed(),
+                        (None, Some(r)) => Some(r.as_str().to_string()),
+                        (None, None) => None,
+                    };
+                    // A rule whose every match is "no failure" makes no hit: it needs no words.
+                    let silent = pattern
+                        .as_deref()
+                        .is_some_and(|p| cut::always_captures(p, NOFAIL));
+                    special_silent.push(silent);
+                    special_words.push(match pattern {
+                        _ if silent => Some(Vec::new()),
+                        Some(pattern) => {
+                            cut::rule_words(&pattern, rule.strip.as_ref().map(|s| s.as_str()))
+                        }
+                        None => None,
+                    });
+                    special_cut.push(rule.strip.as_ref().map(|strip| {
+                        strips
+                            .iter()
+                            .position(|s| *s == strip.as_str())
+                            .unwrap_or_else(|| {
+                                strips.push(strip.as_str());
+                                strips.len() - 1
+                            })
+                    }));
                     continue;
                 }
                 match (rule.json.is_some(), &rule.regex) {
@@ -185,6 +233,9 @@ impl Matcher {
             programs,
             json,
             special,
+            special_words,
+            special_cut,
+            special_silent,
             special_sets: Mutex::new(HashMap::new()),
         })
     }
@@ -256,24 +307,34 @@ impl Matcher {
         .map(Arc::new);
         let whole = prefix::line_filter(whole_rules.map(|i| self.prefixes[i].as_deref()), true)
             .map(Arc::new);
+        let special_rules = (0..special.len()).filter(|i| special[*i]);
+        let by_special = special_rules.clone().next().is_some();
+        let special_words = prefix::line_filter(
+            special_rules
+                .clone()
+                .map(|i| self.special_words[i].as_deref()),
+            true,
+        )
+        .map(Arc::new);
         // The raw bytes are searched for the words of every rule of the file: those of the
-        // program rules as they are, those of the whole-line rules (and then all) ignoring case.
-        // JSON rules and the special ones (a time stamp cut first, a backtracking engine) have no
-        // words: every line of such a file is read.
-        let raw = if json.iter().chain(&special).any(|b| *b) {
+        // program rules as they are, those of the whole-line and special rules (and then all)
+        // ignoring case. JSON rules have no words: every line of such a file is read.
+        let raw = if json.iter().any(|b| *b) {
             None
-        } else if !by_line {
-            literals.clone()
-        } else if !by_program {
-            whole.clone()
         } else {
-            prefix::line_filter(
-                program_rules
-                    .chain((0..text.len()).filter(|i| whole_lines[*i]))
-                    .map(|i| self.prefixes[i].as_deref()),
-                true,
-            )
-            .map(Arc::new)
+            match (by_program, by_line, by_special) {
+                (_, false, false) => literals.clone(),
+                (false, true, false) => whole.clone(),
+                (false, false, true) => special_words.clone(),
+                _ => prefix::line_filter(
+                    program_rules
+                        .chain((0..text.len()).filter(|i| whole_lines[*i]))
+                        .map(|i| self.prefixes[i].as_deref())
+                        .chain(special_rules.map(|i| self.special_words[i].as_deref())),
+                    true,
+                )
+                .map(Arc::new),
+            }
         }
         .filter(|f| f.ascii());
         let (set, index) = self.compiled(&whole_lines);
@@ -286,6 +347,7 @@ impl Matcher {
             by_program,
             literals,
             whole,
+            special_words,
             raw,
             programs: Arc::new(Mutex::new(Vec::new())),
         }
@@ -467,6 +529,7 @@ impl Matcher {
                             fields: w.fields,
                             repeated: 1,
                             host: syslog.and_then(|s| s.host).map(Into::into),
+                            stamp: None,
                         });
                     }
                 } else {
@@ -595,6 +658,7 @@ impl Matcher {
                     fields,
                     repeated,
                     host: syslog.and_then(|s| s.host).map(Into::into),
+                    stamp: None,
                 });
             }
         }
@@ -626,6 +690,7 @@ impl Matcher {
                         fields,
                         repeated: 1,
                         host: None,
+                        stamp: None,
                     });
                 }
             }
@@ -645,8 +710,19 @@ impl Matcher {
         start: usize,
         out: &mut Vec<Match<'a>>,
     ) {
+        // A line without any of the rules' words makes no hit: not cut, not matched. Where the
+        // reader searched the raw bytes for exactly these words, it is not searched again.
+        if let Some(words) = &rules.special_words
+            && !rules
+                .raw
+                .as_ref()
+                .is_some_and(|raw| Arc::ptr_eq(raw, words))
+            && !words.is_match(line)
+        {
+            return;
+        }
         // Rules of one playbook share their `strip` pattern: the line is cut once for them.
-        let mut cut: Option<(&str, std::borrow::Cow<'_, str>)> = None;
+        let mut cut: Option<(usize, Cut<'_>)> = None;
         let mut settled: Option<&Playbook> = None;
         // The playbook whose set was last tested, and which of its linear rules can match.
         let mut tested: Option<(usize, Option<Arc<SpecialSet>>, Vec<usize>)> = None;
@@ -663,17 +739,17 @@ impl Matcher {
             {
                 continue;
             }
-            let haystack: &str = match &rule.strip {
-                None => line,
-                Some(strip) => {
-                    if cut.as_ref().is_none_or(|(p, _)| *p != strip.as_str()) {
-                        cut = Some((strip.as_str(), strip_line(strip, line)));
+            let haystack: &str = match (&rule.strip, self.special_cut[index]) {
+                (Some(strip), Some(id)) => {
+                    if cut.as_ref().is_none_or(|(cut_by, _)| *cut_by != id) {
+                        cut = Some((id, strip_line(strip, line)));
                     }
                     match &cut {
-                        Some((_, text)) => text,
+                        Some((_, c)) => &c.text,
                         None => line,
                     }
                 }
+                _ => line,
             };
             {
                 if tested.as_ref().is_none_or(|(q, _, _)| *q != p) {
@@ -686,10 +762,16 @@ impl Matcher {
                     };
                     tested = Some((p, set, possible));
                 }
-                if let Some((_, Some(_), possible)) = &tested
-                    && !possible.contains(&index)
-                {
-                    continue;
+                if let Some((_, Some(_), possible)) = &tested {
+                    if !possible.contains(&index) {
+                        continue;
+                    }
+                    // The set ran this linear rule's own pattern, and every match of it is "no
+                    // failure": the line is settled without taking its captures.
+                    if self.special_silent[index] && rule.backtrack.is_none() {
+                        settled = Some(playbook);
+                        continue;
+                    }
                 }
             }
             let fields = match (&rule.backtrack, &rule.regex) {
@@ -728,6 +810,10 @@ impl Matcher {
                     fields,
                     repeated: 1,
                     host: None,
+                    stamp: match (&rule.strip, &cut) {
+                        (Some(strip), Some((_, c))) => c.stamp(strip),
+                        _ => None,
+                    },
                 });
             }
         }
@@ -750,23 +836,53 @@ impl Matcher {
 /// The capture that marks a match as fail2ban's "no failure" (`<F-NOFAIL>`).
 pub const NOFAIL: &str = "nofail";
 
+/// A line cut by a rule's `strip`: the text its pattern sees, and the strip's groups.
+struct Cut<'l> {
+    text: std::borrow::Cow<'l, str>,
+    groups: Option<regex::Captures<'l>>,
+}
+
+impl Cut<'_> {
+    /// The time the strip's named groups read (see `crate::stamp`).
+    fn stamp(&self, strip: &regex::Regex) -> Option<Stamp> {
+        let caps = self.groups.as_ref()?;
+        Stamp::from_groups(
+            strip
+                .capture_names()
+                .enumerate()
+                .filter_map(|(i, name)| Some((name?, caps.get(i)?.as_str()))),
+        )
+    }
+}
+
 /// `line` without the first match of `strip` (its first group that took part, when it has
 /// groups), as fail2ban matches a line without its time stamp. Borrowed when the cut is at the
 /// start.
-fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> std::borrow::Cow<'l, str> {
+fn strip_line<'l>(strip: &regex::Regex, line: &'l str) -> Cut<'l> {
     let Some(caps) = strip.captures(line) else {
-        return std::borrow::Cow::Borrowed(line);
+        return Cut {
+            text: std::borrow::Cow::Borrowed(line),
+            groups: None,
+        };
     };
     let Some(m) = caps.iter().skip(1).flatten().next().or_else(|| caps.get(0)) else {
-        return std::borrow::Cow::Borrowed(line);
+        return Cut {
+            text: std::borrow::Cow::Borrowed(line),
+            groups: Some(caps),
+        };
     };
-    if m.start() == 0 {
-        return std::borrow::Cow::Borrowed(&line[m.end()..]);
+    let text = if m.start() == 0 {
+        std::borrow::Cow::Borrowed(&line[m.end()..])
+    } else {
+        let mut text = String::with_capacity(line.len() - m.len());
+        text.push_str(&line[..m.start()]);
+        text.push_str(&line[m.end()..]);
+        std::borrow::Cow::Owned(text)
+    };
+    Cut {
+        text,
+        groups: Some(caps),
     }
-    let mut text = String::with_capacity(line.len() - m.len());
-    text.push_str(&line[..m.start()]);
-    text.push_str(&line[m.end()..]);
-    std::borrow::Cow::Owned(text)
 }
 
 /// The fields of a match from its named groups that took part: a group `name__x` fills `name`
@@ -1064,12 +1180,16 @@ pattern = '^ \S+ app: (?:Failed|Accepted) for (?P<user>\S+) from (?:(?P<ip>[0-9.
 text = "x"
 "#;
 
-    #[test]
-    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+    /// The matcher of `IMPORTED` alone.
+    fn imported() -> Matcher {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("f2b.toml"), IMPORTED).expect("write");
-        let m = Matcher::new(super::super::load(dir.path(), None).expect("playbooks"))
-            .expect("matcher");
+        Matcher::new(super::super::load(dir.path(), None).expect("playbooks")).expect("matcher")
+    }
+
+    #[test]
+    fn imported_rules_strip_backtrack_and_settle_on_nofail() {
+        let m = imported();
         assert_eq!(
             ips(
                 &m,
@@ -1110,6 +1230,28 @@ text = "x"
         );
         assert!(ips(&m, "app.log", &hostile).is_empty());
         assert_eq!(m.step_limit_reached(), [("f2b/blowup".to_string(), 1)]);
+    }
+
+    /// Imported rules have words: a file only they read gets a raw filter, and a line without
+    /// any of their words is passed over before it is cut; a rule whose every match is "no
+    /// failure" adds no words.
+    #[test]
+    fn imported_rules_filter_lines_by_their_words() {
+        let m = imported();
+        assert_eq!(m.special_silent, [true, false, false, false]);
+        assert_eq!(m.special_words[0].as_deref(), Some(&[][..]));
+        let rules = m.rules_for(Path::new("app.log"));
+        let raw = rules.raw_filter().expect("a raw filter");
+        for line in [
+            "Nov  3 15:35:12 gw app: Failed for bob from 192.0.2.1",
+            "Nov  3 15:35:12 gw app: 'bob' failed from 192.0.2.1",
+        ] {
+            assert!(raw.is_match(line), "{line}");
+            assert_eq!(ips(&m, "app.log", line).len(), 1, "{line}");
+        }
+        let quiet = "Nov  3 15:35:12 gw cron: session opened for bob";
+        assert!(!raw.is_match(quiet));
+        assert!(ips(&m, "app.log", quiet).is_empty());
     }
 
     #[test]

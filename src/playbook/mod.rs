@@ -6,6 +6,7 @@
 
 pub mod backtrack;
 pub mod cidr;
+pub mod cut;
 pub mod fail2ban;
 pub mod line;
 pub mod matcher;
@@ -593,6 +594,8 @@ fn parse(
     }
 
     let mut rules = Vec::new();
+    // An imported filter writes one `strip` on every rule: compiled once (each is large).
+    let mut strips: Vec<(&str, Regex)> = Vec::new();
     for (index, spanned) in file.rules.iter().enumerate() {
         let rule = spanned.get_ref();
         let name = rule
@@ -628,21 +631,41 @@ fn parse(
             }
         }
         let strip = match &rule.strip {
-            Some(pattern) => match compile(pattern.get_ref()) {
-                Ok(regex) => Some(regex),
-                Err(e) => {
-                    invalid(
-                        pattern.span(),
-                        format!(
-                            "rule `{name}`: strip does not compile: {}",
-                            one_line(&e.to_string())
-                        ),
-                    );
-                    None
-                }
+            Some(pattern) => match strips.iter().find(|(p, _)| p == pattern.get_ref()) {
+                Some((_, regex)) => Some(regex.clone()),
+                None => match compile(pattern.get_ref()) {
+                    Ok(regex) => {
+                        strips.push((pattern.get_ref(), regex.clone()));
+                        Some(regex)
+                    }
+                    Err(e) => {
+                        invalid(
+                            pattern.span(),
+                            format!(
+                                "rule `{name}`: strip does not compile: {}",
+                                one_line(&e.to_string())
+                            ),
+                        );
+                        None
+                    }
+                },
             },
             None => None,
         };
+        if let (Some(regex), Some(pattern)) = (&strip, &rule.strip)
+            && let Some(group) = regex
+                .capture_names()
+                .flatten()
+                .find(|n| !crate::stamp::NAMES.contains(&n.split_once("__").map_or(*n, |(b, _)| b)))
+        {
+            invalid(
+                pattern.span(),
+                format!(
+                    "rule `{name}`: strip names a group `{group}`: its named groups are the parts of the line's time ({}, each optionally with a `__x` suffix)",
+                    crate::stamp::NAMES.join(", "),
+                ),
+            );
+        }
         let whole_line = backtrack.is_some() || strip.is_some();
         if whole_line
             && (rule.source != RuleSource::Log
@@ -1250,6 +1273,14 @@ to = ["lead"]
         let lookahead = r"^(?!x)Failed from (?P<ip>\S+)";
         assert!(check(&rule("engine = \"backtrack\"\n", lookahead)).is_ok());
         assert!(check(&rule("strip = '^\\S+ '\n", r"^Failed from (?P<ip>\S+)")).is_ok());
+        assert!(
+            check(&rule(
+                "strip = '^((?P<b>[A-Z][a-z]{2}) (?P<d>\\d+)|(?P<d__2>\\d+)) '\n",
+                r"^Failed from (?P<ip>\S+)"
+            ))
+            .is_ok(),
+            "the time's parts may be named"
+        );
         let cases = [
             (rule("", lookahead), "does not compile"),
             (
@@ -1267,6 +1298,10 @@ to = ["lead"]
             (
                 rule("strip = '('\n", r"^Failed from (?P<ip>\S+)"),
                 "strip does not compile",
+            ),
+            (
+                rule("strip = '^(?P<when>\\d+) '\n", r"^Failed from (?P<ip>\S+)"),
+                "strip names a group `when`",
             ),
             (
                 rule(

@@ -17,7 +17,7 @@ use regex_syntax::hir::{Hir, HirKind};
 
 /// Literals shorter than this say too little (`e` starts half the messages): a rule whose
 /// pattern can start with one is always tried.
-const MIN_LEN: usize = 3;
+pub(crate) const MIN_LEN: usize = 3;
 
 /// The literals one of which starts every match of `pattern` (a rule anchored at the message's
 /// start), or `None` when they are unknown, unbounded or too short to be worth testing.
@@ -45,10 +45,22 @@ pub fn prefixes(pattern: &str) -> Option<Vec<Box<[u8]>>> {
 /// is cut at its first byte that is not ASCII (`(?i)k` also matches the Kelvin sign, whose
 /// bytes differ between encodings): a line holding the literal holds its start.
 pub fn inner_literals(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    inner_literals_with(pattern, &|literal| Some(vec![literal.into()]))
+}
+
+/// What a line must hold for one literal of a pattern (folded, as `inner_literals` makes it)
+/// to occur in the text the pattern sees: the literal itself, or words that stand for it
+/// (`None`: nothing short of every line).
+pub type Stand<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<Box<[u8]>>>;
+
+/// `inner_literals`, each literal replaced by the words `stand` gives for it before the lists
+/// are compared, for a pattern that sees a changed line (an imported rule's line without its
+/// time stamp: `cut`).
+pub fn inner_literals_with(pattern: &str, stand: Stand<'_>) -> Option<Vec<Box<[u8]>>> {
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
     let mut found = Vec::new();
-    required(&hir, 0, &mut found);
-    if let Some(set) = folded_prefixes(&hir) {
+    required(&hir, 0, stand, &mut found);
+    if let Some(set) = folded_prefixes(&hir, stand) {
         found.push(set);
     }
     found.into_iter().max_by_key(|set| preference(set))
@@ -61,8 +73,9 @@ fn preference(set: &[Box<[u8]>]) -> (bool, usize, Reverse<usize>) {
     (set.len() > 1, shortest.min(FILTER_LEN), Reverse(set.len()))
 }
 
-/// The literals every match of `hir` starts with, folded as `inner_literals` says.
-fn folded_prefixes(hir: &Hir) -> Option<Vec<Box<[u8]>>> {
+/// The literals every match of `hir` starts with, folded as `inner_literals` says, each
+/// replaced by what `stand` gives for it.
+fn folded_prefixes(hir: &Hir, stand: Stand<'_>) -> Option<Vec<Box<[u8]>>> {
     let mut extractor = Extractor::new();
     extractor.kind(ExtractKind::Prefix);
     let seq = extractor.extract(hir);
@@ -86,7 +99,7 @@ fn folded_prefixes(hir: &Hir) -> Option<Vec<Box<[u8]>>> {
         if ascii - start < MIN_LEN {
             return None;
         }
-        set.push(bytes[start..ascii].to_ascii_lowercase().into_boxed_slice());
+        set.extend(stand(&bytes[start..ascii].to_ascii_lowercase())?);
     }
     set.sort_unstable();
     set.dedup();
@@ -103,29 +116,29 @@ const MAX_PARTS: usize = 64;
 /// Every list of literals found in `hir` one of which any match of it must hold: the start of
 /// each tail of a concatenation, what a group or a repetition of at least one requires, and
 /// for an alternation the union of what each branch requires.
-fn required(hir: &Hir, depth: usize, out: &mut Vec<Vec<Box<[u8]>>>) {
+fn required(hir: &Hir, depth: usize, stand: Stand<'_>, out: &mut Vec<Vec<Box<[u8]>>>) {
     if depth > 16 {
         return;
     }
     match hir.kind() {
-        HirKind::Capture(capture) => required(&capture.sub, depth + 1, out),
+        HirKind::Capture(capture) => required(&capture.sub, depth + 1, stand, out),
         HirKind::Repetition(repetition) if repetition.min >= 1 => {
-            required(&repetition.sub, depth + 1, out)
+            required(&repetition.sub, depth + 1, stand, out)
         }
         HirKind::Concat(parts) => {
             for (i, part) in parts.iter().enumerate().take(MAX_PARTS) {
-                if let Some(set) = folded_prefixes(&Hir::concat(parts[i..].to_vec())) {
+                if let Some(set) = folded_prefixes(&Hir::concat(parts[i..].to_vec()), stand) {
                     out.push(set);
                 }
-                required(part, depth + 1, out);
+                required(part, depth + 1, stand, out);
             }
         }
         HirKind::Alternation(branches) => {
             let mut union: Vec<Box<[u8]>> = Vec::new();
             for branch in branches {
                 let mut sets = Vec::new();
-                required(branch, depth + 1, &mut sets);
-                if let Some(set) = folded_prefixes(branch) {
+                required(branch, depth + 1, stand, &mut sets);
+                if let Some(set) = folded_prefixes(branch, stand) {
                     sets.push(set);
                 }
                 let Some(best) = sets.into_iter().max_by_key(|set| preference(set)) else {

@@ -1102,8 +1102,14 @@ fn collect_hits(
     let mut observed_at = None;
     for m in matches {
         let hit = super::through_gate(gate, m, |m| {
-            let at = *observed_at
-                .get_or_insert_with(|| crate::timestamp::line_time(&text, tz, crate::model::now()));
+            let at = m
+                .stamp
+                .and_then(|s| s.resolve(tz, crate::model::now()))
+                .unwrap_or_else(|| {
+                    *observed_at.get_or_insert_with(|| {
+                        crate::timestamp::line_time(&text, tz, crate::model::now())
+                    })
+                });
             Hit::of_log_match(
                 m,
                 path.display().to_string(),

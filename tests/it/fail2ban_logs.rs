@@ -36,6 +36,9 @@ pub struct Case {
     pub failure: bool,
     pub host: Option<String>,
     pub desc: String,
+    /// When fail2ban reads the line to have happened (`time`: local time in the test suite's
+    /// zone, CET, without a zone), where the annotation says.
+    pub time: Option<String>,
 }
 
 /// The test log `name`; `None` (after saying why) when fail2ban is not installed and this is not
@@ -136,6 +139,10 @@ pub fn cases_where(
                 .and_then(|d| d.as_str())
                 .unwrap_or("")
                 .to_string(),
+            time: value
+                .get("time")
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
         });
     }
     out

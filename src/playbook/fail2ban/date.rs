@@ -4,8 +4,8 @@
 //!
 //! fail2ban tries its templates one by one and keeps the one found nearest the line's start;
 //! one alternation searched leftmost-first finds the same stamp on the lines real programs
-//! write. The stamp is only cut here: the time an event is recorded at is read by the daemon's
-//! own time reader, as for every playbook.
+//! write. Each part of the date is a group named for its strftime code (`(?P<Y>…)`, repeats
+//! `Y__2`, …: `crate::stamp`), from which the hit's time is read as fail2ban reads it.
 
 use super::pyre::{self, Mode, Names};
 
@@ -18,6 +18,11 @@ const LEAD: &str = "(?:[^0-9A-Za-z_]{0,2})?";
 /// A filter's `datepattern` as a strip pattern; `Ok(None)` for `{NONE}` (no time stamp to cut).
 /// Several lines are several templates, tried as one alternation (each with its group).
 pub fn strip_pattern(datepattern: Option<&str>) -> Result<Option<String>, String> {
+    Ok(templates(datepattern)?.map(|strip| date_groups(&strip)))
+}
+
+/// The strip pattern of `datepattern`, its named groups not yet made unique.
+fn templates(datepattern: Option<&str>) -> Result<Option<String>, String> {
     let lines: Vec<&str> = datepattern
         .unwrap_or("")
         .lines()
@@ -49,14 +54,16 @@ fn one_template(datepattern: Option<&str>) -> Result<Option<String>, String> {
         "{DEFAULT}" => return Ok(Some(format!("({})", defaults(true)))),
         "EPOCH" | "{^LN-BEG}EPOCH" | "^EPOCH" => {
             return Ok(Some(
-                r"(?:^\[?|\baudit\()(\d{10,11}(?:\.\d{3,6})?)\b".into(),
+                r"(?:^\[?|\baudit\()(?P<s>\d{10,11}(?:\.\d{3,6})?)\b".into(),
             ));
         }
         "LEPOCH" | "{^LN-BEG}LEPOCH" | "^LEPOCH" => {
-            return Ok(Some(r"(?:^\[?|\baudit\()(\d{13}(?:\.\d{3,6})?)\b".into()));
+            return Ok(Some(
+                r"(?:^\[?|\baudit\()(?P<s>\d{13}(?:\.\d{3,6})?)\b".into(),
+            ));
         }
         "TAI64N" | "{^LN-BEG}TAI64N" | "^TAI64N" => {
-            return Ok(Some(r"^(@[0-9a-fA-F]{24})".into()));
+            return Ok(Some(r"^(?P<tai64n>@[0-9a-fA-F]{24})".into()));
         }
         _ => {}
     }
@@ -68,11 +75,12 @@ fn one_template(datepattern: Option<&str>) -> Result<Option<String>, String> {
         Some(rest) => (false, rest),
         None => (true, body),
     };
+    // fail2ban cuts group 1; a pattern without a group of its own is wrapped in one (after
+    // `^`). Decided before the date's named parts are groups.
+    let grouped = has_capturing_group(&without_sep(body));
     let body = body.replace("{DATE}", &format!("(?:{})", defaults(false)));
     let body = strftime(&body)?;
     let body = without_sep(&body);
-    // fail2ban cuts group 1; a pattern without a group is wrapped in one (after `^`).
-    let grouped = has_capturing_group(&body);
     let (caret, inner) = match body.strip_prefix('^') {
         Some(rest) => ("^", rest.to_string()),
         None => ("", body.clone()),
@@ -142,7 +150,56 @@ fn defaults(bounded: bool) -> String {
     out.join("|")
 }
 
-/// strftime codes as fail2ban's `strptime.py` spells them (without groups).
+/// Each named group of a strip pattern made one that `crate::stamp` reads: a date part keeps
+/// its code, numbered when it repeats (`d`, `d__2`: one per template), and a group of any
+/// other name (a filter's own) becomes a plain group, still counted where fail2ban counts it.
+fn date_groups(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 64);
+    let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let (mut rest, mut escaped, mut in_class) = (pattern, false, false);
+    while let Some(c) = rest.chars().next() {
+        let opens = ["(?P<", "(?<"]
+            .iter()
+            .find(|o| rest.starts_with(**o) && !rest[o.len()..].starts_with(['=', '!']));
+        match (escaped, in_class, c, opens) {
+            (false, false, '(', Some(open)) => {
+                let after = &rest[open.len()..];
+                let Some(close) = after.find('>') else {
+                    out.push_str(rest);
+                    break;
+                };
+                let name = &after[..close];
+                let base = name.split_once("__").map_or(name, |(b, _)| b);
+                match crate::stamp::NAMES.iter().find(|n| **n == base) {
+                    Some(code) => {
+                        let n = seen.entry(code).or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            out.push_str(&format!("(?P<{code}>"));
+                        } else {
+                            out.push_str(&format!("(?P<{code}__{n}>"));
+                        }
+                    }
+                    None => out.push('('),
+                }
+                rest = &after[close + 1..];
+                continue;
+            }
+            (true, _, _, _) => escaped = false,
+            (false, _, '\\', _) => escaped = true,
+            (false, false, '[', _) => in_class = true,
+            (false, true, ']', _) => in_class = false,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// strftime codes as fail2ban's `strptime.py` spells them, each part of the date a group named
+/// for its code (the names `crate::stamp` reads; weekdays, fractions and week numbers are not
+/// read, and stay unnamed).
 fn strftime(pattern: &str) -> Result<String, String> {
     const MONTHS: &str = "(?i:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
     const DAYS: &str = "(?i:mon(?:day)?|tue(?:sday)?|wed(?:nesday)?|thu(?:rsday)?|fri(?:day)?|sat(?:urday)?|sun(?:day)?)";
@@ -189,6 +246,28 @@ fn strftime(pattern: &str) -> Result<String, String> {
             "s" => r"[0-9]{9,11}",
             other => return Err(format!("the date code %{other}")),
         };
+        // The stamp's name for what the code holds (`crate::stamp::NAMES`).
+        let name = match code.as_str() {
+            "b" | "B" | "h" => Some("b"),
+            "d" | "Exd" => Some("d"),
+            "m" | "Exm" => Some("m"),
+            "Y" | "ExY" => Some("Y"),
+            "y" | "Exy" => Some("y"),
+            "H" | "ExH" | "k" | "Exk" => Some("H"),
+            "I" | "l" | "Exl" => Some("I"),
+            "M" | "ExM" => Some("M"),
+            "S" | "ExS" => Some("S"),
+            "p" => Some("p"),
+            "z" | "Exz" => Some("z"),
+            "Z" | "ExZ" => Some("Z"),
+            "s" => Some("s"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            out.push_str(&format!("(?P<{name}>{regex})"));
+            rest = &after[len..];
+            continue;
+        }
         out.push_str(regex);
         rest = &after[len..];
     }
@@ -331,5 +410,75 @@ mod tests {
         );
         assert_eq!(strip_pattern(Some("{NONE}")), Ok(None));
         assert!(strip_pattern(Some("%c")).is_err());
+    }
+
+    /// The hit's time comes from the strip's named parts, as fail2ban's test suite reads its
+    /// logs (in CET, on 14 August 2005 at noon).
+    #[test]
+    fn the_time_is_read_from_the_named_parts() {
+        let read_at = chrono::DateTime::parse_from_rfc3339("2005-08-14T10:00:00Z")
+            .expect("time")
+            .to_utc();
+        let read = |datepattern: Option<&str>, line: &str| -> Option<String> {
+            let strip = strip_pattern(datepattern).expect("pattern").expect("some");
+            let re = regex::Regex::new(&strip).expect(&strip);
+            let caps = re.captures(line)?;
+            crate::stamp::Stamp::from_groups(
+                re.capture_names()
+                    .enumerate()
+                    .filter_map(|(i, n)| Some((n?, caps.get(i)?.as_str()))),
+            )?
+            .resolve(chrono_tz::CET, read_at)
+            .map(|t| t.to_rfc3339())
+        };
+        for (datepattern, line, time) in [
+            (
+                None,
+                "Feb 1 00:00:00 myhost proftpd[1]: x",
+                "2005-01-31T23:00:00+00:00",
+            ),
+            (
+                None,
+                "[22-Jan-2013 22:28:21 +0200]: FAILED login",
+                "2013-01-22T20:28:21+00:00",
+            ),
+            (
+                Some("{^LN-BEG}"),
+                "2013-11-16 21:59:30,121 novo proftpd[1]",
+                "2013-11-16T20:59:30+00:00",
+            ),
+            (
+                Some("^%Y-%m-%d %H:%M:%S"),
+                "2020-01-02 03:04:05 login failed",
+                "2020-01-02T02:04:05+00:00",
+            ),
+            (
+                Some(r"^[^\[]*\[({DATE})"),
+                "x [2020-01-02 03:04:05] y",
+                "2020-01-02T02:04:05+00:00",
+            ),
+            (
+                Some("{^LN-BEG}Epoch"),
+                "1395484032.137 host x",
+                "2014-03-22T10:27:12.137+00:00",
+            ),
+            (
+                Some("{^LN-BEG}TAI64N\n{^LN-BEG}"),
+                "@400000004c91b044077a9e94 imap-login: x",
+                "2010-09-16T05:51:00+00:00",
+            ),
+            (
+                Some("{^LN-BEG}TAI64N\n{^LN-BEG}"),
+                "Jul  3 20:56:53 h x",
+                "2005-07-03T18:56:53+00:00",
+            ),
+        ] {
+            assert_eq!(read(datepattern, line).as_deref(), Some(time), "{line}");
+        }
+        // A filter's own named group is a plain group: still the one cut, never a time part.
+        let strip = strip_pattern(Some(r"^(?P<stamp>%H:%M:%S) "))
+            .expect("p")
+            .expect("s");
+        assert!(strip.starts_with("^((?P<H>"), "{strip}");
     }
 }

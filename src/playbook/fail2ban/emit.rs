@@ -21,6 +21,8 @@ pub struct Playbook {
     pub findtime: Span,
     pub strip: Option<String>,
     pub ignore: Vec<String>,
+    /// The logs the rules read (their `files`).
+    pub logs: super::Logs,
     pub rules: Vec<RuleDraft>,
 }
 
@@ -66,6 +68,33 @@ pub fn render(p: &Playbook) -> String {
         "{HEADER} {} (mode {mode})\n#\n# fail2ban の {} フィルタを取り込んだプレイブック。元のフィルタを変えたら、取り込み直してください\n# (csirt playbooks import fail2ban {} --out …)。手で直したら、この 1 行目を消すと上書きされません。\n# 各 [[rule]] は fail2ban の failregex 1 行 (prefregex と組み合わせ済み)。strip は fail2ban と同じく\n# 行の時刻を切り取る部分、engine = \"backtrack\" は先読み・後方参照のために後戻りの上限つきで\n# 照合する規則です (playbooks/README.md「fail2ban のフィルタを取り込む」)。",
         p.source, p.filter, p.source
     );
+    match &p.logs {
+        super::Logs::Every { why } => {
+            let _ = writeln!(
+                s,
+                "#\n# files が無いので、設定の [[logs]] のすべてのファイルを読みます ({why})。jail の logpath を\n# 読ませるには --jail を付けて取り込み直すか、各 [[rule]] に files = [\"auth.log*\"] などを書いてください。"
+            );
+        }
+        super::Logs::Files { logpath, .. } => {
+            let _ = writeln!(
+                s,
+                "#\n# files は jail の logpath ({}) のファイル名です。",
+                logpath.join(", ")
+            );
+        }
+        super::Logs::Journal { source, matches } => {
+            let _ = writeln!(
+                s,
+                "#\n# jail は systemd のジャーナルを読みます (backend = systemd)。設定 (csirt.toml) に次を書いてください:\n#   [[journal]]\n#   name = {}\n#   matches = [{}]",
+                quoted(source),
+                matches
+                    .iter()
+                    .map(|m| quoted(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let _ = writeln!(s, "id = {}", quoted(&p.id));
     let _ = writeln!(
         s,
@@ -91,6 +120,11 @@ pub fn render(p: &Playbook) -> String {
         let _ = writeln!(s, "\n[[rule]]");
         let _ = writeln!(s, "name = \"failregex-{}\"", rule.index);
         let _ = writeln!(s, "source = \"log\"");
+        let files = p.logs.files();
+        if !files.is_empty() {
+            let list: Vec<String> = files.iter().map(|f| quoted(f)).collect();
+            let _ = writeln!(s, "files = [{}]", list.join(", "));
+        }
         if let Some(strip) = &p.strip {
             let _ = writeln!(s, "strip = {}", quoted(strip));
         }

@@ -51,8 +51,17 @@ const MAX_DEPTH: usize = 10;
 impl Config {
     /// Reads `path` with its includes, as fail2ban's `SafeConfigParserWithIncludes` does.
     pub fn read(path: &Path) -> Result<Config, IniError> {
+        Config::read_set(&[path.to_path_buf()])
+    }
+
+    /// Reads `files` in order, each with its includes, as fail2ban reads a set such as
+    /// `jail.conf`, `jail.d/*.conf`, `jail.local`, `jail.d/*.local`: a `.conf`'s `.local` is
+    /// read right after it unless the set lists it itself.
+    pub fn read_set(files: &[PathBuf]) -> Result<Config, IniError> {
         let mut order = Vec::new();
-        includes(path, &mut Vec::new(), &mut order)?;
+        for file in files {
+            includes(file, &mut Vec::new(), &mut order, files)?;
+        }
         let mut config = Config::default();
         for file in order {
             let parsed = parse_file(&file)?;
@@ -88,6 +97,13 @@ impl Config {
     /// The names of the sections (without `[DEFAULT]`), in name order.
     pub fn sections(&self) -> Vec<String> {
         self.sections.keys().cloned().collect()
+    }
+
+    /// Whether the section itself (not `[DEFAULT]`) sets `key`.
+    pub fn defines(&self, section: &str, key: &str) -> bool {
+        self.sections
+            .get(section)
+            .is_some_and(|s| s.contains_key(&key.to_ascii_lowercase()))
     }
 
     /// Whether the section exists.
@@ -191,11 +207,12 @@ fn includes(
     path: &Path,
     seen: &mut Vec<PathBuf>,
     order: &mut Vec<PathBuf>,
+    set: &[PathBuf],
 ) -> Result<(), IniError> {
     let mut with_local = vec![path.to_path_buf()];
     if path.extension().is_some_and(|e| e == "conf") {
         let local = path.with_extension("local");
-        if local.is_file() {
+        if local.is_file() && !set.contains(&local) {
             with_local.push(local);
         }
     }
@@ -228,13 +245,13 @@ fn includes(
         seen.push(file.clone());
         for before in listed("before") {
             if !seen.contains(&before) {
-                includes(&before, seen, order)?;
+                includes(&before, seen, order, set)?;
             }
         }
         order.push(file.clone());
         for after in listed("after") {
             if !seen.contains(&after) {
-                includes(&after, seen, order)?;
+                includes(&after, seen, order, set)?;
             }
         }
         seen.pop();

@@ -3,7 +3,8 @@
 //! A filter is read as fail2ban reads it (`ini`: includes, `.local` files, `%(…)s`;
 //! `options`: `[Init]`, `mode`, `<tag>` references), each failregex is combined with the
 //! prefregex and translated (`pyre`), the time stamp fail2ban cuts before matching becomes the
-//! rule's `strip` (`date`), and the jail's `maxretry`/`findtime` the threshold (`jail`).
+//! rule's `strip` (`date`), the jail's `maxretry`/`findtime` the threshold and its `logpath`
+//! (or journal) the rules' `files` (`jail`).
 //! `emit` writes the playbook. Every playbook returned has passed the same validation as
 //! `csirt playbooks check`; what could not be carried over is returned with the reason, per
 //! filter and per failregex. Reads the user's files only; never writes.
@@ -55,6 +56,39 @@ pub struct Imported {
     pub left_out: Vec<String>,
     /// Things the responder should know (unanchored patterns, ignoreregex read on the whole line).
     pub notes: Vec<String>,
+    /// The logs its rules read.
+    pub logs: Logs,
+}
+
+/// The logs an imported filter's rules read, from the jail that uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logs {
+    /// No jail names them (no `--jail`, no jail uses the filter, or the jail has no
+    /// `logpath`): the rules have no `files` and read every file of the config's `[[logs]]`.
+    Every { why: String },
+    /// The file names of the jail's `logpath` (`/var/log/auth.log` → `auth.log*`, which also
+    /// reads the file while it is rotated).
+    Files {
+        globs: Vec<String>,
+        logpath: Vec<String>,
+    },
+    /// The jail reads the systemd journal: the rules read the `[[journal]]` source of this name,
+    /// which the config must have, with these matches (the filter's `journalmatch`).
+    Journal {
+        source: String,
+        matches: Vec<String>,
+    },
+}
+
+impl Logs {
+    /// The rules' `files` globs.
+    pub fn files(&self) -> Vec<String> {
+        match self {
+            Logs::Every { .. } => Vec::new(),
+            Logs::Files { globs, .. } => globs.clone(),
+            Logs::Journal { source, .. } => vec![source.clone()],
+        }
+    }
 }
 
 /// What became of one filter file.
@@ -127,7 +161,17 @@ fn import_inner(path: &Path, filter: &str, settings: &Settings) -> Result<Import
     if let Some(mode) = settings.mode.clone().or(jail.mode.clone()) {
         overrides.insert("mode".to_string(), mode);
     }
+    // A jail on the journal reads the filter as `logtype = journal` (fail2ban's
+    // `applyAutoOptions`), unless the filter sets its own.
+    if jail.reads_journal() && !config.defines("Definition", "logtype") {
+        overrides.insert("logtype".to_string(), "journal".to_string());
+    }
     let opts = options::resolve(&config, &overrides).map_err(|e| e.to_string())?;
+    let logs = logs(
+        settings.jails.is_some(),
+        &jail,
+        opts.journalmatch.as_deref(),
+    );
     if opts.failregex.is_empty() {
         return Err("no failregex (an include file for other filters, or an empty filter)".into());
     }
@@ -199,6 +243,7 @@ fn import_inner(path: &Path, filter: &str, settings: &Settings) -> Result<Import
         findtime: limits.1,
         strip: strip.clone(),
         ignore,
+        logs: logs.clone(),
         rules: Vec::new(),
     };
     // Each rule alone through the playbook check: one that fails is left out with the reason,
@@ -255,7 +300,59 @@ fn import_inner(path: &Path, filter: &str, settings: &Settings) -> Result<Import
         mode: opts.mode,
         left_out,
         notes,
+        logs,
     })
+}
+
+/// The logs the jail that uses the filter reads; `jails_given`: whether `--jail` was.
+fn logs(jails_given: bool, jail: &jail::JailFor, journalmatch: Option<&str>) -> Logs {
+    let Some(name) = jail.name.as_deref() else {
+        return Logs::Every {
+            why: if jails_given {
+                "no jail of --jail uses this filter".into()
+            } else {
+                "no --jail".into()
+            },
+        };
+    };
+    if jail.reads_journal() {
+        let matches = jail
+            .journalmatch
+            .as_deref()
+            .or(journalmatch)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        return Logs::Journal {
+            source: format!(
+                "journal-{}",
+                playbook_id(name).trim_start_matches("fail2ban-")
+            ),
+            matches,
+        };
+    }
+    let mut globs: Vec<String> = Vec::new();
+    for path in &jail.logpath {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let glob = if file.ends_with('*') {
+            file.to_string()
+        } else {
+            format!("{file}*")
+        };
+        if !file.is_empty() && glob::Pattern::new(&glob).is_ok() && !globs.contains(&glob) {
+            globs.push(glob);
+        }
+    }
+    if globs.is_empty() {
+        return Logs::Every {
+            why: format!("jail [{name}] has no logpath"),
+        };
+    }
+    Logs::Files {
+        globs,
+        logpath: jail.logpath.clone(),
+    }
 }
 
 /// Whether a pattern has a `\n` escape (a newline: a pattern over several lines), not
@@ -440,5 +537,52 @@ mod tests {
         assert_eq!(playbook_id("sshd"), "fail2ban-sshd");
         assert_eq!(playbook_id("nginx-http-auth"), "fail2ban-nginx-http-auth");
         assert_eq!(playbook_id("My_Filter.v2"), "fail2ban-my-filter-v2");
+    }
+
+    #[test]
+    fn the_jails_logs_become_the_rules_files() {
+        let jail = |logpath: &[&str], backend: Option<&str>| jail::JailFor {
+            name: Some("sshd".into()),
+            logpath: logpath.iter().map(|p| p.to_string()).collect(),
+            backend: backend.map(str::to_string),
+            ..jail::JailFor::default()
+        };
+        assert_eq!(
+            logs(true, &jail(&["/var/log/auth.log"], Some("auto")), None).files(),
+            ["auth.log*"]
+        );
+        assert_eq!(
+            logs(
+                true,
+                &jail(&["/var/log/apache2/*error.log", "/srv/a/error.log*"], None),
+                None
+            )
+            .files(),
+            ["*error.log*", "error.log*"]
+        );
+        assert_eq!(
+            logs(
+                true,
+                &jail(&["/var/log/auth.log"], Some("systemd")),
+                Some("_SYSTEMD_UNIT=sshd.service + _COMM=sshd")
+            ),
+            Logs::Journal {
+                source: "journal-sshd".into(),
+                matches: vec![
+                    "_SYSTEMD_UNIT=sshd.service".into(),
+                    "+".into(),
+                    "_COMM=sshd".into()
+                ],
+            }
+        );
+        for (given, j) in [
+            (false, jail::JailFor::default()),
+            (true, jail::JailFor::default()),
+            (true, jail(&[], None)),
+        ] {
+            let l = logs(given, &j, None);
+            assert!(matches!(l, Logs::Every { .. }), "{l:?}");
+            assert!(l.files().is_empty());
+        }
     }
 }

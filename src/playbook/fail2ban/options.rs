@@ -17,6 +17,11 @@ pub struct FilterOptions {
     pub datepattern: Option<String>,
     pub maxlines: Option<String>,
     pub mode: Option<String>,
+    /// What the filter reads from the systemd journal (`_SYSTEMD_UNIT=sshd.service + _COMM=sshd`).
+    pub journalmatch: Option<String>,
+    /// Whether the filter sets its own `logtype` in `[Definition]` (then a jail's backend does
+    /// not choose it).
+    pub own_logtype: bool,
 }
 
 /// fail2ban's cap on how often one tag may be replaced inside one value (a loop otherwise).
@@ -34,6 +39,7 @@ pub fn resolve(
         "ignoreregex",
         "datepattern",
         "maxlines",
+        "journalmatch",
     ] {
         if let Some(v) = config.get("Definition", key, overrides)? {
             combined.insert(key.to_string(), v);
@@ -82,6 +88,8 @@ pub fn resolve(
             .get("mode")
             .cloned()
             .or(config.get("Definition", "mode", overrides)?),
+        journalmatch: text("journalmatch"),
+        own_logtype: config.defines("Definition", "logtype"),
     })
 }
 
