@@ -18,7 +18,10 @@ The mix (for the default 1,000,000 incidents):
     --timeline timeline rows;
   * with --first-events, every other incident gets its first evidence row too (a log line from
     /var/log/auth.log, 1 in 5 of them from the journal, or the reported mail), as the daemon
-    stores it: what `csirt report` reads to say where each incident came from.
+    stores it: what `csirt report` reads to say where each incident came from;
+  * on a store with the incident's `origin` (migration 0020), each incident's channel as the
+    daemon writes it when it opens one (the same as its first evidence's); on an older store
+    (a baseline binary's) nothing, and migration 0020 fills it in from the evidence.
 
 Prints one line: the seeding time and the counts, for the caller to show.
 """
@@ -63,6 +66,20 @@ def ip_for(rng: random.Random) -> str:
     if r < 0.5:
         return "198.51.100.%d" % rng.randrange(1, 255)
     return "%d.%d.%d.%d" % (rng.randrange(1, 224), rng.randrange(256), rng.randrange(256), rng.randrange(1, 255))
+
+
+def origin_of(row: tuple, a: argparse.Namespace):
+    """The channel of the incident's first event (below), as the daemon records it; None
+    without evidence."""
+    if row[0] == a.show_id:
+        if not a.events:
+            return None
+        return "log" if row[1] == "ssh-bruteforce" else "mail"
+    if not a.first_events:
+        return None
+    if row[1] == "ssh-bruteforce":
+        return "journal" if row[0] % 5 == 0 else "log"
+    return "mail"
 
 
 def main() -> int:
@@ -174,14 +191,19 @@ def main() -> int:
     con.execute("PRAGMA synchronous=NORMAL")  # as the app opens it
     con.execute("PRAGMA foreign_keys=ON")
     (existing,) = con.execute("SELECT COUNT(*) FROM incidents").fetchone()
+    has_origin = any(col[1] == "origin" for col in con.execute("PRAGMA table_info(incidents)"))
     if existing:
         print("seed_incidents: %s already holds %d incidents" % (a.db, existing), file=sys.stderr)
         return 1
     con.execute("BEGIN IMMEDIATE")
+    columns = ("id, playbook, category, title, severity, status, resolution, dedupe_key, fields, "
+               "event_count, first_seen, last_seen, opened_at, acknowledged_at, closed_at, assignee, "
+               "escalation_level")
+    if has_origin:
+        rows = [r + (origin_of(r, a),) for r in rows]
+        columns += ", origin"
     con.executemany(
-        "INSERT INTO incidents (id, playbook, category, title, severity, status, resolution, dedupe_key, "
-        "fields, event_count, first_seen, last_seen, opened_at, acknowledged_at, closed_at, assignee, "
-        "escalation_level) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        "INSERT INTO incidents (%s) VALUES (%s)" % (columns, ",".join("?" * len(rows[0]))), rows)
     con.executemany(
         "INSERT INTO events (incident_id, playbook, rule, dedupe_key, kind, source, locator, observed_at, "
         "received_at, text, fields) VALUES (?,?,?,?,?,?,?,?,?,?,?)", events)

@@ -175,9 +175,8 @@ pub struct Figures {
     pub false_positives: Vec<FalsePositives>,
 }
 
-/// What the store gave for one period.
+/// What the store gave for one period besides its incidents.
 pub struct Rows {
-    pub incidents: Vec<ReportedIncident>,
     pub escalations: Vec<(i64, i64)>,
     pub lingering: (i64, Vec<AgedIncident>),
     pub lingering_as_of: DateTime<Utc>,
@@ -192,9 +191,9 @@ pub const SOURCES: [(&str, &str); 5] = [
     ("unknown", "証跡なし"),
 ];
 
-/// How an incident came in: a staff report (the report path records its reporters), else what
-/// its first evidence was.
-fn source_of(i: &ReportedIncident) -> &'static str {
+/// How an incident came in: a staff report (the report path records its reporters), else its
+/// channel (the hit that opened it, or its first evidence).
+fn source_of(i: &ReportedIncident<'_>) -> &'static str {
     if !i.reporters.is_empty() {
         return "report";
     }
@@ -206,28 +205,73 @@ fn source_of(i: &ReportedIncident) -> &'static str {
     }
 }
 
+/// A /24 (IPv4) or /48 (IPv6) network, as the ranking counts them: a few bytes to hash per
+/// incident, written out only for the networks that can be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Network {
+    V4([u8; 3]),
+    V6([u16; 3]),
+}
+
+impl Network {
+    /// The network an address belongs to (an IPv4-mapped IPv6 address to its IPv4 /24); None
+    /// for what is not an address.
+    fn of(text: &str) -> Option<Network> {
+        let addr: IpAddr = text
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let v4 = |v4: std::net::Ipv4Addr| {
+            let [a, b, c, _] = v4.octets();
+            Network::V4([a, b, c])
+        };
+        Some(match addr {
+            IpAddr::V4(addr) => v4(addr),
+            IpAddr::V6(addr) => match addr.to_ipv4_mapped() {
+                Some(addr) => v4(addr),
+                None => {
+                    let s = addr.segments();
+                    Network::V6([s[0], s[1], s[2]])
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Network::V4([a, b, c]) => write!(f, "{a}.{b}.{c}.0/24"),
+            Network::V6([a, b, c]) => {
+                write!(f, "{}/48", std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+            }
+        }
+    }
+}
+
 /// The /24 or /48 an address belongs to; None for what is not an address.
 pub fn network_of(text: &str) -> Option<String> {
-    let addr: IpAddr = text
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
-    Some(match addr {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => return network_of(&v4.to_string()),
-            None => {
-                let s = v6.segments();
-                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
-                format!("{net}/48")
-            }
-        },
-    })
+    Network::of(text).map(|n| n.to_string())
+}
+
+/// The `TOP` networks with the most incidents, ties by name, like `ranked`: only the networks
+/// that can be among them (as many incidents as the TOPth at least) are written out.
+fn ranked_networks(counts: HashMap<Network, i64>) -> Vec<Count> {
+    let mut all: Vec<i64> = counts.values().copied().collect();
+    let least = match all.len().checked_sub(TOP) {
+        Some(_) if TOP > 0 => *all.select_nth_unstable_by(TOP - 1, |a, b| b.cmp(a)).1,
+        _ => 0,
+    };
+    ranked(
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n >= least)
+            .map(|(net, n)| (net.to_string(), n))
+            .collect(),
+        TOP,
+    )
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -249,225 +293,330 @@ fn ranked(counts: HashMap<String, i64>, keep: usize) -> Vec<Count> {
     list
 }
 
-/// The figures of `period` from `rows`, at `now`.
-pub fn tally(
-    period: &Period,
-    rows: Rows,
-    playbooks: Option<&PlaybookSet>,
-    levels: &crate::level::Levels,
+/// The maps the tally counts in, keyed by owned text and looked up by `&str`.
+trait CountMap {
+    /// Adds one to `key`'s count, copying the key only the first time it is seen.
+    fn bump(&mut self, key: &str);
+}
+
+macro_rules! count_map {
+    ($($map:ident),+) => {$(
+        impl CountMap for $map<String, i64> {
+            fn bump(&mut self, key: &str) {
+                match self.get_mut(key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.insert(key.to_string(), 1);
+                    }
+                }
+            }
+        }
+    )+};
+}
+count_map!(HashMap, BTreeMap);
+
+/// A missed deadline before its incident's title is known, with what orders the list: the
+/// incident's opening, its id, the deadline's place in its playbook.
+type Missed = ((DateTime<Utc>, i64, usize), MissedDeadline);
+
+/// The figures of one period, counted incident by incident (`add`) in any order, then
+/// finished with what the store says about the period as a whole (`finish`).
+pub struct Tally<'a> {
+    period: &'a Period,
+    playbooks: Option<&'a PlaybookSet>,
+    /// Each severity is shown with the city's level beside it.
+    levels: &'a crate::level::Levels,
     now: DateTime<Utc>,
-) -> Figures {
-    // Each severity as the reader sees it: its name with the city's level beside it.
-    let label = |s: Severity| format!("{} ({})", s.label_ja(), levels.of(s));
-    let incidents = &rows.incidents;
-    let mut months: Vec<Month> = period
-        .months()
-        .into_iter()
-        .map(|(y, m)| Month {
-            month: format!("{y}-{m:02}"),
-            label: month_label((y, m)),
+    incidents: i64,
+    months: Vec<Month>,
+    categories: HashMap<String, i64>,
+    playbook_counts: HashMap<String, i64>,
+    severities: BTreeMap<Severity, i64>,
+    sources: HashMap<&'static str, i64>,
+    ack: BTreeMap<Severity, Vec<f64>>,
+    close: BTreeMap<Severity, Vec<f64>>,
+    never: NeverAcknowledged,
+    networks: HashMap<Network, i64>,
+    accounts: HashMap<String, i64>,
+    fp: BTreeMap<String, (i64, i64)>,
+    phishing_ack: Vec<f64>,
+    campaigns: i64,
+    reports: i64,
+    reporters: BTreeSet<String>,
+    deadlines: Deadlines,
+    missed: Vec<Missed>,
+}
+
+impl<'a> Tally<'a> {
+    /// An empty tally of `period` at `now`; the deadlines need `playbooks`, the severities'
+    /// labels `levels`.
+    pub fn new(
+        period: &'a Period,
+        playbooks: Option<&'a PlaybookSet>,
+        levels: &'a crate::level::Levels,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Tally {
+            period,
+            playbooks,
+            levels,
+            now,
             incidents: 0,
-            by_category: BTreeMap::new(),
-            by_severity: BTreeMap::new(),
-            by_playbook: BTreeMap::new(),
-            by_source: BTreeMap::new(),
-        })
-        .collect();
-    let (mut categories, mut playbook_counts) = (HashMap::new(), HashMap::new());
-    let mut severities: BTreeMap<Severity, i64> = BTreeMap::new();
-    let mut sources: HashMap<&str, i64> = HashMap::new();
-    let mut ack: BTreeMap<Severity, Vec<f64>> = BTreeMap::new();
-    let mut close: BTreeMap<Severity, Vec<f64>> = BTreeMap::new();
-    let mut never = NeverAcknowledged::default();
-    let (mut networks, mut accounts) = (HashMap::new(), HashMap::new());
-    let mut fp: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    let mut phishing_ack = Vec::new();
-    let (mut campaigns, mut reports) = (0, 0);
-    let mut reporters: BTreeSet<String> = BTreeSet::new();
-    for i in incidents {
+            months: period
+                .months()
+                .into_iter()
+                .map(|(y, m)| Month {
+                    month: format!("{y}-{m:02}"),
+                    label: month_label((y, m)),
+                    incidents: 0,
+                    by_category: BTreeMap::new(),
+                    by_severity: BTreeMap::new(),
+                    by_playbook: BTreeMap::new(),
+                    by_source: BTreeMap::new(),
+                })
+                .collect(),
+            categories: HashMap::new(),
+            playbook_counts: HashMap::new(),
+            severities: BTreeMap::new(),
+            sources: HashMap::new(),
+            ack: BTreeMap::new(),
+            close: BTreeMap::new(),
+            never: NeverAcknowledged::default(),
+            networks: HashMap::new(),
+            accounts: HashMap::new(),
+            fp: BTreeMap::new(),
+            phishing_ack: Vec::new(),
+            campaigns: 0,
+            reports: 0,
+            reporters: BTreeSet::new(),
+            deadlines: Deadlines {
+                evaluated: playbooks.is_some(),
+                met: 0,
+                missed: 0,
+                running: 0,
+                compliance_rate: None,
+                missed_incidents: Vec::new(),
+            },
+            missed: Vec::new(),
+        }
+    }
+
+    /// Counts incident `i`, opened in the period's `month`th month (`Period::month_spans`).
+    pub fn add(&mut self, month: usize, i: &ReportedIncident<'_>) {
+        let now = self.now;
         let source = source_of(i);
-        *categories.entry(i.category.clone()).or_insert(0) += 1;
-        *playbook_counts.entry(i.playbook.clone()).or_insert(0) += 1;
-        *severities.entry(i.severity).or_insert(0) += 1;
-        *sources.entry(source).or_insert(0) += 1;
-        if let Some(month) = period
-            .month_index(i.opened_at)
-            .and_then(|m| months.get_mut(m))
-        {
+        self.incidents += 1;
+        self.categories.bump(&i.category);
+        self.playbook_counts.bump(&i.playbook);
+        *self.severities.entry(i.severity).or_insert(0) += 1;
+        *self.sources.entry(source).or_insert(0) += 1;
+        if let Some(month) = self.months.get_mut(month) {
             month.incidents += 1;
-            *month.by_category.entry(i.category.clone()).or_insert(0) += 1;
-            *month
-                .by_severity
-                .entry(i.severity.as_str().to_string())
-                .or_insert(0) += 1;
-            *month.by_playbook.entry(i.playbook.clone()).or_insert(0) += 1;
-            *month.by_source.entry(source.to_string()).or_insert(0) += 1;
+            month.by_category.bump(&i.category);
+            month.by_severity.bump(i.severity.as_str());
+            month.by_playbook.bump(&i.playbook);
+            month.by_source.bump(source);
         }
         let closed = i.closed_at.filter(|c| *c <= now);
         match i.first_ack.filter(|a| *a <= now) {
-            Some(at) => ack
+            Some(at) => self
+                .ack
                 .entry(i.severity)
                 .or_default()
                 .push(seconds(i.opened_at, at)),
             None => {
-                never.total += 1;
+                self.never.total += 1;
                 if closed.is_some() {
-                    never.closed_without_ack += 1;
+                    self.never.closed_without_ack += 1;
                 } else {
-                    never.still_open += 1;
+                    self.never.still_open += 1;
                 }
             }
         }
         if let Some(at) = closed {
-            close
+            self.close
                 .entry(i.severity)
                 .or_default()
                 .push(seconds(i.opened_at, at));
-            let entry = fp.entry(i.playbook.as_str()).or_insert((0, 0));
-            entry.0 += 1;
-            if i.resolution == Some(Resolution::FalsePositive) {
-                entry.1 += 1;
+            let false_positive = i64::from(i.resolution == Some(Resolution::FalsePositive));
+            match self.fp.get_mut(i.playbook.as_ref()) {
+                Some((closed, fp)) => {
+                    *closed += 1;
+                    *fp += false_positive;
+                }
+                None => {
+                    self.fp.insert(i.playbook.to_string(), (1, false_positive));
+                }
             }
         }
-        if let Some(net) = i.ip.as_deref().and_then(network_of) {
-            *networks.entry(net).or_insert(0) += 1;
+        if let Some(net) = i.ip.as_deref().and_then(Network::of) {
+            *self.networks.entry(net).or_insert(0) += 1;
         }
         if let Some(user) = &i.user {
-            *accounts.entry(user.clone()).or_insert(0) += 1;
+            self.accounts.bump(user);
         }
         if i.playbook == PHISHING {
-            campaigns += 1;
-            reports += i.event_count.max(1);
-            if i.reporters.is_empty() {
-                reporters.extend(i.from.iter().map(|f| f.to_lowercase()));
-            } else {
-                reporters.extend(i.reporters.iter().map(|r| r.to_lowercase()));
+            self.campaigns += 1;
+            self.reports += i.event_count.max(1);
+            let staff = match &i.from {
+                Some(from) if i.reporters.is_empty() => std::slice::from_ref(from),
+                _ => &[],
+            };
+            for who in staff
+                .iter()
+                .map(AsRef::as_ref)
+                .chain(i.reporters.iter().map(String::as_str))
+            {
+                let who = who.to_lowercase();
+                if !self.reporters.contains(&who) {
+                    self.reporters.insert(who);
+                }
             }
             if let Some(at) = i.first_ack.filter(|a| *a <= now) {
-                phishing_ack.push(seconds(i.opened_at, at));
+                self.phishing_ack.push(seconds(i.opened_at, at));
             }
         }
+        self.add_deadlines(i, closed);
     }
-    let mut response: Vec<Response> = Severity::ALL
-        .iter()
-        .map(|s| Response {
-            severity: s.as_str().to_string(),
-            label: label(*s),
-            acknowledge: Times::of(ack.get(s).cloned().unwrap_or_default()),
-            close: Times::of(close.get(s).cloned().unwrap_or_default()),
-        })
-        .collect();
-    response.push(Response {
-        severity: "all".into(),
-        label: "全体".into(),
-        acknowledge: Times::of(ack.into_values().flatten().collect()),
-        close: Times::of(close.into_values().flatten().collect()),
-    });
-    let mut false_positives: Vec<FalsePositives> = fp
-        .into_iter()
-        .map(|(playbook, (closed, false_positive))| FalsePositives {
-            playbook: playbook.to_string(),
-            closed,
-            false_positive,
-            rate: ratio(false_positive, closed),
-        })
-        .collect();
-    false_positives.sort_by(|a, b| {
-        b.rate
-            .unwrap_or(0.0)
-            .total_cmp(&a.rate.unwrap_or(0.0))
-            .then_with(|| b.closed.cmp(&a.closed))
-            .then_with(|| a.playbook.cmp(&b.playbook))
-    });
-    let categories_all = ranked(categories, usize::MAX);
-    Figures {
-        period: PeriodInfo::of(period),
-        incidents: incidents.len() as i64,
-        months,
-        by_category: categories_all,
-        by_severity: Severity::ALL
-            .iter()
-            .map(|s| Count {
-                key: s.as_str().into(),
-                label: label(*s),
-                count: severities.get(s).copied().unwrap_or(0),
-            })
-            .collect(),
-        by_playbook: ranked(playbook_counts, usize::MAX),
-        by_source: SOURCES
-            .iter()
-            .map(|(key, label)| Count {
-                key: (*key).into(),
-                label: (*label).into(),
-                count: sources.get(key).copied().unwrap_or(0),
-            })
-            .collect(),
-        response,
-        escalations: rows.escalations.into_iter().collect(),
-        never_acknowledged: never,
-        deadlines: deadlines(incidents, playbooks, now),
-        phishing: Phishing {
-            campaigns,
-            reports,
-            reporters: reporters.len() as i64,
-            first_report_to_ack: Times::of(phishing_ack),
-        },
-        attacking_networks: ranked(networks, TOP),
-        targeted_accounts: ranked(accounts, TOP),
-        open_over_30_days: Lingering {
-            as_of: rows.lingering_as_of,
-            count: rows.lingering.0,
-            oldest: rows.lingering.1,
-        },
-        false_positives,
-    }
-}
 
-/// Each deadline of each incident's playbook, judged at `now`.
-fn deadlines(
-    incidents: &[ReportedIncident],
-    playbooks: Option<&PlaybookSet>,
-    now: DateTime<Utc>,
-) -> Deadlines {
-    let mut d = Deadlines {
-        evaluated: playbooks.is_some(),
-        met: 0,
-        missed: 0,
-        running: 0,
-        compliance_rate: None,
-        missed_incidents: Vec::new(),
-    };
-    let Some(playbooks) = playbooks else {
-        return d;
-    };
-    for i in incidents {
-        let Some(playbook) = playbooks.get(&i.playbook) else {
-            continue;
+    /// Each deadline of the incident's playbook, judged at `now`: met when the incident was
+    /// closed by then, missed when it was not, running while it has not come.
+    fn add_deadlines(&mut self, i: &ReportedIncident<'_>, closed: Option<DateTime<Utc>>) {
+        let Some(playbook) = self.playbooks.and_then(|p| p.get(&i.playbook)) else {
+            return;
         };
-        let closed = i.closed_at.filter(|c| *c <= now);
-        for deadline in &playbook.deadlines {
+        for (n, deadline) in playbook.deadlines.iter().enumerate() {
             let due = i.opened_at + deadline.within.to_chrono();
             match closed {
-                Some(at) if at <= due => d.met += 1,
-                None if now <= due => d.running += 1,
+                Some(at) if at <= due => self.deadlines.met += 1,
+                None if self.now <= due => self.deadlines.running += 1,
                 _ => {
-                    d.missed += 1;
-                    if d.missed_incidents.len() < MISSED_LISTED {
-                        d.missed_incidents.push(MissedDeadline {
+                    self.deadlines.missed += 1;
+                    self.missed.push((
+                        (i.opened_at, i.id, n),
+                        MissedDeadline {
                             incident: i.id,
-                            title: i.title.clone(),
-                            playbook: i.playbook.clone(),
+                            title: String::new(),
+                            playbook: i.playbook.to_string(),
                             deadline: deadline.name.clone(),
                             due,
                             closed_at: closed,
-                        });
+                        },
+                    ));
+                    // The list keeps the first MISSED_LISTED in order of opening, whatever
+                    // order the incidents come in; the count covers all.
+                    if self.missed.len() >= 4 * MISSED_LISTED {
+                        self.keep_first_missed();
                     }
                 }
             }
         }
     }
-    d.compliance_rate = ratio(d.met, d.met + d.missed);
-    d
+
+    fn keep_first_missed(&mut self) {
+        self.missed.sort_by_key(|m| m.0);
+        self.missed.truncate(MISSED_LISTED);
+    }
+
+    /// The incidents whose missed deadlines the report lists: their titles are wanted.
+    pub fn listed_missed(&mut self) -> Vec<i64> {
+        self.keep_first_missed();
+        let mut ids: Vec<i64> = self.missed.iter().map(|m| m.1.incident).collect();
+        ids.dedup();
+        ids
+    }
+
+    /// The figures, with the period's escalations and lingering incidents, and the `titles` of
+    /// `listed_missed`.
+    pub fn finish(mut self, rows: Rows, titles: &HashMap<i64, String>) -> Figures {
+        self.keep_first_missed();
+        // Each severity as the reader sees it: its name with the city's level beside it.
+        let levels = self.levels;
+        let label = |s: Severity| format!("{} ({})", s.label_ja(), levels.of(s));
+        let mut response: Vec<Response> = Severity::ALL
+            .iter()
+            .map(|s| Response {
+                severity: s.as_str().to_string(),
+                label: label(*s),
+                acknowledge: Times::of(self.ack.get(s).cloned().unwrap_or_default()),
+                close: Times::of(self.close.get(s).cloned().unwrap_or_default()),
+            })
+            .collect();
+        response.push(Response {
+            severity: "all".into(),
+            label: "全体".into(),
+            acknowledge: Times::of(self.ack.into_values().flatten().collect()),
+            close: Times::of(self.close.into_values().flatten().collect()),
+        });
+        let mut false_positives: Vec<FalsePositives> = self
+            .fp
+            .into_iter()
+            .map(|(playbook, (closed, false_positive))| FalsePositives {
+                playbook,
+                closed,
+                false_positive,
+                rate: ratio(false_positive, closed),
+            })
+            .collect();
+        false_positives.sort_by(|a, b| {
+            b.rate
+                .unwrap_or(0.0)
+                .total_cmp(&a.rate.unwrap_or(0.0))
+                .then_with(|| b.closed.cmp(&a.closed))
+                .then_with(|| a.playbook.cmp(&b.playbook))
+        });
+        let mut deadlines = self.deadlines;
+        deadlines.compliance_rate = ratio(deadlines.met, deadlines.met + deadlines.missed);
+        deadlines.missed_incidents = self
+            .missed
+            .into_iter()
+            .map(|(_, mut m)| {
+                m.title = titles.get(&m.incident).cloned().unwrap_or_default();
+                m
+            })
+            .collect();
+        Figures {
+            period: PeriodInfo::of(self.period),
+            incidents: self.incidents,
+            months: self.months,
+            by_category: ranked(self.categories, usize::MAX),
+            by_severity: Severity::ALL
+                .iter()
+                .map(|s| Count {
+                    key: s.as_str().into(),
+                    label: label(*s),
+                    count: self.severities.get(s).copied().unwrap_or(0),
+                })
+                .collect(),
+            by_playbook: ranked(self.playbook_counts, usize::MAX),
+            by_source: SOURCES
+                .iter()
+                .map(|(key, label)| Count {
+                    key: (*key).into(),
+                    label: (*label).into(),
+                    count: self.sources.get(key).copied().unwrap_or(0),
+                })
+                .collect(),
+            response,
+            escalations: rows.escalations.into_iter().collect(),
+            never_acknowledged: self.never,
+            deadlines,
+            phishing: Phishing {
+                campaigns: self.campaigns,
+                reports: self.reports,
+                reporters: self.reporters.len() as i64,
+                first_report_to_ack: Times::of(self.phishing_ack),
+            },
+            attacking_networks: ranked_networks(self.networks),
+            targeted_accounts: ranked(self.accounts, TOP),
+            open_over_30_days: Lingering {
+                as_of: rows.lingering_as_of,
+                count: rows.lingering.0,
+                oldest: rows.lingering.1,
+            },
+            false_positives,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -490,5 +639,39 @@ mod tests {
         );
         assert_eq!(network_of("not an address"), None);
         assert_eq!(network_of("<script>"), None);
+        assert_eq!(network_of("[::1]").as_deref(), Some("::/48"));
+    }
+
+    #[test]
+    fn the_network_ranking_writes_out_only_what_it_can_list() {
+        // Twelve networks: two ahead, then ten tied at 3 (of which the first eight by name
+        // make the list), and many with fewer.
+        let mut counts = HashMap::new();
+        counts.insert(Network::V4([10, 0, 0]), 9);
+        counts.insert(Network::V6([0x2001, 0xdb8, 1]), 7);
+        for c in 0..10 {
+            counts.insert(Network::V4([192, 0, c]), 3);
+        }
+        for c in 0..200 {
+            counts.insert(Network::V4([198, 51, c]), 1);
+        }
+        let listed: Vec<(String, i64)> = ranked_networks(counts.clone())
+            .into_iter()
+            .map(|c| (c.key, c.count))
+            .collect();
+        let all: HashMap<String, i64> = counts
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        let expected: Vec<(String, i64)> = ranked(all, TOP)
+            .into_iter()
+            .map(|c| (c.key, c.count))
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(listed.len(), TOP);
+        assert_eq!(listed[0], ("10.0.0.0/24".to_string(), 9));
+        assert_eq!(listed[1], ("2001:db8:1::/48".to_string(), 7));
+        assert_eq!(listed[9], ("192.0.7.0/24".to_string(), 3));
+        assert!(ranked_networks(HashMap::new()).is_empty());
     }
 }

@@ -1,13 +1,14 @@
 //! Reads what a report needs from the store, for the period and the same period a year before,
 //! and tallies both the same way. Reads only; the statements are in `store::report`.
 
-use super::figures::{LINGERING, LINGERING_LISTED, Rows, tally};
+use super::figures::{LINGERING, LINGERING_LISTED, Rows, Tally};
 use super::period::{Period, PeriodError};
 use super::{Report, TITLE};
 use crate::level::Levels;
 use crate::playbook::PlaybookSet;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,10 @@ pub async fn gather(
     })
 }
 
+/// How many batches of incidents (months) are read at once: SQLite reads one on each
+/// connection of its read pool while the report counts the one before.
+const READ_AHEAD: usize = 2;
+
 async fn figures_of(
     store: &Store,
     period: &Period,
@@ -63,22 +68,27 @@ async fn figures_of(
     levels: &Levels,
     now: DateTime<Utc>,
 ) -> Result<super::figures::Figures, ReportError> {
-    let incidents = store.report_incidents(period.start, period.end).await?;
+    let mut tally = Tally::new(period, playbooks, levels, now);
+    let spans = period.month_spans()?;
+    let mut batches = futures_util::stream::iter(spans)
+        .map(|(start, end)| store.report_incidents(start, end))
+        .buffered(READ_AHEAD)
+        .enumerate();
+    while let Some((month, batch)) = batches.next().await {
+        batch?.each(|incident| tally.add(month, &incident))?;
+    }
+    let titles = store.incident_titles(&tally.listed_missed()).await?;
     let escalations = store.report_escalations(period.start, period.end).await?;
     let as_of = now.min(period.end);
     let lingering = store
         .report_open_since(as_of - LINGERING, as_of, LINGERING_LISTED)
         .await?;
-    Ok(tally(
-        period,
+    Ok(tally.finish(
         Rows {
-            incidents,
             escalations,
             lingering,
             lingering_as_of: as_of,
         },
-        playbooks,
-        levels,
-        now,
+        &titles,
     ))
 }

@@ -37,6 +37,9 @@ pub enum PeriodError {
     Midnight(NaiveDate),
 }
 
+/// The first instant of a span of time and the first after it.
+pub type Instants = (DateTime<Utc>, DateTime<Utc>);
+
 /// A span made concrete in a time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
@@ -213,6 +216,25 @@ impl Period {
         months
     }
 
+    /// The part of the period in each of `months()`, in order: `[start, end)` in UTC, the
+    /// first and last clipped to the period. Together they cover the period exactly, and an
+    /// instant is in the `n`th when `month_index` says `n` (both count by local midnights).
+    pub fn month_spans(&self) -> Result<Vec<Instants>, PeriodError> {
+        self.months()
+            .into_iter()
+            .map(|(year, month)| {
+                let first = first_of(year, month)?;
+                let next = first
+                    .checked_add_months(Months::new(1))
+                    .ok_or(PeriodError::Year(year))?;
+                Ok((
+                    midnight(first, self.tz)?.max(self.start),
+                    midnight(next, self.tz)?.min(self.end),
+                ))
+            })
+            .collect()
+    }
+
     /// Which of `months()` the instant `t` falls in (None outside the period).
     pub fn month_index(&self, t: DateTime<Utc>) -> Option<usize> {
         if !self.contains(t) {
@@ -312,6 +334,18 @@ mod tests {
         assert_eq!(fy.month_index(utc("2026-04-30T15:00:00Z")), Some(1));
         assert_eq!(fy.month_index(utc("2027-03-31T14:00:00Z")), Some(11));
         assert_eq!(fy.month_index(utc("2026-03-31T14:59:59Z")), None);
+        let spans = fy.month_spans().expect("spans");
+        assert_eq!(spans.len(), 12);
+        assert_eq!(spans[0], (fy.start, utc("2026-04-30T15:00:00Z")));
+        assert_eq!(spans[11], (utc("2027-02-28T15:00:00Z"), fy.end));
+        for (n, pair) in spans.windows(2).enumerate() {
+            assert_eq!(pair[0].1, pair[1].0, "month {n} ends where the next begins");
+            assert_eq!(fy.month_index(pair[0].0), Some(n));
+            assert_eq!(
+                fy.month_index(pair[0].1 - chrono::TimeDelta::microseconds(1)),
+                Some(n)
+            );
+        }
     }
 
     #[test]
@@ -435,6 +469,13 @@ mod tests {
         )
         .expect("days");
         assert_eq!(days.months(), vec![(2026, 4), (2026, 5), (2026, 6)]);
+        // The first and last months are cut to the days asked for.
+        let spans = days.month_spans().expect("spans");
+        assert_eq!(
+            spans[0],
+            (utc("2026-04-14T15:00:00Z"), utc("2026-04-30T15:00:00Z"))
+        );
+        assert_eq!(spans[2], (utc("2026-05-31T15:00:00Z"), days.end));
         assert_eq!(days.end, utc("2026-06-02T15:00:00Z"));
     }
 }

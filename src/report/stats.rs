@@ -28,7 +28,7 @@ pub struct Times {
 impl Times {
     /// The figures of `seconds` (in any order).
     pub fn of(mut seconds: Vec<f64>) -> Times {
-        seconds.sort_by(f64::total_cmp);
+        seconds.sort_unstable_by(f64::total_cmp);
         let round = |v: Option<f64>| v.map(|v| v.round() as i64);
         Times {
             count: seconds.len(),

@@ -65,6 +65,9 @@ impl Store {
                 first_seen: new.first_seen,
                 last_seen: new.last_seen,
                 opened_at: at,
+                origin: events
+                    .first()
+                    .map(|e| super::sql::origin_of(e.kind, &e.source)),
             };
             let id = match tx.insert_incident(&row).await {
                 Ok(id) => id,

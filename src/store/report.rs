@@ -1,23 +1,29 @@
 //! What the evaluation report (`crate::report`) reads: the incidents opened in a period with
 //! their first acknowledgement and how they came in, the escalations fired, the incidents still
-//! open at a time. Reads only. The same SQL on both backends; everything the backends would
-//! spell differently (JSON paths, date arithmetic, percentiles) is left to the report, in Rust,
-//! over the rows returned here.
+//! open at a time. Reads only.
+//!
+//! The incidents of a period come as one batch of text per statement (`OpenedIncidents`), not as
+//! one row each: on a store of a million incidents, a row through the SQLite driver costs more
+//! than everything the report does with it, and grouping in SQL costs SQLite a sort of every row
+//! (measured in README「性能」). The report counts in Rust, over the batch, with the same
+//! functions as before, so its figures do not depend on how the rows travelled. Everything the
+//! backends spell differently (JSON aggregation) is in this module, once per backend.
 
 use super::{Backend, Store, StoreError};
 use crate::model::{Resolution, Severity};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use sqlx::FromRow;
-use sqlx::types::Json;
+use std::borrow::Cow;
+use std::collections::HashMap;
 
-/// An incident as the report counts it.
+/// An incident as the report counts it, borrowed from its batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReportedIncident {
+pub struct ReportedIncident<'a> {
     pub id: i64,
-    pub title: String,
-    pub playbook: String,
-    pub category: String,
+    pub playbook: Cow<'a, str>,
+    pub category: Cow<'a, str>,
     pub severity: Severity,
     pub resolution: Option<Resolution>,
     pub event_count: i64,
@@ -26,14 +32,15 @@ pub struct ReportedIncident {
     /// The first acknowledgement: the incident's own time, or (after a reopening cleared it)
     /// the first `acknowledged` entry of its timeline.
     pub first_ack: Option<DateTime<Utc>>,
-    /// How the first evidence came: `log`, `journal` or `mail`; None without evidence.
-    pub origin: Option<String>,
+    /// How it came in: `log`, `journal` or `mail` (`store::sql::origin_of`); for an incident
+    /// opened before that was recorded, how its first evidence came; None without evidence.
+    pub origin: Option<Cow<'a, str>>,
     /// The fields the report ranks and counts by (text as stored, attacker-written).
-    pub ip: Option<String>,
-    pub user: Option<String>,
+    pub ip: Option<Cow<'a, str>>,
+    pub user: Option<Cow<'a, str>>,
     /// The staff who reported a suspicious mail (the report path's `reporters` list).
     pub reporters: Vec<String>,
-    pub from: Option<String>,
+    pub from: Option<Cow<'a, str>>,
 }
 
 /// An incident not closed at the report's time.
@@ -48,107 +55,365 @@ pub struct AgedIncident {
 
 /// The few fields the report reads, whatever else an incident's fields hold.
 #[derive(Debug, Default, Deserialize)]
-struct ReportFields {
-    #[serde(default)]
-    ip: Option<serde_json::Value>,
-    #[serde(default)]
-    user: Option<serde_json::Value>,
-    #[serde(default)]
-    reporters: Option<serde_json::Value>,
-    #[serde(default)]
-    from: Option<serde_json::Value>,
+struct ReportFields<'a> {
+    #[serde(default, borrow)]
+    ip: Option<FieldText<'a>>,
+    #[serde(default, borrow)]
+    user: Option<FieldText<'a>>,
+    #[serde(default, borrow)]
+    reporters: Option<FieldText<'a>>,
+    #[serde(default, borrow)]
+    from: Option<FieldText<'a>>,
 }
 
-/// A field's value as text: strings as they are, numbers written out, nothing for empty.
-fn text_of(value: Option<serde_json::Value>) -> Option<String> {
-    match value? {
-        serde_json::Value::String(s) if s.trim().is_empty() => None,
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
+/// A field's value as text: a string as it is (borrowed from the batch unless it had escapes),
+/// nothing for a blank one or null, anything else written out as JSON.
+#[derive(Debug, Default)]
+struct FieldText<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FieldText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor(std::marker::PhantomData))
     }
 }
 
-#[derive(FromRow)]
-struct ReportRow {
-    id: i64,
-    title: String,
-    playbook: String,
-    category: String,
-    severity: String,
-    resolution: Option<String>,
-    fields: Json<ReportFields>,
-    event_count: i64,
-    opened_at: DateTime<Utc>,
-    closed_at: Option<DateTime<Utc>>,
-    first_ack: Option<DateTime<Utc>>,
-    origin: Option<String>,
+struct FieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl FieldVisitor<'_> {
+    fn text<'a, E>(text: Cow<'a, str>) -> Result<FieldText<'a>, E> {
+        Ok(FieldText((!text.trim().is_empty()).then_some(text)))
+    }
+
+    fn json<'a, E>(value: serde_json::Value) -> Result<FieldText<'a>, E> {
+        Ok(FieldText(Some(Cow::Owned(value.to_string()))))
+    }
 }
 
-impl TryFrom<ReportRow> for ReportedIncident {
-    type Error = StoreError;
-    fn try_from(r: ReportRow) -> Result<Self, StoreError> {
-        let corrupt =
-            |e: crate::model::UnknownValue| StoreError::Corrupt(format!("incident #{}: {e}", r.id));
-        let fields = r.fields.0;
-        let reporters = text_of(fields.reporters)
-            .map(|list| {
-                list.split(", ")
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(ReportedIncident {
-            id: r.id,
-            severity: r.severity.parse().map_err(corrupt)?,
-            resolution: r
-                .resolution
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(corrupt)?,
-            title: r.title,
-            playbook: r.playbook,
-            category: r.category,
-            event_count: r.event_count,
-            opened_at: r.opened_at,
-            closed_at: r.closed_at,
-            first_ack: r.first_ack,
-            origin: r.origin,
-            ip: text_of(fields.ip),
-            user: text_of(fields.user),
-            reporters,
-            from: text_of(fields.from),
+impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
+    type Value = FieldText<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Self::text(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Self::text(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Self::text(Cow::Owned(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(FieldText(None))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Self::json(v.into())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::json(v.into())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::json(v.into())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Self::json(v.into())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Self::json(serde_json::Value::deserialize(
+            de::value::SeqAccessDeserializer::new(seq),
+        )?)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Self::json(serde_json::Value::deserialize(
+            de::value::MapAccessDeserializer::new(map),
+        )?)
+    }
+}
+
+fn text_of(value: Option<FieldText<'_>>) -> Option<Cow<'_, str>> {
+    value.and_then(|v| v.0)
+}
+
+/// One incident of a batch, in the order of `COLUMNS`.
+#[derive(Deserialize)]
+struct Record<'a>(
+    i64,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    i64,
+);
+
+/// What a batch holds of each incident. The first acknowledgement and the channel of an
+/// incident without a recorded origin are one index lookup each (`timeline_incident`,
+/// `events_incident`), only for the incidents that need them (COALESCE stops at a value).
+const COLUMNS: &str = "i.id, i.severity, i.category, i.playbook, \
+     COALESCE(i.origin, (SELECT CASE WHEN e.kind = 'mail' THEN 'mail' WHEN e.source LIKE 'journal:%' THEN 'journal' ELSE 'log' END \
+      FROM events e WHERE e.incident_id = i.id ORDER BY e.id LIMIT 1)), \
+     i.resolution, i.opened_at, \
+     COALESCE(i.acknowledged_at, (SELECT MIN(t.at) FROM timeline t WHERE t.incident_id = i.id AND t.action = 'acknowledged')), \
+     i.closed_at, i.event_count";
+
+/// The incidents opened in `[$1, $2)`, through the index `incidents_opened`, as a JSON array of
+/// `COLUMNS` arrays and, beside it, their `fields` joined by U+001E (which JSON text never holds
+/// unescaped), in the same order: one aggregate feeds both. SQLite reads `fields` as stored
+/// text instead of parsing it (its JSON parser cost more than all the rest of a row).
+fn batch_sql(backend: &Backend) -> String {
+    let (array, row, fields) = match backend {
+        Backend::Sqlite { .. } => (
+            "json_group_array",
+            "json_array",
+            "group_concat(i.fields, char(30))",
+        ),
+        Backend::Postgres(_) => (
+            "json_agg",
+            "json_build_array",
+            "string_agg(i.fields::text, chr(30))",
+        ),
+    };
+    format!(
+        "SELECT CAST({array}({row}({COLUMNS})) AS TEXT), {fields} FROM incidents i \
+         WHERE i.opened_at >= $1 AND i.opened_at < $2"
+    )
+}
+
+/// The incidents opened in a span of time, as the store sent them (`Store::report_incidents`).
+#[derive(Debug, Default)]
+pub struct OpenedIncidents {
+    records: Option<String>,
+    fields: Option<String>,
+}
+
+/// U+001E between the incidents' fields in a batch.
+const SEPARATOR: char = '\u{1e}';
+
+impl OpenedIncidents {
+    /// Calls `f` with each incident; how many there were.
+    pub fn each(&self, mut f: impl FnMut(ReportedIncident<'_>)) -> Result<usize, StoreError> {
+        let Some(records) = self.records.as_deref() else {
+            return Ok(0);
+        };
+        let fields = self
+            .fields
+            .as_deref()
+            .map(|all| all.split(SEPARATOR))
+            .into_iter()
+            .flatten();
+        let mut each = EachRecord {
+            count: 0,
+            failed: None,
+            fields,
+            f: |r: Record<'_>, text: Option<&str>| -> Result<(), StoreError> {
+                let text = text.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "incident #{}: its fields are missing from the batch",
+                        r.0
+                    ))
+                })?;
+                f(incident(r, text)?);
+                Ok(())
+            },
+        };
+        let mut de = serde_json::Deserializer::from_str(records);
+        let parsed = de.deserialize_seq(&mut each).and_then(|()| de.end());
+        if let Some(e) = each.failed {
+            return Err(e);
+        }
+        parsed.map_err(|e| StoreError::Corrupt(format!("the report's batch of incidents: {e}")))?;
+        if each.fields.next().is_some() {
+            return Err(StoreError::Corrupt(
+                "the report's batch holds more incidents' fields than incidents (a field holds U+001E)"
+                    .into(),
+            ));
+        }
+        Ok(each.count)
+    }
+}
+
+/// Walks a batch's array one record at a time (no array of a month's records is built), with
+/// the record's fields text beside it, and keeps the first error of `f` to return it as it was.
+struct EachRecord<I, F> {
+    count: usize,
+    failed: Option<StoreError>,
+    fields: I,
+    f: F,
+}
+
+impl<'de, I, F> Visitor<'de> for &mut EachRecord<I, F>
+where
+    I: Iterator<Item = &'de str>,
+    F: FnMut(Record<'de>, Option<&'de str>) -> Result<(), StoreError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of incidents")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<Record<'de>>()? {
+            self.count += 1;
+            if let Err(e) = (self.f)(record, self.fields.next()) {
+                self.failed = Some(e);
+                return Err(de::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The incident of record `r` and its `fields` text.
+fn incident<'a>(r: Record<'a>, fields: &'a str) -> Result<ReportedIncident<'a>, StoreError> {
+    let id = r.0;
+    let corrupt = |what: String| StoreError::Corrupt(format!("incident #{id}: {what}"));
+    let parsed: ReportFields<'a> = serde_json::from_str(fields)
+        .map_err(|e| corrupt(format!("its fields are not a JSON object: {e}")))?;
+    let time = |t: &str| parse_time(t).ok_or_else(|| corrupt(format!("`{t}` is not a time")));
+    let reporters = text_of(parsed.reporters)
+        .map(|list| {
+            list.split(", ")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
         })
-    }
+        .unwrap_or_default();
+    Ok(ReportedIncident {
+        id,
+        severity: r.1.parse().map_err(|e| corrupt(format!("{e}")))?,
+        resolution: r
+            .5
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| corrupt(format!("{e}")))?,
+        opened_at: time(&r.6)?,
+        first_ack: r.7.as_deref().map(time).transpose()?,
+        closed_at: r.8.as_deref().map(time).transpose()?,
+        event_count: r.9,
+        category: r.2,
+        playbook: r.3,
+        origin: r.4,
+        ip: text_of(parsed.ip),
+        user: text_of(parsed.user),
+        reporters,
+        from: text_of(parsed.from),
+    })
 }
 
-/// The incidents opened in `[$1, $2)`, through the index `incidents_opened`. The first ack and
-/// the first event are one index lookup each per incident (`timeline_incident`,
-/// `events_incident`); the timeline is read only for an incident whose own ack time a reopening
-/// cleared.
-const INCIDENTS_OPENED: &str = "SELECT i.id, i.title, i.playbook, i.category, i.severity, i.resolution, i.fields, \
-     i.event_count, i.opened_at, i.closed_at, \
-     COALESCE(i.acknowledged_at, (SELECT MIN(t.at) FROM timeline t WHERE t.incident_id = i.id AND t.action = 'acknowledged')) AS first_ack, \
-     (SELECT CASE WHEN e.kind = 'mail' THEN 'mail' WHEN e.source LIKE 'journal:%' THEN 'journal' ELSE 'log' END \
-      FROM events e WHERE e.incident_id = i.id ORDER BY e.id LIMIT 1) AS origin \
-     FROM incidents i WHERE i.opened_at >= $1 AND i.opened_at < $2";
+/// A time as stored: RFC 3339 as sqlx writes it (and PostgreSQL's JSON writes a timestamptz),
+/// else the other forms sqlx reads from SQLite text (`sqlx-sqlite`'s list, naive ones in UTC).
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse_utc(text) {
+        return Some(t);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.to_utc());
+    }
+    const FORMATS: [&str; 12] = [
+        "%F %T%.f",
+        "%F %R",
+        "%F %RZ",
+        "%F %R%:z",
+        "%F %T%.fZ",
+        "%F %T%.f%:z",
+        "%FT%R",
+        "%FT%RZ",
+        "%FT%R%:z",
+        "%FT%T%.f",
+        "%FT%T%.fZ",
+        "%FT%T%.f%:z",
+    ];
+    FORMATS.iter().find_map(|format| {
+        DateTime::<FixedOffset>::parse_from_str(text, format)
+            .map(|t| t.to_utc())
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(text, format)
+                    .ok()
+                    .map(|t| Utc.from_utc_datetime(&t))
+            })
+    })
+}
+
+/// The form sqlx writes, `2026-04-10T01:00:00.123456+00:00` (or `Z`, any fraction or none),
+/// read without chrono's general parser: three times per incident, a million incidents.
+/// None for anything else (the general parsers decide).
+fn parse_utc(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let digits = |from: usize, to: usize| -> Option<u32> {
+        b.get(from..to)?.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !punctuation.iter().all(|&(at, c)| b.get(at) == Some(&c)) {
+        return None;
+    }
+    let mut rest = b.get(19..)?;
+    let mut nanos = 0;
+    if let Some((b'.', fraction)) = rest.split_first() {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        nanos = digits(20, 20 + n)? * 10u32.pow(9 - n as u32);
+        rest = &fraction[n..];
+    }
+    if rest != b"+00:00" && rest != b"Z" {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0, 4)?).ok()?,
+        digits(5, 7)?,
+        digits(8, 10)?,
+    )?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        digits(11, 13)?,
+        digits(14, 16)?,
+        digits(17, 19)?,
+        nanos,
+    )?;
+    Some(date.and_time(time).and_utc())
+}
 
 impl Store {
-    /// Every incident opened in `[start, end)`.
+    /// The incidents opened in `[start, end)`, in one batch (a month of a report at a time
+    /// keeps the batch's text to tens of megabytes on a store of a million).
     pub async fn report_incidents(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<ReportedIncident>, StoreError> {
-        let rows: Vec<ReportRow> = read!(self, pool => sqlx::query_as(INCIDENTS_OPENED)
-            .bind(start)
-            .bind(end)
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(ReportedIncident::try_from).collect()
+    ) -> Result<OpenedIncidents, StoreError> {
+        let sql = batch_sql(&self.backend);
+        let (records, fields): (Option<String>, Option<String>) = read!(self, pool => sqlx::query_as(&sql)
+                .bind(start)
+                .bind(end)
+                .fetch_one(pool)
+                .await?);
+        Ok(OpenedIncidents { records, fields })
+    }
+
+    /// The titles of incidents `ids` (the few a report lists by name).
+    pub async fn incident_titles(&self, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Our own numbers, formatted into one statement.
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "SELECT id, title FROM incidents WHERE id IN ({})",
+            list.join(", ")
+        );
+        let rows: Vec<(i64, String)> =
+            read!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        Ok(rows.into_iter().collect())
     }
 
     /// How many escalation levels fired in `[start, end)`, per level: `(level, count)`.
@@ -212,13 +477,111 @@ mod tests {
 
     #[test]
     fn fields_are_read_as_text_whatever_their_json_type() {
-        let fields: ReportFields = serde_json::from_str(
-            r#"{"ip": "192.0.2.1", "user": 42, "reporters": "a@x.jp, b@x.jp", "from": "", "other": [1]}"#,
-        )
-        .expect("fields");
-        assert_eq!(text_of(fields.ip), Some("192.0.2.1".into()));
-        assert_eq!(text_of(fields.user), Some("42".into()));
-        assert_eq!(text_of(fields.from), None);
-        assert_eq!(text_of(fields.reporters), Some("a@x.jp, b@x.jp".into()));
+        let text = |json: &str| -> Option<String> {
+            let fields: ReportFields<'_> = serde_json::from_str(json).expect("fields");
+            text_of(fields.user).map(Cow::into_owned)
+        };
+        for (user, expected) in [
+            (r#""root""#, Some("root")),
+            (r#""r\u00f6\"ot""#, Some("rö\"ot")),
+            (r#""  ""#, None),
+            ("null", None),
+            ("42", Some("42")),
+            ("-4", Some("-4")),
+            ("1.50", Some("1.5")),
+            ("true", Some("true")),
+            (r#"["a", 1]"#, Some(r#"["a",1]"#)),
+            (r#"{"b": {"c": null}}"#, Some(r#"{"b":{"c":null}}"#)),
+        ] {
+            let json =
+                format!(r#"{{"other": [1, {{"user": "x"}}], "user": {user}, "ip": "192.0.2.1"}}"#);
+            assert_eq!(text(&json).as_deref(), expected, "{user}");
+        }
+        assert_eq!(text("{}"), None);
+    }
+
+    #[test]
+    fn times_are_read_as_sqlx_reads_them() {
+        let t = |s: &str| parse_time(s).map(|t| t.to_rfc3339());
+        let at = Some("2026-04-10T01:00:00.123456+00:00".to_string());
+        assert_eq!(t("2026-04-10T01:00:00.123456+00:00"), at);
+        assert_eq!(t("2026-04-10T10:00:00.123456+09:00"), at);
+        assert_eq!(t("2026-04-10 01:00:00.123456"), at);
+        assert_eq!(
+            t("2026-04-10T01:00:00Z"),
+            Some("2026-04-10T01:00:00+00:00".into())
+        );
+        assert_eq!(
+            t("2026-04-10 01:00"),
+            Some("2026-04-10T01:00:00+00:00".into())
+        );
+        assert_eq!(t("yesterday"), None);
+        // The fast path reads the form sqlx writes exactly as chrono reads it, and leaves
+        // everything else to the general parsers.
+        for (text, fast) in [
+            ("2026-04-10T01:00:00+00:00", true),
+            ("2026-04-10T01:00:00.1+00:00", true),
+            ("2026-04-10T01:00:00.123+00:00", true),
+            ("2026-04-10T01:00:00.123456789Z", true),
+            ("2024-02-29T23:59:59.999999+00:00", true),
+            ("2026-12-31T23:59:60+00:00", false),
+            ("2026-02-30T01:00:00+00:00", false),
+            ("2026-04-10T01:00:00.+00:00", false),
+            ("2026-04-10T01:00:00.1234567890+00:00", false),
+            ("2026-04-10t01:00:00+00:00", false),
+            ("2026-04-10T01:00:00+09:00", false),
+            ("2026-04-10T01:00:00", false),
+            ("+2026-04-10T01:00:00Z", false),
+        ] {
+            let general = DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc());
+            assert_eq!(parse_utc(text).is_some(), fast, "{text}");
+            if fast {
+                assert_eq!(parse_utc(text), general, "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_is_read_back_incident_by_incident() {
+        let batch = OpenedIncidents {
+            records: Some(
+                r#"[[7,"high","不正\"アクセス","ssh-bruteforce","journal","false-positive","2026-04-10T01:00:00+00:00",null,"2026-04-10T03:00:00+00:00",12],
+                    [8,"low","c","p",null,null,"2026-04-11T01:00:00+00:00","2026-04-11T01:10:00+00:00",null,1]]"#
+                    .into(),
+            ),
+            fields: Some("{\"ip\":\"203.0.113.5\",\"user\":\"root\"}\u{1e}{\"reporters\":\"a@x.jp, , b@x.jp\",\"from\":\"c@x.jp\"}".into()),
+        };
+        let mut seen = Vec::new();
+        let n = batch
+            .each(|i| {
+                seen.push(format!(
+                    "{} {} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    i.id,
+                    i.category,
+                    i.severity.as_str(),
+                    i.origin,
+                    i.resolution,
+                    i.ip,
+                    i.user,
+                    i.reporters,
+                    i.first_ack.map(|t| t.to_rfc3339())
+                ))
+            })
+            .expect("batch");
+        assert_eq!(n, 2);
+        assert_eq!(
+            seen,
+            [
+                "7 不正\"アクセス high Some(\"journal\") Some(FalsePositive) Some(\"203.0.113.5\") Some(\"root\") [] None",
+                "8 c low None None None None [\"a@x.jp\", \"b@x.jp\"] Some(\"2026-04-11T01:10:00+00:00\")",
+            ]
+        );
+        assert_eq!(OpenedIncidents::default().each(|_| {}).expect("empty"), 0);
+        // A fields text holding the separator would shift every later incident's fields.
+        let shifted = OpenedIncidents {
+            records: batch.records.clone(),
+            fields: Some("{}\u{1e}{}\u{1e}{}".into()),
+        };
+        assert!(matches!(shifted.each(|_| {}), Err(StoreError::Corrupt(_))));
     }
 }

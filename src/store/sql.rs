@@ -26,6 +26,21 @@ pub(super) struct NewIncidentRow<'a> {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub opened_at: DateTime<Utc>,
+    /// How it came in (`origin_of`); None when it is opened without evidence.
+    pub origin: Option<&'static str>,
+}
+
+/// The channel of an event, as the report counts incidents by it: `mail`, `journal` (the journal
+/// source names its events `journal:NAME`) or `log`. Migration 0020 and the report's reading of
+/// an incident's first evidence (`store::report`) spell the same rule in SQL.
+pub(crate) fn origin_of(kind: &str, source: &str) -> &'static str {
+    if kind == "mail" {
+        "mail"
+    } else if source.starts_with("journal:") {
+        "journal"
+    } else {
+        "log"
+    }
 }
 
 impl<'a> NewIncidentRow<'a> {
@@ -42,6 +57,7 @@ impl<'a> NewIncidentRow<'a> {
             first_seen: hit.observed_at,
             last_seen: hit.observed_at,
             opened_at,
+            origin: Some(origin_of(hit.kind, &hit.source)),
         }
     }
 }
@@ -429,8 +445,8 @@ macro_rules! shared_statements {
         async fn insert_incident(&mut self, row: &NewIncidentRow<'_>) -> Result<i64, sqlx::Error> {
             sqlx::query_scalar(
                 "INSERT INTO incidents (playbook, category, title, severity, status, dedupe_key, fields, \
-                 event_count, first_seen, last_seen, opened_at, due_at) \
-                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+                 event_count, first_seen, last_seen, opened_at, due_at, origin) \
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
             )
             .bind(row.playbook)
             .bind(row.category)
@@ -442,6 +458,7 @@ macro_rules! shared_statements {
             .bind(row.first_seen)
             .bind(row.last_seen)
             .bind(row.opened_at)
+            .bind(row.origin)
             .fetch_one(&mut *self)
             .await
         }

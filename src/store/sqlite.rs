@@ -59,8 +59,11 @@ pub(super) async fn open(
     if file.as_os_str() != ":memory:" {
         give_to_directory_owner(&file)?;
     }
+    // Two for the CLI: `csirt report` reads a month of incidents on one while SQLite answers
+    // the next on the other (connections open lazily: other commands still open one).
     let readers = match role {
-        Role::Cli | Role::Migrate => 1,
+        Role::Migrate => 1,
+        Role::Cli => 2,
         Role::Daemon => 4,
     };
     let read = SqlitePoolOptions::new()
