@@ -222,8 +222,24 @@ fn a_required_report_raises_to_l3_and_tells_the_ciso_once(backend: Backend) {
 }
 
 /// `csirt` with only `--database` (a responder's workstation): no config to address mail from.
+///
+/// Without `--config` the binary also reads `/etc/csirt/csirt.toml` when it exists, and on a
+/// machine where `.ci/run` installed the package it does (with the example CISO address). There
+/// the command runs in a private mount namespace with an empty tmpfs over `/etc/csirt`, so it
+/// meets the workstation it is meant to; where that cannot be done the test fails and says why.
 fn database_only(env: &Env, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_csirt"))
+    let installed = std::path::Path::new(csirt::config::DEFAULT_PATH);
+    let mut cmd = if installed.exists() {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs tmpfs /etc/csirt && exec "$@""#)
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_csirt"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_csirt"))
+    };
+    let out = cmd
         .arg("--database")
         .arg(&env.url)
         .args(args)
@@ -231,7 +247,15 @@ fn database_only(env: &Env, args: &[&str]) -> std::process::Output {
         .env_remove("CSIRT_DATABASE_URL")
         .env_remove("RUST_LOG")
         .output()
-        .expect("run csirt --database")
+        .expect("run csirt --database");
+    assert!(
+        !installed.exists()
+            || !stderr(&out).contains("unshare") && !stderr(&out).contains("mount:"),
+        "{} exists and could not be hidden from the command (needs root for a mount namespace): {}",
+        installed.display(),
+        stderr(&out)
+    );
+    out
 }
 
 fn without_a_config_the_daemon_tells_the_ciso_exactly_once(backend: Backend) {
