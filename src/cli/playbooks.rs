@@ -22,6 +22,8 @@ struct PlaybookJson<'a> {
     title: &'a str,
     category: &'a str,
     severity: crate::model::Severity,
+    /// The city's level of its severity (the config's `[levels]`).
+    level: crate::level::Level,
     rules: usize,
     /// The file-name globs its log rules read (`*`: every file); empty for mail-only ones.
     files: Vec<String>,
@@ -38,7 +40,7 @@ pub(super) async fn run(cli: &Cli, command: &PlaybooksCommand) -> anyhow::Result
             let set = playbook::load(&config.playbooks, Some(&contact_names(&config)))?;
             let mut out = Output::stdout(config.timezone);
             if *json {
-                out.json(&to_json(&set))?;
+                out.json(&to_json(&set, &config.levels()))?;
             } else {
                 let mut table = Table::new(
                     vec![
@@ -387,13 +389,14 @@ fn contact_names(config: &crate::config::Config) -> BTreeSet<String> {
     config.contacts.keys().cloned().collect()
 }
 
-fn to_json(set: &PlaybookSet) -> Vec<PlaybookJson<'_>> {
+fn to_json<'a>(set: &'a PlaybookSet, levels: &crate::level::Levels) -> Vec<PlaybookJson<'a>> {
     set.iter()
         .map(|p| PlaybookJson {
             id: &p.id,
             title: &p.title,
             category: &p.category,
             severity: p.severity,
+            level: levels.of(p.severity),
             rules: p.rules.len(),
             files: p.file_globs(),
             steps: p.steps.len(),

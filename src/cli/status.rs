@@ -10,7 +10,8 @@
 use super::output::Output;
 use super::{Cli, load_config};
 use crate::daemon::HEARTBEAT_STALE_AFTER;
-use crate::model::now;
+use crate::level::{Level, Levels};
+use crate::model::{Severity, now};
 use crate::store::outbox::OutboxStats;
 use crate::store::prune::StoreUsage;
 use crate::store::space::{DISK_FULL, Disk, LOW_BYTES, bytes};
@@ -20,6 +21,7 @@ use crate::store::{
 };
 use crate::text::{ago, error_chain, long_time};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 /// The exit status when the only problem is a mail that failed in the last 24 hours: distinct
@@ -40,6 +42,10 @@ struct StatusJson {
     /// The summary's counts, from the same snapshot as `outbox` and `quarantine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     overview: Option<Overview>,
+    /// The city's levels (the config's `[levels]`) beside `overview`'s severities: each
+    /// severity's level and the not-closed incidents per level, as the text shows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    levels: Option<LevelsJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outbox: Option<OutboxStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +144,30 @@ impl SourceJson {
 }
 
 #[derive(Serialize)]
+struct LevelsJson {
+    /// `{"critical": "L3", "high": "L2", …}`.
+    of: BTreeMap<Severity, Level>,
+    /// Not-closed incidents per level, every level listed (`{"L0": 0, …}`).
+    open: BTreeMap<Level, i64>,
+}
+
+impl LevelsJson {
+    fn new(levels: &Levels, open_by_severity: &[(Severity, i64)]) -> LevelsJson {
+        let mut open: BTreeMap<Level, i64> = Level::ALL.into_iter().map(|l| (l, 0)).collect();
+        for (s, n) in open_by_severity {
+            *open.entry(levels.of(*s)).or_default() += n;
+        }
+        LevelsJson {
+            of: Severity::ALL
+                .into_iter()
+                .map(|s| (s, levels.of(s)))
+                .collect(),
+            open,
+        }
+    }
+}
+
+#[derive(Serialize)]
 struct StoreJson {
     url: String,
     reachable: bool,
@@ -173,6 +203,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                     schema: None,
                     daemons: Vec::new(),
                     overview: None,
+                    levels: None,
                     outbox: None,
                     quarantine: None,
                     usage: None,
@@ -268,6 +299,9 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     );
     let ok = problems.is_empty();
     if json {
+        let levels = overview
+            .as_ref()
+            .map(|o| LevelsJson::new(&config.levels(), &o.open_by_severity));
         out.json(&StatusJson {
             store: StoreJson {
                 url,
@@ -277,6 +311,7 @@ pub(super) async fn run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
             schema: Some(schema),
             daemons,
             overview,
+            levels,
             outbox,
             quarantine,
             usage,

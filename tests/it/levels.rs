@@ -76,6 +76,18 @@ fn levels_are_shown_beside_every_severity(backend: Backend) {
 
     let status = env.csirt(&["status"]);
     assert!(stdout(&status).contains("高 (L3) 1"), "{}", stdout(&status));
+    let status = json(&env.csirt(&["status", "--json"]));
+    assert_eq!(status["levels"]["of"]["high"], "L3", "{status}");
+    assert_eq!(status["levels"]["of"]["medium"], "L2", "{status}");
+    assert_eq!(
+        (
+            status["levels"]["open"]["L3"].clone(),
+            status["levels"]["open"]["L0"].clone(),
+            status["levels"]["open"]["L1"].clone(),
+        ),
+        (1.into(), 1.into(), 0.into()),
+        "{status}"
+    );
     let playbooks = env.csirt(&["playbooks", "list"]);
     assert_exit(&playbooks, 0);
     assert!(
@@ -84,6 +96,16 @@ fn levels_are_shown_beside_every_severity(backend: Backend) {
             .any(|l| l.starts_with("ssh-bruteforce") && l.contains("高      L3")),
         "{}",
         stdout(&playbooks)
+    );
+    let playbooks = json(&env.csirt(&["playbooks", "list", "--json"]));
+    let ssh = playbooks
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == "ssh-bruteforce"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (ssh["severity"].clone(), ssh["level"].clone()),
+        ("high".into(), "L3".into())
     );
 
     // The mails: the subject keeps 【重要度:高】 whole (a mail filter on it still works) and
