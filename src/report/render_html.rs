@@ -291,7 +291,9 @@ pub fn render(report: &Report) -> String {
     let _ = write!(
         out,
         "<footer>csirt {} が作成。期間はインシデントの起票日時で数え、各インシデントの受付・クローズは作成時点の記録による。\
-         期限はプレイブックの [[deadline]] で、期日までにクローズしたものを期限内とする。</footer>\n</body>\n</html>\n",
+         期限はプレイブックの [[deadline]] で、期日までにクローズしたものを期限内とする。\
+         法定の報告期限は個人情報保護法・番号法の規則 (pii-rules) により覚知から数え、期日までに報告・通知を記録したものを期限内とする \
+         (「速やかに」は記録した時点で期限内)。</footer>\n</body>\n</html>\n",
         env!("CARGO_PKG_VERSION")
     );
     out
