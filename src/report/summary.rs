@@ -156,11 +156,14 @@ fn deadline_sentence(current: &Figures, previous: Option<&Figures>) -> String {
         return "プレイブックを読めなかったため、期限は集計していません。".into();
     }
     match d.compliance_rate {
-        None if d.running > 0 => format!("期限はまだ到来していません (進行中 {} 件)。", d.running),
-        None => "期限のあるインシデントはありませんでした。".into(),
+        None if d.running > 0 => format!(
+            "プレイブックの期限はまだ到来していません (進行中 {} 件)。",
+            d.running
+        ),
+        None => "プレイブックの期限のあるインシデントはありませんでした。".into(),
         Some(rate) => {
             let mut text = format!(
-                "期限の遵守率は {} (期限内 {} 件、超過 {} 件、進行中 {} 件) でした",
+                "プレイブックの期限の遵守率は {} (期限内 {} 件、超過 {} 件、進行中 {} 件) でした",
                 percent(rate),
                 d.met,
                 d.missed,

@@ -244,7 +244,7 @@ pub fn tables(report: &Report) -> Vec<Table> {
                 "クローズまでの時間 (中央値)",
                 &median(|f| all_times(f).map(|t| t.1)),
             ),
-            row("期限の遵守率", &|f| {
+            row("期限の遵守率 (プレイブック)", &|f| {
                 Cell::Rate(f.deadlines.compliance_rate)
             }),
             row("法定の報告期限の遵守率", &|f| {

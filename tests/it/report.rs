@@ -483,7 +483,10 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
         summary.contains("受付までの時間の中央値は 20分"),
         "{summary}"
     );
-    assert!(summary.contains("期限の遵守率は 50.0%"), "{summary}");
+    assert!(
+        summary.contains("プレイブックの期限の遵守率は 50.0%"),
+        "{summary}"
+    );
     // The store begins in June 2025: fiscal 2025 is covered only in part, and the report says so.
     assert_eq!(r["previous_records_from"], "2025-06-01T00:00:00Z");
     assert!(
