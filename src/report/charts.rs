@@ -50,7 +50,12 @@ fn draw(
         .iter()
         .flat_map(|s| s.values.iter().copied())
         .fold(0.0_f64, f64::max);
-    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    // Headroom above the tallest bar; with a legend (upper right, about a fifth of the plot's
+    // height) enough that it never covers the last group's bars, as it did on the printed page.
+    let headroom = if series.len() > 1 { 1.35 } else { 1.15 };
+    let top = if top > 0.0 { top * headroom } else { 1.0 };
+    // Counts read as 250, not 250.0; a scale of a few hours keeps its tenths.
+    let decimals = if top >= 10.0 { 0 } else { 1 };
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, (FONT, 18))
         .margin(12)
@@ -62,6 +67,7 @@ fn draw(
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(unit)
+        .y_label_formatter(&|v| format!("{v:.decimals$}"))
         .label_style((FONT, 12))
         .draw()?;
     let width = 0.8 / series.len().max(1) as f64;

@@ -167,6 +167,8 @@ pub struct Figures {
     pub escalations: BTreeMap<i64, i64>,
     pub never_acknowledged: NeverAcknowledged,
     pub deadlines: Deadlines,
+    /// The statutory reports' deadlines (`statutory::read`, filled in after `Tally::finish`).
+    pub statutory: super::statutory::Statutory,
     pub phishing: Phishing,
     /// /24 (IPv4) and /48 (IPv6) networks by incidents, most first.
     pub attacking_networks: Vec<Count>,
@@ -601,6 +603,7 @@ impl<'a> Tally<'a> {
             escalations: rows.escalations.into_iter().collect(),
             never_acknowledged: self.never,
             deadlines,
+            statutory: Default::default(),
             phishing: Phishing {
                 campaigns: self.campaigns,
                 reports: self.reports,

@@ -83,12 +83,14 @@ async fn figures_of(
     let lingering = store
         .report_open_since(as_of - LINGERING, as_of, LINGERING_LISTED)
         .await?;
-    Ok(tally.finish(
+    let mut figures = tally.finish(
         Rows {
             escalations,
             lingering,
             lingering_as_of: as_of,
         },
         &titles,
-    ))
+    );
+    figures.statutory = super::statutory::read(store, period, now).await?;
+    Ok(figures)
 }

@@ -5,6 +5,7 @@
 //! - `period`: fiscal years (April–March) and months in the configured zone, 令和 labels;
 //! - `gather`: what the store holds for a period (the SQL itself is in `store::report`);
 //! - `figures`: the tally of one period, pure; `stats`: medians and 90th percentiles;
+//! - `statutory`: the deadlines of 個人情報保護法 and 番号法 (#16's clocks), met, missed, running;
 //! - `summary`: the generated Japanese paragraph (件数の増減, 対応時間の変化, 期限の遵守率);
 //! - `tables`: which figure stands in which row and column, once for HTML and CSV;
 //! - `render_html` (with `charts`, SVG by plotters), `render_csv`, `render_json`.
@@ -21,6 +22,7 @@ pub mod render_csv;
 pub mod render_html;
 pub mod render_json;
 pub mod stats;
+pub mod statutory;
 pub mod summary;
 pub mod tables;
 

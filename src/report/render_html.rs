@@ -28,6 +28,9 @@ h3 { font-size: 1rem; margin: 1.25rem 0 .25rem; }
 table { border-collapse: collapse; margin: .25rem 0 .75rem; font-size: .9rem; min-width: 50%; }
 th, td { border: 1px solid #b8bec7; padding: .2rem .5rem; vertical-align: top; }
 th { background: #eef2f7; font-weight: normal; text-align: center; }
+/* Column headings break only where the renderer allows (after 年): `2026年` over `4月`, not
+   `2026` over `年4` over `月` in the twelve-month tables. */
+thead th { word-break: keep-all; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.blank { color: #999; text-align: center; }
 tbody th { text-align: left; }
@@ -46,7 +49,11 @@ footer { margin-top: 2rem; color: #777; font-size: .8rem; }
   section#summary { break-before: auto; page-break-before: auto; }
   .scroll { overflow: visible; }
   table { font-size: 8.5pt; }
-  tr, figure { break-inside: avoid; page-break-inside: avoid; }
+  tr, figure, .short { break-inside: avoid; page-break-inside: avoid; }
+  /* Twelve months and two totals across A4: smaller type rather than a cut-off column. */
+  .wide table { font-size: 7.5pt; }
+  .wide th, .wide td { padding: .1rem .25rem; }
+  .wide tbody th { min-width: 7em; }
   h2, h3 { break-after: avoid; page-break-after: avoid; }
 }
 "#;
@@ -85,15 +92,35 @@ fn cell(c: &Cell, tz: Tz) -> String {
     }
 }
 
+/// At most this many rows, a table is not split across printed pages.
+const SHORT_ROWS: usize = 20;
+/// Beyond this many columns (the per-month tables), a table is printed in smaller type.
+const WIDE_COLUMNS: usize = 8;
+
 fn table_html(table: &Table, tz: Tz) -> String {
     let mut out = format!("<h3>{}</h3>\n", esc(table.name));
     if table.rows.is_empty() {
         out.push_str("<p class=\"empty\">該当なし</p>\n");
         return out;
     }
-    out.push_str("<div class=\"scroll\"><table>\n<thead><tr>");
+    // A short table is kept on one page with its heading; a long one (the lingering
+    // incidents) has to break between rows.
+    let class = match (
+        table.rows.len() <= SHORT_ROWS,
+        table.columns.len() > WIDE_COLUMNS,
+    ) {
+        (true, true) => "scroll short wide",
+        (true, false) => "scroll short",
+        (false, true) => "scroll wide",
+        (false, false) => "scroll",
+    };
+    let _ = write!(out, "<div class=\"{class}\"><table>\n<thead><tr>");
     for c in &table.columns {
-        let _ = write!(out, "<th scope=\"col\">{}</th>", esc(c));
+        let _ = write!(
+            out,
+            "<th scope=\"col\">{}</th>",
+            esc(c).replace('年', "年<wbr>")
+        );
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for row in &table.rows {
@@ -291,7 +318,9 @@ pub fn render(report: &Report) -> String {
     let _ = write!(
         out,
         "<footer>csirt {} が作成。期間はインシデントの起票日時で数え、各インシデントの受付・クローズは作成時点の記録による。\
-         期限はプレイブックの [[deadline]] で、期日までにクローズしたものを期限内とする。</footer>\n</body>\n</html>\n",
+         期限はプレイブックの [[deadline]] で、期日までにクローズしたものを期限内とする。\
+         法定の報告期限は個人情報保護法・番号法の規則 (pii-rules) により覚知から数え、期日までに報告・通知を記録したものを期限内とする \
+         (「速やかに」は記録した時点で期限内)。</footer>\n</body>\n</html>\n",
         env!("CARGO_PKG_VERSION")
     );
     out

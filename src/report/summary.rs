@@ -86,6 +86,7 @@ pub fn write(current: &Figures, previous: Option<&Figures>) -> Vec<String> {
         out.push(response_sentence(current, previous));
     }
     out.push(deadline_sentence(current, previous));
+    out.push(statutory_sentence(current, previous));
     let never = current.never_acknowledged;
     if never.still_open > 0 {
         out.push(format!(
@@ -155,11 +156,14 @@ fn deadline_sentence(current: &Figures, previous: Option<&Figures>) -> String {
         return "プレイブックを読めなかったため、期限は集計していません。".into();
     }
     match d.compliance_rate {
-        None if d.running > 0 => format!("期限はまだ到来していません (進行中 {} 件)。", d.running),
-        None => "期限のあるインシデントはありませんでした。".into(),
+        None if d.running > 0 => format!(
+            "プレイブックの期限はまだ到来していません (進行中 {} 件)。",
+            d.running
+        ),
+        None => "プレイブックの期限のあるインシデントはありませんでした。".into(),
         Some(rate) => {
             let mut text = format!(
-                "期限の遵守率は {} (期限内 {} 件、超過 {} 件、進行中 {} 件) でした",
+                "プレイブックの期限の遵守率は {} (期限内 {} 件、超過 {} 件、進行中 {} 件) でした",
                 percent(rate),
                 d.met,
                 d.missed,
@@ -172,6 +176,41 @@ fn deadline_sentence(current: &Figures, previous: Option<&Figures>) -> String {
             text
         }
     }
+}
+
+/// The statutory reports' deadlines: the rate, and what is overdue and still not made (what
+/// the 本部 must hear of first).
+fn statutory_sentence(current: &Figures, previous: Option<&Figures>) -> String {
+    let s = &current.statutory;
+    const WHAT: &str = "個人情報保護法・番号法による報告・通知";
+    if !s.any() {
+        return format!("{WHAT}を要するインシデントはありませんでした。");
+    }
+    let mut text = match s.compliance_rate {
+        None => format!(
+            "{WHAT} (インシデント {} 件) の期限はまだ到来していません (進行中 {} 件)",
+            s.incidents, s.running
+        ),
+        Some(rate) => format!(
+            "{WHAT} (インシデント {} 件) の期限の遵守率は {} (期限内 {} 件、超過 {} 件、進行中 {} 件) でした",
+            s.incidents,
+            percent(rate),
+            s.met,
+            s.missed,
+            s.running
+        ),
+    };
+    if let Some(before) = previous.and_then(|p| p.statutory.compliance_rate) {
+        text.push_str(&format!(" (前年同期 {})", percent(before)));
+    }
+    text.push('。');
+    if s.outstanding > 0 {
+        text.push_str(&format!(
+            "うち {} 件は期限を過ぎて、なお報告・通知が記録されていません。",
+            s.outstanding
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ type Dimension = (
 );
 
 /// A row of one figure: this period's beside the previous year's (blank without one).
-fn compared(
+pub(super) fn compared(
     label: &str,
     f: &Figures,
     p: Option<&Figures>,
@@ -210,7 +210,7 @@ fn compared(
 }
 
 /// A table of such rows.
-fn compared_table(section: Section, name: &'static str, rows: Vec<Row>) -> Table {
+pub(super) fn compared_table(section: Section, name: &'static str, rows: Vec<Row>) -> Table {
     Table {
         section,
         name,
@@ -219,7 +219,7 @@ fn compared_table(section: Section, name: &'static str, rows: Vec<Row>) -> Table
     }
 }
 
-fn strings<const N: usize>(columns: [&str; N]) -> Vec<String> {
+pub(super) fn strings<const N: usize>(columns: [&str; N]) -> Vec<String> {
     columns.map(String::from).to_vec()
 }
 
@@ -244,8 +244,11 @@ pub fn tables(report: &Report) -> Vec<Table> {
                 "クローズまでの時間 (中央値)",
                 &median(|f| all_times(f).map(|t| t.1)),
             ),
-            row("期限の遵守率", &|f| {
+            row("期限の遵守率 (プレイブック)", &|f| {
                 Cell::Rate(f.deadlines.compliance_rate)
+            }),
+            row("法定の報告期限の遵守率", &|f| {
+                Cell::Rate(f.statutory.compliance_rate)
             }),
             row("受付されなかったインシデント", &|f| {
                 Cell::Count(f.never_acknowledged.total)
@@ -401,6 +404,7 @@ pub fn tables(report: &Report) -> Vec<Table> {
             })
             .collect(),
     });
+    out.extend(super::statutory::tables(f, p));
     out.push(compared_table(
         Section::Phishing,
         "不審メールの報告",
@@ -434,7 +438,13 @@ pub fn tables(report: &Report) -> Vec<Table> {
     out.push(Table {
         section: Section::Lingering,
         name: "30 日を超えて未クローズ",
-        columns: strings(["", "タイトル", "プレイブック", "重要度", "起票"]),
+        columns: strings([
+            "",
+            "タイトル",
+            "プレイブック",
+            "重要度 (市のレベル)",
+            "起票",
+        ]),
         rows: f
             .open_over_30_days
             .oldest
@@ -444,10 +454,13 @@ pub fn tables(report: &Report) -> Vec<Table> {
                 cells: vec![
                     Cell::Text(a.title.clone()),
                     Cell::Text(a.playbook.clone()),
+                    // The severity with the city's level beside it, as the period's
+                    // breakdown labels it (`高 (L2)`).
                     Cell::Text(
-                        a.severity
-                            .parse::<crate::model::Severity>()
-                            .map_or_else(|_| a.severity.clone(), |s| s.label_ja().to_string()),
+                        f.by_severity
+                            .iter()
+                            .find(|c| c.key == a.severity)
+                            .map_or_else(|| a.severity.clone(), |c| c.label.clone()),
                     ),
                     Cell::Time(a.opened_at),
                 ],

@@ -268,6 +268,7 @@ pub mod space;
 mod sql;
 mod sqlite;
 pub mod status;
+pub mod statutory;
 
 pub use checkpoints::{JournalPosition, LogPosition};
 pub use daemons::{DaemonError, Heartbeat, INGEST_STOPPED, Overview};

@@ -277,6 +277,17 @@ fn seed(env: &Env) {
     });
 }
 
+/// The summary's paragraphs of a JSON report, one a line.
+fn summary_of(r: &Value) -> String {
+    r["summary"]
+        .as_array()
+        .expect("summary")
+        .iter()
+        .map(|s| s.as_str().expect("text"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn report(env: &Env, args: &[&str]) -> std::process::Output {
     let mut all = vec!["report"];
     all.extend_from_slice(args);
@@ -463,13 +474,7 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
     assert_eq!(before["open_over_30_days"]["count"], 0);
     assert_eq!(before["open_over_30_days"]["as_of"], "2026-03-31T15:00:00Z");
 
-    let summary = r["summary"]
-        .as_array()
-        .expect("summary")
-        .iter()
-        .map(|s| s.as_str().expect("text"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let summary = summary_of(&r);
     assert!(
         summary.contains("令和8年度 (2026年度)のインシデントは 6 件でした。前年同期 (令和7年度 (2025年度)) の 3 件から 3 件 (100.0%) 増えました。"),
         "{summary}"
@@ -478,7 +483,10 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
         summary.contains("受付までの時間の中央値は 20分"),
         "{summary}"
     );
-    assert!(summary.contains("期限の遵守率は 50.0%"), "{summary}");
+    assert!(
+        summary.contains("プレイブックの期限の遵守率は 50.0%"),
+        "{summary}"
+    );
     // The store begins in June 2025: fiscal 2025 is covered only in part, and the report says so.
     assert_eq!(r["previous_records_from"], "2025-06-01T00:00:00Z");
     assert!(
@@ -611,8 +619,183 @@ fn html_and_csv_are_safe_and_complete(backend: Backend) {
 
 on_both_backends!(
     fiscal_year_figures_are_exact,
-    html_and_csv_are_safe_and_complete
+    html_and_csv_are_safe_and_complete,
+    statutory_deadlines_are_judged_from_the_recorded_reports
 );
+
+/// `csirt ARGS` on the seeded store, which must succeed.
+fn ok(env: &Env, args: &[&str]) {
+    let out = env.csirt(args);
+    assert_exit(&out, 0);
+}
+
+/// #16's clocks in the report (#15): the facts and reports go in through the real commands, so
+/// the clocks are the ones `pii::assess` computed. Fiscal 2026: #5 (480 persons, 覚知 July 1
+/// 00:00 UTC) notified the persons and sent the 速報 in time and the 確報 five days late; #6
+/// (要配慮, 覚知 April 1) recorded nothing, so its 速報 and 確報 are overdue and its 本人通知
+/// (速やかに) runs; #1 (財産的被害, 覚知 a day ago) runs all three. Fiscal 2025: #8 met all.
+fn statutory_deadlines_are_judged_from_the_recorded_reports(backend: Backend) {
+    let env = Env::new(backend);
+    seed(&env);
+    let yesterday = crate::pii::rfc3339(csirt::model::now() - chrono::TimeDelta::days(1));
+    for (id, facts) in [
+        (
+            "5",
+            &["--persons", "480", "--aware-at", "2026-07-01T00:00:00Z"][..],
+        ),
+        ("6", &["--sensitive", "--aware-at", "2026-04-01T00:00:00Z"]),
+        ("1", &["--financial", "--aware-at", &yesterday]),
+        (
+            "8",
+            &["--persons", "101", "--aware-at", "2025-06-01T00:00:00Z"],
+        ),
+    ] {
+        let mut args = vec!["incidents", "pii", id];
+        args.extend_from_slice(facts);
+        ok(&env, &args);
+    }
+    for (id, to, kind, at) in [
+        ("5", "person", "通知", "2026-07-02T00:00:00Z"),
+        ("5", "ppc", "速報", "2026-07-03T00:00:00Z"),
+        ("5", "ppc", "確報", "2026-08-05T00:00:00Z"),
+        ("8", "person", "通知", "2025-06-02T00:00:00Z"),
+        ("8", "ppc", "速報", "2025-06-04T00:00:00Z"),
+        ("8", "ppc", "確報", "2025-06-20T00:00:00Z"),
+    ] {
+        ok(
+            &env,
+            &[
+                "incidents",
+                "reported",
+                id,
+                "--to",
+                to,
+                "--kind",
+                kind,
+                "--at",
+                at,
+            ],
+        );
+    }
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "json"]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    let s = &r["current"]["statutory"];
+    assert_eq!(
+        (
+            &s["incidents"],
+            &s["met"],
+            &s["missed"],
+            &s["outstanding"],
+            &s["running"]
+        ),
+        (&json!(3), &json!(2), &json!(3), &json!(2), &json!(4)),
+        "{s:#}"
+    );
+    assert_eq!(s["compliance_rate"], 0.4);
+    let by: Vec<(String, i64, i64, i64)> = s["by_report"]
+        .as_array()
+        .expect("by_report")
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "{} {}",
+                    b["to"].as_str().expect("to"),
+                    b["kind"].as_str().expect("kind")
+                ),
+                b["met"].as_i64().expect("met"),
+                b["missed"].as_i64().expect("missed"),
+                b["running"].as_i64().expect("running"),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64, i64, i64)> = [
+        ("ppc 速報", 1, 1, 1),
+        ("ppc 確報", 0, 2, 1),
+        ("person 通知", 1, 0, 2),
+    ]
+    .iter()
+    .map(|(k, m, x, r)| (k.to_string(), *m, *x, *r))
+    .collect();
+    assert_eq!(by, expected);
+    // Missed, in order of opening: #6 (April) before #5 (July). #6's are still not made (late
+    // until now); #5's 確報 was due July 31 and made August 5.
+    let missed = s["missed_reports"].as_array().expect("missed");
+    let listed: Vec<(i64, &str, &Value)> = missed
+        .iter()
+        .map(|m| {
+            (
+                m["incident"].as_i64().expect("id"),
+                m["kind"].as_str().expect("kind"),
+                &m["done_at"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (6, "速報", &Value::Null),
+            (6, "確報", &Value::Null),
+            (5, "確報", &json!("2026-08-05T00:00:00Z"))
+        ]
+    );
+    assert_eq!(missed[0]["due_at"], "2026-04-06T00:00:00Z");
+    assert!(missed[0]["late_seconds"].as_i64().expect("late") > 200 * 86_400);
+    assert_eq!(missed[2]["due_at"], "2026-07-31T00:00:00Z");
+    assert_eq!(missed[2]["late_seconds"], 5 * 86_400);
+    assert_eq!(missed[2]["title"], FORMULA_TITLE);
+    let running: Vec<(i64, &str)> = s["running_reports"]
+        .as_array()
+        .expect("running")
+        .iter()
+        .map(|r| {
+            (
+                r["incident"].as_i64().expect("id"),
+                r["kind"].as_str().expect("kind"),
+            )
+        })
+        .collect();
+    assert_eq!(running.len(), 4, "{running:?}");
+    assert!(running.contains(&(6, "通知")) && running.contains(&(1, "確報")));
+    let before = &r["previous"]["statutory"];
+    assert_eq!(
+        (&before["met"], &before["missed"], &before["running"]),
+        (&json!(3), &json!(0), &json!(0))
+    );
+    assert_eq!(before["compliance_rate"], 1.0);
+    let summary = summary_of(&r);
+    assert!(
+        summary.contains("個人情報保護法・番号法による報告・通知 (インシデント 3 件) の期限の遵守率は 40.0% (期限内 2 件、超過 3 件、進行中 4 件) でした (前年同期 100.0%)。うち 2 件は期限を過ぎて、なお報告・通知が記録されていません。"),
+        "{summary}"
+    );
+    // The playbooks' deadlines are counted as before, beside the statutory ones.
+    assert_eq!(r["current"]["deadlines"]["compliance_rate"], 0.5);
+
+    // The same figures in the HTML and the CSV.
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "csv"]);
+    assert_exit(&out, 0);
+    let csv = String::from_utf8(out.stdout.clone()).expect("UTF-8");
+    for line in [
+        "\"法定の報告期限 (個人情報保護法・番号法)\",\"遵守率\",\"今期 (割合)\",0.4000\r\n",
+        "\"法定の報告期限 (個人情報保護法・番号法)\",\"遵守率\",\"前年同期 (割合)\",1.0000\r\n",
+        "\"法定の報告期限を超過したもの\",\"#5\",\"遅れ (秒)\",432000\r\n",
+        "\"主な数値\",\"法定の報告期限の遵守率\",\"今期 (割合)\",0.4000\r\n",
+    ] {
+        assert!(csv.contains(line), "{line} in {csv}");
+    }
+    let out = report(&env, &["--fiscal-year", "2026", "--format", "html"]);
+    assert_exit(&out, 0);
+    let html = stdout(&out);
+    assert!(
+        html.contains("<h3>法定の報告期限を超過したもの</h3>"),
+        "{html}"
+    );
+    assert!(html.contains("<td>未報告</td>") && html.contains("<td class=\"n\">5日</td>"));
+    assert!(html.contains("<td>速やかに</td>"));
+    // The lingering incidents show the city's level beside their severity.
+    assert!(html.contains("<td>緊急 (L3)</td>"), "{html}");
+}
 
 #[test]
 fn bad_periods_and_formats_are_usage_errors_and_an_empty_period_says_so() {
