@@ -23,10 +23,12 @@
 #     text layer does not always keep it; pdftotext holds no U+FFFD;
 #   - pdftotext holds the title, the fiscal year's label and every section's heading.
 # Prints the figures (times, sizes, pages, fonts). The PNG of page 1 at 72 dpi is what
-# docs/report-page1.png shows (OUT_PNG=docs/report-page1.png writes it there).
+# docs/report-page1.png shows (OUT_PNG=docs/report-page1.png writes it there); page 2, the first
+# charts, is docs/report-page2.png (OUT_CHART_PNG=docs/report-page2.png).
 #
 # Usage (from the repository root):  bash bench/render_report.sh
 # Environment:  INCIDENTS=3000  EXPECTED_PAGES=…  KEEP=1 (keep the temp dir)  OUT_PNG=PATH
+#               OUT_CHART_PNG=PATH
 #               CHROMIUM=chromium
 set -euo pipefail
 
@@ -137,9 +139,10 @@ chrome() {
 chrome --print-to-pdf="$TMP/report.pdf"
 t2=$(now)
 chrome --screenshot="$TMP/phone.png" --window-size=412,2400 --hide-scrollbars
-pdftoppm -png -r 72 -f 1 -l 1 "$TMP/report.pdf" "$TMP/page"
+pdftoppm -png -r 72 -f 1 -l 2 "$TMP/report.pdf" "$TMP/page"
 page1=$(ls "$TMP"/page-*1.png)
 if [[ -n "${OUT_PNG:-}" ]]; then cp "$page1" "$OUT_PNG"; fi
+if [[ -n "${OUT_CHART_PNG:-}" ]]; then cp "$(ls "$TMP"/page-*2.png)" "$OUT_CHART_PNG"; fi
 
 python3 - "$TMP" "$EXPECTED_PAGES" "$page1" "$t0" "$t1" "$t2" "$INCIDENTS" <<'PY'
 import html, html.parser, os, re, subprocess, sys
