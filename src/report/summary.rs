@@ -87,11 +87,12 @@ pub fn write(current: &Figures, previous: Option<&Figures>) -> Vec<String> {
     }
     out.push(deadline_sentence(current, previous));
     out.push(statutory_sentence(current, previous));
+    // The same total as the 主な数値 table's row, so the two never seem to disagree.
     let never = current.never_acknowledged;
     if never.still_open > 0 {
         out.push(format!(
-            "受付されないまま未クローズのインシデントが {} 件あります。",
-            never.still_open
+            "受付されなかったインシデントは {} 件で、うち {} 件は受付されないまま未クローズです。",
+            never.total, never.still_open
         ));
     }
     let lingering = &current.open_over_30_days;

@@ -487,6 +487,13 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
         summary.contains("プレイブックの期限の遵守率は 50.0%"),
         "{summary}"
     );
+    // The same total as the 主な数値 row beside it.
+    assert!(
+        summary.contains(
+            "受付されなかったインシデントは 1 件で、うち 1 件は受付されないまま未クローズです。"
+        ),
+        "{summary}"
+    );
     // The store begins in June 2025: fiscal 2025 is covered only in part, and the report says so.
     assert_eq!(r["previous_records_from"], "2025-06-01T00:00:00Z");
     assert!(
