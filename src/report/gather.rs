@@ -2,12 +2,12 @@
 //! and tallies both the same way. Reads only; the statements are in `store::report`.
 
 use super::figures::{LINGERING, LINGERING_LISTED, Rows, Tally};
-use super::period::{Instants, Period, PeriodError};
+use super::period::{Period, PeriodError};
 use super::{Report, TITLE};
 use crate::level::Levels;
 use crate::playbook::PlaybookSet;
 use crate::store::{Store, StoreError};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
 /// Why a report could not be made.
@@ -57,28 +57,9 @@ pub async fn gather(
     })
 }
 
-/// How many batches of incidents are read at once: SQLite reads one on each connection of its
-/// read pool while the report counts the one before.
+/// How many batches of incidents (months) are read at once: SQLite reads one on each
+/// connection of its read pool while the report counts the one before.
 const READ_AHEAD: usize = 2;
-
-/// The longest span of time one batch covers: a month is read in about four batches. A batch
-/// is one text of the whole span (`store::report::OpenedIncidents`), copied twice on its way
-/// out of SQLite; at a month of a million-incident store (tens of megabytes) each copy was
-/// fresh memory from the kernel, page faults that cost more system time than the reading.
-const BATCH_SPAN: TimeDelta = TimeDelta::days(8);
-
-/// `span` cut into pieces of at most `BATCH_SPAN`, in order.
-fn batches_of((start, end): Instants) -> impl Iterator<Item = Instants> {
-    let mut from = start;
-    std::iter::from_fn(move || {
-        (from < end).then(|| {
-            let to = (from + BATCH_SPAN).min(end);
-            let piece = (from, to);
-            from = to;
-            piece
-        })
-    })
-}
 
 async fn figures_of(
     store: &Store,
@@ -89,16 +70,10 @@ async fn figures_of(
 ) -> Result<super::figures::Figures, ReportError> {
     let mut tally = Tally::new(period, playbooks, levels, now);
     let spans = period.month_spans()?;
-    let pieces = spans
-        .into_iter()
-        .enumerate()
-        .flat_map(|(month, span)| batches_of(span).map(move |piece| (month, piece)));
-    let mut batches =
-        futures_util::stream::iter(pieces)
-            .map(|(month, (start, end))| async move {
-                (month, store.report_incidents(start, end).await)
-            })
-            .buffered(READ_AHEAD);
+    let mut batches = futures_util::stream::iter(spans)
+        .map(|(start, end)| store.report_incidents(start, end))
+        .buffered(READ_AHEAD)
+        .enumerate();
     while let Some((month, batch)) = batches.next().await {
         batch?.each(|incident| tally.add(month, &incident))?;
     }
@@ -116,32 +91,4 @@ async fn figures_of(
         },
         &titles,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn a_span_is_read_in_pieces_that_cover_it_once() {
-        let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap();
-        let pieces: Vec<Instants> = batches_of((
-            at(31, 15),
-            Utc.with_ymd_and_hms(2026, 4, 30, 15, 0, 0).unwrap(),
-        ))
-        .collect();
-        assert_eq!(pieces.len(), 4);
-        assert_eq!(pieces[0], (at(31, 15), at(31, 15) + BATCH_SPAN));
-        assert!(pieces.windows(2).all(|w| w[0].1 == w[1].0));
-        assert_eq!(
-            pieces[3].1,
-            Utc.with_ymd_and_hms(2026, 4, 30, 15, 0, 0).unwrap()
-        );
-        assert_eq!(batches_of((at(1, 0), at(1, 0))).count(), 0);
-        assert_eq!(
-            batches_of((at(1, 0), at(1, 1))).collect::<Vec<_>>(),
-            [(at(1, 0), at(1, 1))]
-        );
-    }
 }
