@@ -70,9 +70,9 @@ pub(super) async fn open(
         Role::Daemon => 4,
     };
     // Readers map the file instead of copying it a page at a time: `csirt report` reads every
-    // incident of two years, a whole store of a million (785 MB) in 130,000 pread calls, and
-    // their system time was a fifth of the report's. Writes still go through the writer's
-    // ordinary I/O; SQLite keeps a mapping coherent with them (and with the WAL).
+    // incident of two years, on a store of a million (785 MB) 132,000 pread calls; mapped, the
+    // report's system time fell from about 1.0 s to 0.65 s. Writes still go through the
+    // writer's ordinary I/O; SQLite keeps a mapping coherent with them (and with the WAL).
     let read = SqlitePoolOptions::new()
         .max_connections(readers)
         .acquire_timeout(BUSY_TIMEOUT)
