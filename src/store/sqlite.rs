@@ -13,6 +13,9 @@ use std::time::Duration;
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of the file a reader maps (address space, not memory): SQLite's own ceiling on
+/// Linux (`SQLITE_MAX_MMAP_SIZE`), beyond which it reads as usual.
+const READ_MMAP_SIZE: &str = "2147418112";
 
 /// The reader and writer pools of one SQLite file.
 pub(super) async fn open(
@@ -66,10 +69,14 @@ pub(super) async fn open(
         Role::Cli => 2,
         Role::Daemon => 4,
     };
+    // Readers map the file instead of copying it a page at a time: `csirt report` reads every
+    // incident of two years, on a store of a million (785 MB) 132,000 pread calls; mapped, the
+    // report's system time fell from about 1.0 s to 0.65 s. Writes still go through the
+    // writer's ordinary I/O; SQLite keeps a mapping coherent with them (and with the WAL).
     let read = SqlitePoolOptions::new()
         .max_connections(readers)
         .acquire_timeout(BUSY_TIMEOUT)
-        .connect_lazy_with(options);
+        .connect_lazy_with(options.pragma("mmap_size", READ_MMAP_SIZE));
     Ok((read, write))
 }
 
