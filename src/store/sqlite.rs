@@ -69,14 +69,20 @@ pub(super) async fn open(
         Role::Cli => 2,
         Role::Daemon => 4,
     };
-    // Readers map the file instead of copying it a page at a time: `csirt report` reads every
-    // incident of two years, on a store of a million (785 MB) 132,000 pread calls; mapped, the
-    // report's system time fell from about 1.0 s to 0.65 s. Writes still go through the
-    // writer's ordinary I/O; SQLite keeps a mapping coherent with them (and with the WAL).
+    // A command's readers map the file instead of copying it a page at a time: `csirt report`
+    // reads every incident of two years, on a store of a million (785 MB) 132,000 pread calls;
+    // mapped, the report's system time fell from about 1.0 s to 0.65 s. Writes still go through
+    // the writer's ordinary I/O; SQLite keeps a mapping coherent with them (and with the WAL).
+    // Not the daemon's: an I/O error on a mapped page is a SIGBUS, not an error the daemon can
+    // log, retry and report in `csirt status`, and its reads are small.
+    let options = match role {
+        Role::Cli => options.pragma("mmap_size", READ_MMAP_SIZE),
+        Role::Daemon | Role::Migrate => options,
+    };
     let read = SqlitePoolOptions::new()
         .max_connections(readers)
         .acquire_timeout(BUSY_TIMEOUT)
-        .connect_lazy_with(options.pragma("mmap_size", READ_MMAP_SIZE));
+        .connect_lazy_with(options);
     Ok((read, write))
 }
 
