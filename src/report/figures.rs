@@ -615,7 +615,15 @@ impl<'a> Tally<'a> {
             open_over_30_days: Lingering {
                 as_of: rows.lingering_as_of,
                 count: rows.lingering.0,
-                oldest: rows.lingering.1,
+                oldest: rows
+                    .lingering
+                    .1
+                    .into_iter()
+                    .map(|a| AgedIncident {
+                        level: a.severity.parse().ok().map(|s| self.levels.of(s)),
+                        ..a
+                    })
+                    .collect(),
             },
             false_positives,
         }

@@ -50,6 +50,10 @@ pub struct AgedIncident {
     pub title: String,
     pub playbook: String,
     pub severity: String,
+    /// The city's level of `severity` (the config's `[levels]`), set by the report: not stored.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<crate::level::Level>,
     pub opened_at: DateTime<Utc>,
 }
 

@@ -440,6 +440,23 @@ fn fiscal_year_figures_are_exact(backend: Backend) {
         .map(|a| a["id"].as_i64().expect("id"))
         .collect();
     assert_eq!(lingering, [6, 3]);
+    // Each with the city's level beside its severity (the default [levels]).
+    let levels: Vec<(String, String)> = now["open_over_30_days"]["oldest"]
+        .as_array()
+        .expect("oldest")
+        .iter()
+        .map(|a| (a["severity"].to_string(), a["level"].to_string()))
+        .collect();
+    assert!(
+        levels.iter().all(|(s, l)| match s.as_str() {
+            "\"critical\"" => l == "\"L3\"",
+            "\"high\"" => l == "\"L2\"",
+            "\"medium\"" => l == "\"L1\"",
+            "\"low\"" => l == "\"L0\"",
+            _ => false,
+        }),
+        "{levels:?}"
+    );
     assert_eq!(
         now["false_positives"],
         json!([
