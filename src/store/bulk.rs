@@ -96,7 +96,7 @@ fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
 
 /// Times as sqlx writes a bound `DateTime<Utc>` in SQLite (RFC 3339, `+00:00`, a fraction
 /// only when there is one), each distinct time formatted once: a batch's hits mostly share a
-/// few seconds, and formatting every bound time was 4% of a spray's instructions (#13).
+/// few seconds, and formatting every bound time was about 2% of a spray's instructions (#13).
 #[derive(Default)]
 struct SqliteTimes {
     texts: Vec<String>,
