@@ -22,8 +22,8 @@
 //! Bounded: windows whose span has passed are dropped as the log's time moves on; past
 //! `bound` windows the oldest (by newest hit) are spilled — forgotten here, still in the store.
 
+use super::gate::SlotMap;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 
 /// One key's window, 24 bytes: its newest hit inline (a spray's key mostly has one), older
 /// hits still inside it in `Windows::older`.
@@ -73,9 +73,9 @@ pub struct Tally {
 /// The windows of one store's ingest.
 #[derive(Debug)]
 pub struct Windows {
-    map: HashMap<u64, Window>,
+    map: SlotMap<Window>,
     /// The hits of a window other than its newest, for the keys that have them.
-    older: HashMap<u64, Vec<(i64, u32)>>,
+    older: SlotMap<Vec<(i64, u32)>>,
     hasher: std::hash::RandomState,
     bound: usize,
     /// The newest hit (µs) of any window the store may hold that is not in `map`; `None` while
@@ -106,8 +106,8 @@ impl Windows {
     /// Empty, holding at most `bound` windows (at least 1).
     pub fn new(bound: usize) -> Windows {
         Windows {
-            map: HashMap::new(),
-            older: HashMap::new(),
+            map: SlotMap::default(),
+            older: SlotMap::default(),
             hasher: std::hash::RandomState::new(),
             bound: bound.max(1),
             forgotten: None,
@@ -268,8 +268,8 @@ impl Windows {
 
     /// Forgets every window (a batch that did not commit changed them): the store is read again.
     pub fn forget_all(&mut self) {
-        self.map = HashMap::new();
-        self.older = HashMap::new();
+        self.map = SlotMap::default();
+        self.older = SlotMap::default();
         self.forgotten = None;
         self.swept_at = 0;
     }

@@ -135,10 +135,13 @@ impl Store {
                 c.1 = c.1.min(hit.observed_at);
                 c.2 = c.2.max(hit.observed_at);
             }
-            let rows: Vec<CountRow<'_>> = counts
+            let mut rows: Vec<CountRow<'_>> = counts
                 .iter()
                 .map(|(&(playbook, key), &(hits, first, last))| CountRow { playbook, key, hits, first, last })
                 .collect();
+            // In key order, the counters' index order: the upserts walk its pages once, not in
+            // the hash map's random order.
+            rows.sort_unstable_by_key(|r| (r.playbook, r.key));
             tx.add_hit_counts(&rows).await?;
             // The open incident of each key, looked up once per batch: the key is locked (or the
             // store is, on SQLite), so only a responder's close can change it meanwhile, and the

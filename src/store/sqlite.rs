@@ -52,10 +52,15 @@ pub(super) async fn open(
             refuse_writable_by_others(&file)?;
         }
     }
+    // The writer's statement journals in memory: a multi-row INSERT inside the ingest
+    // transaction journals the pages it changes (to undo that one statement), and past 64 KiB
+    // SQLite spilled them to a temporary file, a third of the daemon's writes in a spray (#13).
+    // A journal lives for one statement of at most `bulk`'s chunk of rows.
+    let write_options = options.clone().pragma("temp_store", "memory");
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(BUSY_TIMEOUT)
-        .connect_with(options.clone())
+        .connect_with(write_options)
         .await
         .map_err(open_err)?;
     // The writer's first connection switched the file to WAL and may have made -wal and -shm.
