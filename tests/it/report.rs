@@ -808,6 +808,14 @@ fn statutory_deadlines_are_judged_from_the_recorded_reports(backend: Backend) {
     ] {
         assert!(csv.contains(line), "{line} in {csv}");
     }
+    // #5's title is a spreadsheet formula an attacker could have put in a log line: in the
+    // statutory table too it stays text.
+    assert!(
+        csv.contains(
+            "\"法定の報告期限を超過したもの\",\"#5\",\"インシデント\",\"'=HYPERLINK(\"\"http://evil.example/\"\",\"\"開く\"\")\"\r\n"
+        ),
+        "{csv}"
+    );
     let out = report(&env, &["--fiscal-year", "2026", "--format", "html"]);
     assert_exit(&out, 0);
     let html = stdout(&out);
