@@ -119,6 +119,9 @@ pub async fn run(
                 }
             }
         }
+        // A spray's batch is thousands of hits, each a handful of allocations: freeing them was
+        // a sixth of this task's work, which the next batch waits for. Another thread does it.
+        drop(tokio::task::spawn_blocking(move || drop(batch)));
         health.idle();
         if reserve_tried.is_none_or(|t| t.elapsed() >= RESERVE_RETRY) {
             reserve_tried = Some(Instant::now());

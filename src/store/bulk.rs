@@ -7,7 +7,6 @@
 
 use crate::engine::Hit;
 use chrono::{DateTime, Utc};
-use sqlx::QueryBuilder;
 use std::collections::HashMap;
 
 /// A key's hits in one batch, for its exact counter in `hit_counts`.
@@ -94,6 +93,57 @@ fn chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// The multi-row SQLite statements, their text made once per chunk size (formatting a 256-row
+/// statement's placeholders for every chunk was an eighth of the writer task's work in a spray).
+/// Values shared by a statement's rows are bound once, after each row's own.
+#[derive(Clone, Copy)]
+enum SqliteSql {
+    /// `hit_counts` upserts: per row the key, hits, first and last seen; then the playbook.
+    Counts,
+    /// Pending events: per row the key, locator, observed_at, text, fields and weight; then
+    /// the playbook, rule, kind, source and received_at.
+    Pending,
+}
+
+impl SqliteSql {
+    /// The statement for `rows` rows, a power of two of at most `SQLITE_CHUNK`.
+    fn text(self, rows: usize) -> &'static str {
+        static TEXTS: [std::sync::OnceLock<Vec<String>>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let sizes = SQLITE_CHUNK.trailing_zeros() as usize + 1;
+        let texts = TEXTS[self as usize]
+            .get_or_init(|| (0..sizes).map(|log2| self.build(1 << log2)).collect());
+        debug_assert!(rows.is_power_of_two() && rows <= SQLITE_CHUNK);
+        &texts[rows.trailing_zeros() as usize]
+    }
+
+    /// The text: the row template's `?` are each row's own values, bound in order; `$S1`… are
+    /// the shared ones, bound after them all. Own values stay anonymous: sqlx asks SQLite for
+    /// every parameter's name, a walk of the list of named ones, so naming a 256-row
+    /// statement's 1,500 parameters made binding it quadratic.
+    fn build(self, rows: usize) -> String {
+        let (head, row, tail) = match self {
+            SqliteSql::Counts => (
+                "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) ",
+                "($S1, ?, ?, ?, ?)",
+                COUNT_CONFLICT,
+            ),
+            SqliteSql::Pending => (
+                EVENT_COLUMNS,
+                "($S1, $S2, ?, $S3, $S4, ?, ?, $S5, ?, ?, ?)",
+                "",
+            ),
+        };
+        let own = rows * row.matches('?').count();
+        let mut row = row.to_string();
+        for shared in (1..=5).rev() {
+            row = row.replace(&format!("$S{shared}"), &format!("${}", own + shared));
+        }
+        let rows = vec![row; rows].join(", ");
+        format!("{head}VALUES {rows}{tail}")
+    }
+}
+
 /// Times as sqlx writes a bound `DateTime<Utc>` in SQLite (RFC 3339, `+00:00`, a fraction
 /// only when there is one), each distinct time formatted once: a batch's hits mostly share a
 /// few seconds, and formatting every bound time was about 2% of a spray's instructions (#13).
@@ -125,8 +175,9 @@ fn group_pending(rows: Vec<(String, DateTime<Utc>, i64)>) -> HashMap<String, Vec
     out
 }
 
-fn keys_json(keys: &[&str]) -> String {
-    serde_json::Value::from(keys.to_vec()).to_string()
+fn keys_json(keys: &[&str]) -> Result<String, sqlx::Error> {
+    // Written straight from the strings: through a `Value`, each key was copied first.
+    serde_json::to_string(keys).map_err(|e| sqlx::Error::Encode(e.into()))
 }
 
 impl Bulk for sqlx::SqliteConnection {
@@ -145,7 +196,7 @@ impl Bulk for sqlx::SqliteConnection {
              AND dedupe_key IN (SELECT value FROM json_each($2))",
         )
         .bind(playbook)
-        .bind(keys_json(keys))
+        .bind(keys_json(keys)?)
         .fetch_all(&mut *self)
         .await?;
         Ok(rows.into_iter().collect())
@@ -158,22 +209,23 @@ impl Bulk for sqlx::SqliteConnection {
             .map(|r| (times.index(r.first), times.index(r.last)))
             .collect();
         let texts = &times.texts;
-        let mut rest = rows.iter().zip(&stamps).collect::<Vec<_>>();
-        for size in chunks(rows.len(), SQLITE_CHUNK) {
-            let after = rest.split_off(size);
-            let chunk = std::mem::replace(&mut rest, after);
-            let mut q = QueryBuilder::new(
-                "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) ",
-            );
-            q.push_values(chunk, |mut b, (r, &(first, last))| {
-                b.push_bind(r.playbook)
-                    .push_bind(r.key)
-                    .push_bind(r.hits)
-                    .push_bind(texts[first].as_str())
-                    .push_bind(texts[last].as_str());
-            });
-            q.push(COUNT_CONFLICT);
-            q.build().persistent(true).execute(&mut *self).await?;
+        let rows: Vec<_> = rows.iter().zip(&stamps).collect();
+        // The playbook is bound once per statement, for a run of rows that share it.
+        for run in rows.chunk_by(|a, b| a.0.playbook == b.0.playbook) {
+            let mut rest = run;
+            for size in chunks(run.len(), SQLITE_CHUNK) {
+                let (chunk, after) = rest.split_at(size);
+                rest = after;
+                let mut q = sqlx::query(SqliteSql::Counts.text(size));
+                for &(r, &(first, last)) in chunk {
+                    q = q
+                        .bind(r.key)
+                        .bind(r.hits)
+                        .bind(texts[first].as_str())
+                        .bind(texts[last].as_str());
+                }
+                q.bind(chunk[0].0.playbook).execute(&mut *self).await?;
+            }
         }
         Ok(())
     }
@@ -187,25 +239,37 @@ impl Bulk for sqlx::SqliteConnection {
         let received = times.index(received_at);
         let observed: Vec<usize> = hits.iter().map(|h| times.index(h.observed_at)).collect();
         let texts = &times.texts;
-        let mut rest = hits.iter().zip(&observed).collect::<Vec<_>>();
-        for size in chunks(hits.len(), SQLITE_CHUNK) {
-            let after = rest.split_off(size);
-            let chunk = std::mem::replace(&mut rest, after);
-            let mut q = QueryBuilder::new(EVENT_COLUMNS);
-            q.push_values(chunk, |mut b, (h, &observed)| {
-                b.push_bind(&h.playbook)
-                    .push_bind(&h.rule)
-                    .push_bind(&h.dedupe_key)
-                    .push_bind(h.kind)
-                    .push_bind(&h.source)
-                    .push_bind(&h.locator)
-                    .push_bind(texts[observed].as_str())
-                    .push_bind(texts[received].as_str())
-                    .push_bind(&h.text)
-                    .push_bind(sqlx::types::Json(&h.fields))
-                    .push_bind(i64::from(h.weight));
-            });
-            q.build().persistent(true).execute(&mut *self).await?;
+        let hits: Vec<_> = hits.iter().zip(&observed).collect();
+        // What a run of hits from one rule and file shares is bound once per statement: binding
+        // (a copy into sqlx's arguments, another into SQLite's) and freeing each value again was
+        // most of the writer's work in a spray. Runs keep the hits' order.
+        fn shared(h: &Hit) -> (&str, &str, &str, &str) {
+            (&h.playbook, &h.rule, h.kind, &h.source)
+        }
+        for run in hits.chunk_by(|a, b| shared(a.0) == shared(b.0)) {
+            let mut rest = run;
+            for size in chunks(run.len(), SQLITE_CHUNK) {
+                let (chunk, after) = rest.split_at(size);
+                rest = after;
+                let mut q = sqlx::query(SqliteSql::Pending.text(size));
+                for &(h, &observed) in chunk {
+                    q = q
+                        .bind(h.dedupe_key.as_str())
+                        .bind(h.locator.as_str())
+                        .bind(texts[observed].as_str())
+                        .bind(h.text.as_str())
+                        .bind(sqlx::types::Json(&h.fields))
+                        .bind(i64::from(h.weight));
+                }
+                let first = chunk[0].0;
+                q.bind(first.playbook.as_str())
+                    .bind(first.rule.as_str())
+                    .bind(first.kind)
+                    .bind(first.source.as_str())
+                    .bind(texts[received].as_str())
+                    .execute(&mut *self)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -221,7 +285,7 @@ impl Bulk for sqlx::SqliteConnection {
              AND playbook = $1 AND dedupe_key IN (SELECT value FROM json_each($2)) AND observed_at >= $3",
         )
         .bind(playbook)
-        .bind(keys_json(keys))
+        .bind(keys_json(keys)?)
         .bind(since)
         .fetch_all(&mut *self)
         .await?;
@@ -378,6 +442,32 @@ mod tests {
                 format!("{bound:?}"),
                 format!("[Text({:?})]", times.texts[i])
             );
+        }
+    }
+
+    #[test]
+    fn shared_values_are_bound_once_after_each_rows_own() {
+        assert_eq!(
+            SqliteSql::Counts.text(2),
+            format!(
+                "INSERT INTO hit_counts (playbook, dedupe_key, hits, first_seen, last_seen) \
+                 VALUES ($9, ?, ?, ?, ?), ($9, ?, ?, ?, ?){COUNT_CONFLICT}"
+            )
+        );
+        assert!(SqliteSql::Pending.text(2).ends_with(
+            "VALUES ($13, $14, ?, $15, $16, ?, ?, $17, ?, ?, ?), \
+             ($13, $14, ?, $15, $16, ?, ?, $17, ?, ?, ?)"
+        ));
+        // The largest statement's last parameter: 6 per row and 5 shared, far below SQLite's
+        // limit of 32,766.
+        let largest = SqliteSql::Pending.text(SQLITE_CHUNK);
+        assert!(largest.contains(&format!("${},", 6 * SQLITE_CHUNK + 5)));
+        assert!(!largest.contains(&format!("${}", 6 * SQLITE_CHUNK + 6)));
+        for log2 in 0..=SQLITE_CHUNK.trailing_zeros() {
+            let rows = 1 << log2;
+            let text = SqliteSql::Counts.text(rows);
+            assert_eq!(text.matches(", ?, ?, ?, ?)").count(), rows);
+            assert_eq!(text.matches(&format!("(${}, ", 4 * rows + 1)).count(), rows);
         }
     }
 

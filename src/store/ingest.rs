@@ -135,13 +135,15 @@ impl Store {
                 c.1 = c.1.min(hit.observed_at);
                 c.2 = c.2.max(hit.observed_at);
             }
-            let mut rows: Vec<CountRow<'_>> = counts
+            // In key order (`keys` is sorted), the counters' index order: the upserts walk its
+            // pages once, not in the hash map's random order.
+            let rows: Vec<CountRow<'_>> = keys
                 .iter()
-                .map(|(&(playbook, key), &(hits, first, last))| CountRow { playbook, key, hits, first, last })
+                .filter_map(|slot| {
+                    let &(hits, first, last) = counts.get(slot)?;
+                    Some(CountRow { playbook: slot.0, key: slot.1, hits, first, last })
+                })
                 .collect();
-            // In key order, the counters' index order: the upserts walk its pages once, not in
-            // the hash map's random order.
-            rows.sort_unstable_by_key(|r| (r.playbook, r.key));
             tx.add_hit_counts(&rows).await?;
             // The open incident of each key, looked up once per batch: the key is locked (or the
             // store is, on SQLite), so only a responder's close can change it meanwhile, and the
@@ -198,7 +200,7 @@ impl Store {
             for hit in &batch.hits {
                 let slot = (hit.playbook.as_str(), hit.dedupe_key.as_str());
                 let open = open_of.get(&slot).copied().flatten();
-                if hit.raise.is_none() {
+                if hit.raise.is_none() && !nothing_to_raise.is_empty() {
                     nothing_to_raise.remove(&slot);
                 }
                 if let Some(raise) = &hit.raise {
