@@ -139,53 +139,59 @@ fn text_of(value: Option<FieldText<'_>>) -> Option<Cow<'_, str>> {
     value.and_then(|v| v.0)
 }
 
-/// One incident of a batch, in the order of `COLUMNS`.
-#[derive(Deserialize)]
-struct Record<'a>(
-    i64,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Option<Cow<'a, str>>,
-    #[serde(borrow)] Option<Cow<'a, str>>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Option<Cow<'a, str>>,
-    #[serde(borrow)] Option<Cow<'a, str>>,
-    i64,
-);
+/// What a batch holds of each incident, in this order. The first acknowledgement and the
+/// channel of an incident without a recorded origin are one index lookup each
+/// (`timeline_incident`, `events_incident`), only for the incidents that need them (COALESCE
+/// stops at a value). `time` writes a time column as text (PostgreSQL's own text form of a
+/// timestamptz is not RFC 3339).
+fn columns(time: fn(&str) -> String) -> String {
+    let origin = "COALESCE(i.origin, (SELECT CASE WHEN e.kind = 'mail' THEN 'mail' WHEN e.source LIKE 'journal:%' THEN 'journal' ELSE 'log' END \
+      FROM events e WHERE e.incident_id = i.id ORDER BY e.id LIMIT 1))";
+    let ack = time(
+        "COALESCE(i.acknowledged_at, (SELECT MIN(t.at) FROM timeline t WHERE t.incident_id = i.id AND t.action = 'acknowledged'))",
+    );
+    let (opened, closed) = (time("i.opened_at"), time("i.closed_at"));
+    format!(
+        "i.id, i.severity, i.category, i.playbook, {origin}, i.resolution, {opened}, {ack}, {closed}, \
+         i.event_count"
+    )
+}
 
-/// What a batch holds of each incident. The first acknowledgement and the channel of an
-/// incident without a recorded origin are one index lookup each (`timeline_incident`,
-/// `events_incident`), only for the incidents that need them (COALESCE stops at a value).
-const COLUMNS: &str = "i.id, i.severity, i.category, i.playbook, \
-     COALESCE(i.origin, (SELECT CASE WHEN e.kind = 'mail' THEN 'mail' WHEN e.source LIKE 'journal:%' THEN 'journal' ELSE 'log' END \
-      FROM events e WHERE e.incident_id = i.id ORDER BY e.id LIMIT 1)), \
-     i.resolution, i.opened_at, \
-     COALESCE(i.acknowledged_at, (SELECT MIN(t.at) FROM timeline t WHERE t.incident_id = i.id AND t.action = 'acknowledged')), \
-     i.closed_at, i.event_count";
+/// How many columns `columns` gives.
+const COLUMN_COUNT: usize = 10;
 
-/// The incidents opened in `[$1, $2)`, through the index `incidents_opened`, as a JSON array of
-/// `COLUMNS` arrays and, beside it, their `fields` joined by U+001E (which JSON text never holds
-/// unescaped), in the same order: one aggregate feeds both. SQLite reads `fields` as stored
-/// text instead of parsing it (its JSON parser cost more than all the rest of a row).
+/// The incidents opened in `[$1, $2)`, through the index `incidents_opened`, as text: each
+/// incident's `columns` written by `format($3, …)` (`RECORD`: joined by U+001F, a missing value
+/// empty), the incidents joined by U+001E, and beside it their `fields` joined by U+001E, in the
+/// same order (one scan feeds both aggregates). Those columns are the store's own words
+/// (playbook names, categories, times, numbers), never a log's or a mail's, so the separators
+/// need no escaping; a value that held one anyway shows as a record of the wrong length, which
+/// is refused. JSON text never holds U+001E unescaped. Not JSON: writing and parsing a JSON
+/// array of a million records was most of a report's work (#15); and SQLite reads `fields` as
+/// stored text instead of parsing it (its JSON parser cost more than all the rest of a row).
 fn batch_sql(backend: &Backend) -> String {
-    let (array, row, fields) = match backend {
+    let (aggregate, chr, columns, fields) = match backend {
         Backend::Sqlite { .. } => (
-            "json_group_array",
-            "json_array",
-            "group_concat(i.fields, char(30))",
+            "group_concat",
+            "char",
+            columns(|t| t.to_string()),
+            "i.fields",
         ),
         Backend::Postgres(_) => (
-            "json_agg",
-            "json_build_array",
-            "string_agg(i.fields::text, chr(30))",
+            "string_agg",
+            "chr",
+            columns(|t| format!("to_json({t}) #>> '{{}}'")),
+            "i.fields::text",
         ),
     };
     format!(
-        "SELECT CAST({array}({row}({COLUMNS})) AS TEXT), {fields} FROM incidents i \
-         WHERE i.opened_at >= $1 AND i.opened_at < $2"
+        "SELECT {aggregate}(format($3, {columns}), {chr}(30)), {aggregate}({fields}, {chr}(30)) \
+         FROM incidents i WHERE i.opened_at >= $1 AND i.opened_at < $2"
     )
 }
+
+/// The format of a record: each column as text (NULL as nothing), joined by U+001F.
+const RECORD: &str = "%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s\u{1f}%s";
 
 /// The incidents opened in a span of time, as the store sent them (`Store::report_incidents`).
 #[derive(Debug, Default)]
@@ -194,8 +200,10 @@ pub struct OpenedIncidents {
     fields: Option<String>,
 }
 
-/// U+001E between the incidents' fields in a batch.
+/// U+001E between the incidents (and between their fields) in a batch.
 const SEPARATOR: char = '\u{1e}';
+/// U+001F between an incident's columns.
+const COLUMN_SEPARATOR: char = '\u{1f}';
 
 impl OpenedIncidents {
     /// Calls `f` with each incident; how many there were.
@@ -203,82 +211,78 @@ impl OpenedIncidents {
         let Some(records) = self.records.as_deref() else {
             return Ok(0);
         };
-        let fields = self
+        let mut fields = self
             .fields
             .as_deref()
             .map(|all| all.split(SEPARATOR))
             .into_iter()
             .flatten();
-        let mut each = EachRecord {
-            count: 0,
-            failed: None,
-            fields,
-            f: |r: Record<'_>, text: Option<&str>| -> Result<(), StoreError> {
-                let text = text.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "incident #{}: its fields are missing from the batch",
-                        r.0
-                    ))
-                })?;
-                f(incident(r, text)?);
-                Ok(())
-            },
-        };
-        let mut de = serde_json::Deserializer::from_str(records);
-        let parsed = de.deserialize_seq(&mut each).and_then(|()| de.end());
-        if let Some(e) = each.failed {
-            return Err(e);
+        let mut count = 0;
+        for record in records.split(SEPARATOR) {
+            count += 1;
+            let mut columns = [""; COLUMN_COUNT];
+            let mut parts = record.split(COLUMN_SEPARATOR);
+            for column in &mut columns {
+                *column = parts.next().ok_or_else(|| short_record(count))?;
+            }
+            if parts.next().is_some() {
+                return Err(short_record(count));
+            }
+            let text = fields.next().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "incident #{}: its fields are missing from the batch",
+                    columns[0]
+                ))
+            })?;
+            f(incident(&columns, text)?);
         }
-        parsed.map_err(|e| StoreError::Corrupt(format!("the report's batch of incidents: {e}")))?;
-        if each.fields.next().is_some() {
+        if fields.next().is_some() {
             return Err(StoreError::Corrupt(
                 "the report's batch holds more incidents' fields than incidents (a field holds U+001E)"
                     .into(),
             ));
         }
-        Ok(each.count)
+        Ok(count)
     }
 }
 
-/// Walks a batch's array one record at a time (no array of a month's records is built), with
-/// the record's fields text beside it, and keeps the first error of `f` to return it as it was.
-struct EachRecord<I, F> {
-    count: usize,
-    failed: Option<StoreError>,
-    fields: I,
-    f: F,
+/// The error for the `n`th record of a batch that is not `COLUMN_COUNT` columns long.
+fn short_record(n: usize) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the report's batch of incidents: record {n} does not have {COLUMN_COUNT} columns \
+         (a playbook, category or severity holds U+001E or U+001F)"
+    ))
 }
 
-impl<'de, I, F> Visitor<'de> for &mut EachRecord<I, F>
-where
-    I: Iterator<Item = &'de str>,
-    F: FnMut(Record<'de>, Option<&'de str>) -> Result<(), StoreError>,
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an array of incidents")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<Record<'de>>()? {
-            self.count += 1;
-            if let Err(e) = (self.f)(record, self.fields.next()) {
-                self.failed = Some(e);
-                return Err(de::Error::custom("stopped"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The incident of record `r` and its `fields` text.
-fn incident<'a>(r: Record<'a>, fields: &'a str) -> Result<ReportedIncident<'a>, StoreError> {
-    let id = r.0;
+/// The incident of `columns` (in the order of `columns`) and its `fields` text.
+fn incident<'a>(
+    columns: &[&'a str; COLUMN_COUNT],
+    fields: &'a str,
+) -> Result<ReportedIncident<'a>, StoreError> {
+    let [
+        id,
+        severity,
+        category,
+        playbook,
+        origin,
+        resolution,
+        opened_at,
+        first_ack,
+        closed_at,
+        event_count,
+    ] = *columns;
     let corrupt = |what: String| StoreError::Corrupt(format!("incident #{id}: {what}"));
+    let id: i64 = id
+        .parse()
+        .map_err(|_| corrupt("its id is not a number".into()))?;
+    let event_count: i64 = event_count
+        .parse()
+        .map_err(|_| corrupt(format!("its event count `{event_count}` is not a number")))?;
     let parsed: ReportFields<'a> = serde_json::from_str(fields)
         .map_err(|e| corrupt(format!("its fields are not a JSON object: {e}")))?;
     let time = |t: &str| parse_time(t).ok_or_else(|| corrupt(format!("`{t}` is not a time")));
+    // Empty text is a missing value (`columns`).
+    let given = |t: &'a str| (!t.is_empty()).then_some(t);
     let reporters = text_of(parsed.reporters)
         .map(|list| {
             list.split(", ")
@@ -290,20 +294,18 @@ fn incident<'a>(r: Record<'a>, fields: &'a str) -> Result<ReportedIncident<'a>, 
         .unwrap_or_default();
     Ok(ReportedIncident {
         id,
-        severity: r.1.parse().map_err(|e| corrupt(format!("{e}")))?,
-        resolution: r
-            .5
-            .as_deref()
+        severity: severity.parse().map_err(|e| corrupt(format!("{e}")))?,
+        resolution: given(resolution)
             .map(str::parse)
             .transpose()
             .map_err(|e| corrupt(format!("{e}")))?,
-        opened_at: time(&r.6)?,
-        first_ack: r.7.as_deref().map(time).transpose()?,
-        closed_at: r.8.as_deref().map(time).transpose()?,
-        event_count: r.9,
-        category: r.2,
-        playbook: r.3,
-        origin: r.4,
+        opened_at: time(opened_at)?,
+        first_ack: given(first_ack).map(time).transpose()?,
+        closed_at: given(closed_at).map(time).transpose()?,
+        event_count,
+        category: Cow::Borrowed(category),
+        playbook: Cow::Borrowed(playbook),
+        origin: given(origin).map(Cow::Borrowed),
         ip: text_of(parsed.ip),
         user: text_of(parsed.user),
         reporters,
@@ -399,6 +401,7 @@ impl Store {
         let (records, fields): (Option<String>, Option<String>) = read!(self, pool => sqlx::query_as(&sql)
                 .bind(start)
                 .bind(end)
+                .bind(RECORD)
                 .fetch_one(pool)
                 .await?);
         Ok(OpenedIncidents { records, fields })
@@ -549,9 +552,11 @@ mod tests {
     fn a_batch_is_read_back_incident_by_incident() {
         let batch = OpenedIncidents {
             records: Some(
-                r#"[[7,"high","不正\"アクセス","ssh-bruteforce","journal","false-positive","2026-04-10T01:00:00+00:00",null,"2026-04-10T03:00:00+00:00",12],
-                    [8,"low","c","p",null,null,"2026-04-11T01:00:00+00:00","2026-04-11T01:10:00+00:00",null,1]]"#
-                    .into(),
+                [
+                    "7\u{1f}high\u{1f}不正\"アクセス\u{1f}ssh-bruteforce\u{1f}journal\u{1f}false-positive\u{1f}2026-04-10T01:00:00+00:00\u{1f}\u{1f}2026-04-10T03:00:00+00:00\u{1f}12",
+                    "8\u{1f}low\u{1f}c\u{1f}p\u{1f}\u{1f}\u{1f}2026-04-11T01:00:00+00:00\u{1f}2026-04-11T01:10:00+00:00\u{1f}\u{1f}1",
+                ]
+                .join("\u{1e}"),
             ),
             fields: Some("{\"ip\":\"203.0.113.5\",\"user\":\"root\"}\u{1e}{\"reporters\":\"a@x.jp, , b@x.jp\",\"from\":\"c@x.jp\"}".into()),
         };
@@ -581,11 +586,27 @@ mod tests {
             ]
         );
         assert_eq!(OpenedIncidents::default().each(|_| {}).expect("empty"), 0);
+        assert_eq!(RECORD.split('\u{1f}').count(), COLUMN_COUNT);
+        assert!(RECORD.split('\u{1f}').all(|c| c == "%s"));
         // A fields text holding the separator would shift every later incident's fields.
         let shifted = OpenedIncidents {
             records: batch.records.clone(),
             fields: Some("{}\u{1e}{}\u{1e}{}".into()),
         };
         assert!(matches!(shifted.each(|_| {}), Err(StoreError::Corrupt(_))));
+        // A category holding a separator makes a record of the wrong length: refused, not
+        // read with its columns shifted.
+        for category in ["a\u{1f}b", "a\u{1e}b"] {
+            let split = OpenedIncidents {
+                records: Some(format!(
+                    "9\u{1f}low\u{1f}{category}\u{1f}p\u{1f}log\u{1f}\u{1f}2026-04-11T01:00:00+00:00\u{1f}\u{1f}\u{1f}1"
+                )),
+                fields: Some("{}".into()),
+            };
+            assert!(
+                matches!(split.each(|_| {}), Err(StoreError::Corrupt(_))),
+                "{category:?}"
+            );
+        }
     }
 }
