@@ -34,7 +34,7 @@ pub const MAIL_FIELDS: [&str; 3] = ["subject", "from", "message_id"];
 struct PlaybookFile {
     id: Spanned<String>,
     title: Spanned<String>,
-    category: String,
+    category: Spanned<String>,
     severity: Severity,
     #[serde(default)]
     description: Option<String>,
@@ -580,6 +580,15 @@ fn parse(
             format!("id `{id}` must be lower-case letters, digits and `-`"),
         );
     }
+    let category = file.category.get_ref();
+    // Shown in every list and report, and the evaluation report's batches separate columns by
+    // control characters (`store::report`).
+    if category.trim().is_empty() || category.chars().any(char::is_control) {
+        invalid(
+            file.category.span(),
+            format!("category {category:?} must be a name: not empty, no control characters"),
+        );
+    }
     if file.rules.is_empty() {
         invalid(
             file.id.span(),
@@ -1033,7 +1042,7 @@ fn parse(
         Playbook {
             id: file.id.into_inner(),
             title: file.title.into_inner(),
-            category: file.category,
+            category: file.category.into_inner(),
             severity: file.severity,
             description: file.description,
             dedupe: file.dedupe.into_iter().map(Spanned::into_inner).collect(),
@@ -1415,6 +1424,20 @@ to = ["lead"]
         );
         let errors = check(&text).expect_err("size limit");
         assert!(errors[0].contains("does not compile"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_category_is_a_name_without_control_characters() {
+        // As TOML writes them: escapes, since TOML refuses the characters themselves.
+        for bad in ["", "  ", r"不正\u001Fアクセス", r"a\u001eb", r"a\nb"] {
+            let text = GOOD.replace(
+                "category = \"不正アクセス\"",
+                &format!("category = \"{bad}\""),
+            );
+            assert_ne!(text, GOOD);
+            let errors = check(&text).expect_err(bad);
+            assert!(errors[0].contains("must be a name"), "{bad:?}: {errors:?}");
+        }
     }
 
     #[test]
