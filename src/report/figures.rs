@@ -10,7 +10,7 @@
 use super::period::{Period, month_label};
 use super::stats::{Times, ratio};
 use crate::model::{Resolution, Severity};
-use crate::playbook::PlaybookSet;
+use crate::playbook::{Playbook, PlaybookSet};
 use crate::store::report::{AgedIncident, ReportedIncident};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -193,18 +193,46 @@ pub const SOURCES: [(&str, &str); 5] = [
     ("unknown", "証跡なし"),
 ];
 
-/// How an incident came in: a staff report (the report path records its reporters), else its
-/// channel (the hit that opened it, or its first evidence).
-fn source_of(i: &ReportedIncident<'_>) -> &'static str {
+/// How an incident came in, as its place in `SOURCES`: a staff report (the report path records
+/// its reporters), else its channel (the hit that opened it, or its first evidence).
+fn source_of(i: &ReportedIncident<'_>) -> usize {
     if !i.reporters.is_empty() {
-        return "report";
+        return 3;
     }
     match i.origin.as_deref() {
-        Some("log") => "log",
-        Some("journal") => "journal",
-        Some("mail") => "mail",
-        _ => "unknown",
+        Some("log") => 0,
+        Some("journal") => 1,
+        Some("mail") => 2,
+        _ => 4,
     }
+}
+
+/// The incidents of one playbook and category: what the tally counts by either, counted once
+/// per incident in one place (a report of a million incidents has a few dozen of these; eight
+/// map updates per incident were a sixth of its work).
+struct Slot<'a> {
+    playbook: String,
+    category: String,
+    /// The playbook as loaded, for its deadlines (None: not loaded, or gone).
+    loaded: Option<&'a Playbook>,
+    /// Incidents in the period, and per month of it.
+    total: i64,
+    months: Vec<i64>,
+    /// Closed by `now`, and of those closed as false positives.
+    closed: i64,
+    false_positive: i64,
+}
+
+/// The place of `s` in `Severity::ALL`.
+fn severity_index(s: Severity) -> usize {
+    Severity::ALL.iter().position(|a| *a == s).unwrap_or(0)
+}
+
+/// The counts of one month by severity (`Severity::ALL`'s order) and by source (`SOURCES`').
+#[derive(Default, Clone, Copy)]
+struct MonthCounts {
+    severities: [i64; 4],
+    sources: [i64; SOURCES.len()],
 }
 
 /// A /24 (IPv4) or /48 (IPv6) network, as the ranking counts them: a few bytes to hash per
@@ -315,7 +343,7 @@ macro_rules! count_map {
         }
     )+};
 }
-count_map!(HashMap, BTreeMap);
+count_map!(HashMap);
 
 /// A missed deadline before its incident's title is known, with what orders the list: the
 /// incident's opening, its id, the deadline's place in its playbook.
@@ -331,16 +359,19 @@ pub struct Tally<'a> {
     now: DateTime<Utc>,
     incidents: i64,
     months: Vec<Month>,
-    categories: HashMap<String, i64>,
-    playbook_counts: HashMap<String, i64>,
-    severities: BTreeMap<Severity, i64>,
-    sources: HashMap<&'static str, i64>,
+    month_counts: Vec<MonthCounts>,
+    slots: Vec<Slot<'a>>,
+    /// Each playbook's slots (one per category it had): one lookup per incident.
+    slot_of: HashMap<String, Vec<usize>>,
+    /// The slot of the incident before, tried first.
+    last_slot: Option<usize>,
+    /// The period's counts by severity and by source.
+    totals: MonthCounts,
     ack: BTreeMap<Severity, Vec<f64>>,
     close: BTreeMap<Severity, Vec<f64>>,
     never: NeverAcknowledged,
     networks: HashMap<Network, i64>,
     accounts: HashMap<String, i64>,
-    fp: BTreeMap<String, (i64, i64)>,
     phishing_ack: Vec<f64>,
     campaigns: i64,
     reports: i64,
@@ -377,16 +408,16 @@ impl<'a> Tally<'a> {
                     by_source: BTreeMap::new(),
                 })
                 .collect(),
-            categories: HashMap::new(),
-            playbook_counts: HashMap::new(),
-            severities: BTreeMap::new(),
-            sources: HashMap::new(),
+            month_counts: vec![MonthCounts::default(); period.months().len()],
+            slots: Vec::new(),
+            slot_of: HashMap::new(),
+            last_slot: None,
+            totals: MonthCounts::default(),
             ack: BTreeMap::new(),
             close: BTreeMap::new(),
             never: NeverAcknowledged::default(),
             networks: HashMap::new(),
             accounts: HashMap::new(),
-            fp: BTreeMap::new(),
             phishing_ack: Vec::new(),
             campaigns: 0,
             reports: 0,
@@ -403,21 +434,58 @@ impl<'a> Tally<'a> {
         }
     }
 
+    /// The slot of `playbook` and `category`, made the first time they are seen.
+    fn slot(&mut self, playbook: &str, category: &str) -> usize {
+        let is = |s: &Slot<'_>| s.playbook == playbook && s.category == category;
+        if let Some(last) = self.last_slot
+            && is(&self.slots[last])
+        {
+            return last;
+        }
+        let found = self
+            .slot_of
+            .get(playbook)
+            .and_then(|of| of.iter().copied().find(|n| is(&self.slots[*n])));
+        let n = match found {
+            Some(n) => n,
+            None => {
+                let n = self.slots.len();
+                self.slots.push(Slot {
+                    playbook: playbook.to_string(),
+                    category: category.to_string(),
+                    loaded: self.playbooks.and_then(|p| p.get(playbook)),
+                    total: 0,
+                    months: vec![0; self.months.len()],
+                    closed: 0,
+                    false_positive: 0,
+                });
+                self.slot_of
+                    .entry(playbook.to_string())
+                    .or_default()
+                    .push(n);
+                n
+            }
+        };
+        self.last_slot = Some(n);
+        n
+    }
+
     /// Counts incident `i`, opened in the period's `month`th month (`Period::month_spans`).
     pub fn add(&mut self, month: usize, i: &ReportedIncident<'_>) {
         let now = self.now;
         let source = source_of(i);
         self.incidents += 1;
-        self.categories.bump(&i.category);
-        self.playbook_counts.bump(&i.playbook);
-        *self.severities.entry(i.severity).or_insert(0) += 1;
-        *self.sources.entry(source).or_insert(0) += 1;
-        if let Some(month) = self.months.get_mut(month) {
-            month.incidents += 1;
-            month.by_category.bump(&i.category);
-            month.by_severity.bump(i.severity.as_str());
-            month.by_playbook.bump(&i.playbook);
-            month.by_source.bump(source);
+        let slot = self.slot(&i.playbook, &i.category);
+        self.slots[slot].total += 1;
+        self.totals.severities[severity_index(i.severity)] += 1;
+        self.totals.sources[source] += 1;
+        if let (Some(m), Some(counts)) =
+            (self.months.get_mut(month), self.month_counts.get_mut(month))
+        {
+            m.incidents += 1;
+            self.slots[slot].months[month] += 1;
+            counts.severities[severity_index(i.severity)] += 1;
+            counts.sources[source] += 1;
         }
         let closed = i.closed_at.filter(|c| *c <= now);
         match i.first_ack.filter(|a| *a <= now) {
@@ -440,16 +508,9 @@ impl<'a> Tally<'a> {
                 .entry(i.severity)
                 .or_default()
                 .push(seconds(i.opened_at, at));
-            let false_positive = i64::from(i.resolution == Some(Resolution::FalsePositive));
-            match self.fp.get_mut(i.playbook.as_ref()) {
-                Some((closed, fp)) => {
-                    *closed += 1;
-                    *fp += false_positive;
-                }
-                None => {
-                    self.fp.insert(i.playbook.to_string(), (1, false_positive));
-                }
-            }
+            let slot = &mut self.slots[slot];
+            slot.closed += 1;
+            slot.false_positive += i64::from(i.resolution == Some(Resolution::FalsePositive));
         }
         if let Some(net) = i.ip.as_deref().and_then(Network::of) {
             *self.networks.entry(net).or_insert(0) += 1;
@@ -478,13 +539,19 @@ impl<'a> Tally<'a> {
                 self.phishing_ack.push(seconds(i.opened_at, at));
             }
         }
-        self.add_deadlines(i, closed);
+        let loaded = self.slots[slot].loaded;
+        self.add_deadlines(loaded, i, closed);
     }
 
     /// Each deadline of the incident's playbook, judged at `now`: met when the incident was
     /// closed by then, missed when it was not, running while it has not come.
-    fn add_deadlines(&mut self, i: &ReportedIncident<'_>, closed: Option<DateTime<Utc>>) {
-        let Some(playbook) = self.playbooks.and_then(|p| p.get(&i.playbook)) else {
+    fn add_deadlines(
+        &mut self,
+        playbook: Option<&Playbook>,
+        i: &ReportedIncident<'_>,
+        closed: Option<DateTime<Utc>>,
+    ) {
+        let Some(playbook) = playbook else {
             return;
         };
         for (n, deadline) in playbook.deadlines.iter().enumerate() {
@@ -532,6 +599,37 @@ impl<'a> Tally<'a> {
     /// `listed_missed`.
     pub fn finish(mut self, rows: Rows, titles: &HashMap<i64, String>) -> Figures {
         self.keep_first_missed();
+        // The counts by playbook and by category, the period's and each month's, from the slots.
+        let mut categories: HashMap<String, i64> = HashMap::new();
+        let mut playbook_counts: HashMap<String, i64> = HashMap::new();
+        let mut fp: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for slot in &self.slots {
+            *categories.entry(slot.category.clone()).or_default() += slot.total;
+            *playbook_counts.entry(slot.playbook.clone()).or_default() += slot.total;
+            for (month, n) in self.months.iter_mut().zip(&slot.months) {
+                if *n > 0 {
+                    *month.by_category.entry(slot.category.clone()).or_default() += n;
+                    *month.by_playbook.entry(slot.playbook.clone()).or_default() += n;
+                }
+            }
+            if slot.closed > 0 {
+                let (closed, false_positive) = fp.entry(slot.playbook.clone()).or_default();
+                *closed += slot.closed;
+                *false_positive += slot.false_positive;
+            }
+        }
+        for (month, counts) in self.months.iter_mut().zip(&self.month_counts) {
+            for (s, n) in Severity::ALL.iter().zip(counts.severities) {
+                if n > 0 {
+                    month.by_severity.insert(s.as_str().to_string(), n);
+                }
+            }
+            for ((key, _), n) in SOURCES.iter().zip(counts.sources) {
+                if n > 0 {
+                    month.by_source.insert((*key).to_string(), n);
+                }
+            }
+        }
         // Each severity as the reader sees it: its name with the city's level beside it.
         let levels = self.levels;
         let label = |s: Severity| format!("{} ({})", s.label_ja(), levels.of(s));
@@ -550,8 +648,7 @@ impl<'a> Tally<'a> {
             acknowledge: Times::of(self.ack.into_values().flatten().collect()),
             close: Times::of(self.close.into_values().flatten().collect()),
         });
-        let mut false_positives: Vec<FalsePositives> = self
-            .fp
+        let mut false_positives: Vec<FalsePositives> = fp
             .into_iter()
             .map(|(playbook, (closed, false_positive))| FalsePositives {
                 playbook,
@@ -581,22 +678,23 @@ impl<'a> Tally<'a> {
             period: PeriodInfo::of(self.period),
             incidents: self.incidents,
             months: self.months,
-            by_category: ranked(self.categories, usize::MAX),
+            by_category: ranked(categories, usize::MAX),
             by_severity: Severity::ALL
                 .iter()
                 .map(|s| Count {
                     key: s.as_str().into(),
                     label: label(*s),
-                    count: self.severities.get(s).copied().unwrap_or(0),
+                    count: self.totals.severities[severity_index(*s)],
                 })
                 .collect(),
-            by_playbook: ranked(self.playbook_counts, usize::MAX),
+            by_playbook: ranked(playbook_counts, usize::MAX),
             by_source: SOURCES
                 .iter()
-                .map(|(key, label)| Count {
+                .zip(self.totals.sources)
+                .map(|((key, label), count)| Count {
                     key: (*key).into(),
                     label: (*label).into(),
-                    count: self.sources.get(key).copied().unwrap_or(0),
+                    count,
                 })
                 .collect(),
             response,
