@@ -7,7 +7,8 @@
 //! than everything the report does with it, and grouping in SQL costs SQLite a sort of every row
 //! (measured in README「性能」). The report counts in Rust, over the batch, with the same
 //! functions as before, so its figures do not depend on how the rows travelled. Everything the
-//! backends spell differently (JSON aggregation) is in this module, once per backend.
+//! backends spell differently (string aggregation, a time as text) is in this module, once per
+//! backend.
 
 use super::{Backend, Store, StoreError};
 use crate::model::{Resolution, Severity};
