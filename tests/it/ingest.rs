@@ -17,6 +17,7 @@ on_both_backends!(
     a_repeated_line_counts_as_often_as_it_repeats,
     a_login_after_failures_raises_the_incident,
     severity_follows_the_citys_networks,
+    pending_events_keep_each_hits_own_values,
 );
 
 fn playbooks() -> PlaybookSet {
@@ -320,6 +321,96 @@ fn a_repeated_line_counts_as_often_as_it_repeats(backend: Backend) {
             [("ip=192.0.2.30".to_string(), 10)]
         );
         assert_eq!(store.events(id).await.expect("events").len(), 4);
+    });
+}
+
+/// Pending events are written many rows to a statement, with what a run of hits shares (rule,
+/// file, …) bound once (#13): each event still holds its own hit's values, whatever runs the
+/// batch falls into, and the counters are exact.
+fn pending_events_keep_each_hits_own_values(backend: Backend) {
+    let env = Env::new(backend);
+    let set = playbooks();
+    let playbook = set.get("ssh-bruteforce").expect("ssh playbook");
+    // Two rules, two files, two keys, interleaved: runs of one, two and three hits.
+    let hit = |ip: &str, rule: usize, file: &str, n: i64| {
+        let mut fields = csirt::model::Fields::new();
+        fields.insert("ip".into(), ip.into());
+        fields.insert("user".into(), format!("user{n}").into());
+        Hit::new(
+            playbook,
+            &playbook.rules[rule],
+            fields,
+            "log",
+            file.into(),
+            format!("{}", 100 + n),
+            t0() + TimeDelta::seconds(n),
+            format!("line {n} from {ip} by rule {rule} in {file}"),
+        )
+    };
+    let hits = vec![
+        hit("192.0.2.50", 0, "/var/log/auth.log", 1),
+        hit("192.0.2.51", 0, "/var/log/auth.log", 2),
+        hit("192.0.2.50", 1, "/var/log/auth.log", 3),
+        hit("192.0.2.50", 1, "/var/log/secure", 4),
+        hit("192.0.2.51", 1, "/var/log/secure", 5),
+        hit("192.0.2.50", 1, "/var/log/secure", 6),
+    ];
+    block_on(async {
+        let store = env.store().await;
+        let composer = env.composer();
+        let outcome = store
+            .ingest(&batch(hits.clone()), &composer)
+            .await
+            .expect("ingest");
+        assert!(
+            outcome.opened.is_empty(),
+            "below the threshold: {outcome:?}"
+        );
+        assert_eq!(outcome.pending, 6);
+        assert_eq!(
+            store.hit_counts("ssh-bruteforce").await.expect("counts"),
+            [
+                ("ip=192.0.2.50".to_string(), 4),
+                ("ip=192.0.2.51".to_string(), 2)
+            ]
+        );
+        // The fifth failure of 192.0.2.50 opens its incident with the pending events as evidence.
+        let fifth = hit("192.0.2.50", 0, "/var/log/auth.log", 7);
+        let outcome = store
+            .ingest(&batch(vec![fifth.clone()]), &composer)
+            .await
+            .expect("ingest");
+        assert_eq!(outcome.opened.len(), 1, "{outcome:?}");
+        let events = store.events(outcome.opened[0]).await.expect("events");
+        let expected: Vec<&Hit> = hits
+            .iter()
+            .chain([&fifth])
+            .filter(|h| h.dedupe_key == "ip=192.0.2.50")
+            .collect();
+        assert_eq!(events.len(), expected.len());
+        for (event, hit) in events.iter().zip(expected) {
+            assert_eq!(
+                (
+                    event.kind.as_str(),
+                    &event.rule,
+                    &event.source,
+                    &event.locator,
+                    event.observed_at,
+                    &event.text,
+                    &event.fields,
+                ),
+                (
+                    hit.kind,
+                    &hit.rule,
+                    &hit.source,
+                    &hit.locator,
+                    hit.observed_at,
+                    &hit.text,
+                    &hit.fields,
+                ),
+            );
+        }
+        store.close().await;
     });
 }
 
