@@ -8,6 +8,7 @@
 # Targets: at least 500 messages/s; peak RSS under 128 MiB with a 25 MiB message.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 COUNT=${COUNT:-2000}
 PY=/usr/bin/python3
@@ -30,16 +31,7 @@ playbooks = "$ROOT/playbooks"
 url = "sqlite://$TMP/$1/csirt.db"
 [intake]
 maildir = "$TMP/$1/Maildir"
-[notify]
-to = ["duty"]
-from = "csirt@city.kitakami.example.jp"
-transport = "file"
-dir = "$TMP/$1/outbox"
-[contacts]
-duty = ["duty@city.kitakami.example.jp"]
-lead = ["lead@city.kitakami.example.jp"]
-tokatsu = ["tokatsu@city.kitakami.example.jp"]
-ciso = ["ciso@city.kitakami.example.jp"]
+$(bench_notify "$TMP/$1/outbox")
 TOML
 }
 start() {  # start NAME: the daemon, returning once it is ready

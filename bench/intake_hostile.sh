@@ -11,6 +11,7 @@
 # Target: peak RSS <= 128 MiB for every shape.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 PY=/usr/bin/python3
 if [[ -z "${BIN:-}" ]]; then
@@ -27,16 +28,7 @@ cat >"$TMP/csirt.toml" <<TOML
 playbooks = "$ROOT/playbooks"
 [store]
 url = "sqlite://$TMP/csirt.db"
-[notify]
-to = ["duty"]
-from = "csirt@city.kitakami.example.jp"
-transport = "file"
-dir = "$TMP/outbox"
-[contacts]
-duty = ["duty@city.kitakami.example.jp"]
-lead = ["lead@city.kitakami.example.jp"]
-tokatsu = ["tokatsu@city.kitakami.example.jp"]
-ciso = ["ciso@city.kitakami.example.jp"]
+$(bench_notify "$TMP/outbox")
 TOML
 "$BIN" --config "$TMP/csirt.toml" db migrate >/dev/null
 

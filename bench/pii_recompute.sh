@@ -20,6 +20,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 RUNS=${RUNS:-5}
 INCIDENTS=${INCIDENTS:-20000}
@@ -48,17 +49,7 @@ pii_rules = "$ROOT/config/pii-rules.toml"
 [store]
 url = "sqlite://$DB"
 
-[notify]
-to = ["duty"]
-from = "csirt@city.kitakami.example.jp"
-transport = "file"
-dir = "$TMP/outbox"
-
-[contacts]
-duty = ["csirt-duty@city.kitakami.example.jp"]
-lead = ["johoseisaku-lead@city.kitakami.example.jp"]
-tokatsu = ["tokatsu@city.kitakami.example.jp"]
-ciso = ["ciso@city.kitakami.example.jp"]
+$(bench_notify "$TMP/outbox")
 EOF
 
 "$BIN" --config "$CFG" db migrate >&2

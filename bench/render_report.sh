@@ -33,6 +33,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 INCIDENTS=${INCIDENTS:-3000}
 # Counted on Debian 12 (Chromium 156, fonts-noto-cjk 1:20220127) for the default INCIDENTS;
@@ -64,17 +65,7 @@ playbooks = "$ROOT/playbooks"
 [store]
 url = "sqlite://$TMP/var/csirt.db"
 
-[notify]
-to = ["duty"]
-from = "csirt@example.jp"
-transport = "file"
-dir = "$TMP/mail"
-
-[contacts]
-duty = ["duty@example.jp"]
-lead = ["lead@example.jp"]
-tokatsu = ["tokatsu@example.jp"]
-ciso = ["ciso@example.jp"]
+$(bench_notify "$TMP/mail")
 CFG
 csirt() { "$BIN" --config "$TMP/csirt.toml" "$@"; }
 

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 INCIDENTS=${INCIDENTS:-100000}
 RUNS=${RUNS:-5}
@@ -57,17 +58,7 @@ playbooks = "$ROOT/playbooks"
 [store]
 url = "sqlite://$TMP/var/csirt.db"
 
-[notify]
-to = ["duty"]
-from = "csirt@example.jp"
-transport = "file"
-dir = "$TMP/mail"
-
-[contacts]
-duty = ["duty@example.jp"]
-lead = ["lead@example.jp"]
-tokatsu = ["tokatsu@example.jp"]
-ciso = ["ciso@example.jp"]
+$(bench_notify "$TMP/mail")
 CFG
 
 "$BIN" --config "$TMP/csirt.toml" db migrate >&2

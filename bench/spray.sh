@@ -41,6 +41,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 cd "$ROOT"
 LINES=${LINES:-1000000}
 SPRAY=${SPRAY:-1000000}
@@ -112,17 +113,7 @@ url = "$2"
 paths = ["$dir/logs/*.log"]
 start_at = "beginning"
 
-[notify]
-to = ["duty"]
-from = "csirt@city.kitakami.example.jp"
-transport = "file"
-dir = "$dir/outbox"
-
-[contacts]
-duty = ["csirt-duty@city.kitakami.example.jp"]
-lead = ["johoseisaku-lead@city.kitakami.example.jp"]
-tokatsu = ["tokatsu@city.kitakami.example.jp"]
-ciso = ["ciso@city.kitakami.example.jp"]
+$(bench_notify "$dir/outbox")
 EOF
 }
 

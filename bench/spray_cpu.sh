@@ -20,6 +20,7 @@ WRAP=("$@")
 [[ "$KIND" =~ ^(sqlite|pg)$ ]] || { echo "KIND must be sqlite or pg" >&2; exit 2; }
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || { echo "N must be a positive integer" >&2; exit 2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PROBE=(python3 "$ROOT/bench/ingest_probe.py")
 TMP=$(mktemp -d /tmp/csirt-spray-cpu.XXXXXX)
@@ -60,17 +61,7 @@ url = "$URL"
 paths = ["$TMP/logs/*.log"]
 start_at = "beginning"
 
-[notify]
-to = ["duty"]
-from = "csirt@city.kitakami.example.jp"
-transport = "file"
-dir = "$TMP/outbox"
-
-[contacts]
-duty = ["csirt-duty@city.kitakami.example.jp"]
-lead = ["johoseisaku-lead@city.kitakami.example.jp"]
-tokatsu = ["tokatsu@city.kitakami.example.jp"]
-ciso = ["ciso@city.kitakami.example.jp"]
+$(bench_notify "$TMP/outbox")
 EOC
 "$BIN" --config "$TMP/csirt.toml" db migrate >&2
 mv "$TMP/src.log" "$TMP/logs/auth.log.partial"
